@@ -1,27 +1,8 @@
-//! `ringroom-server`: the chat-room / push server.
-//!
-//! The io_uring shards arrive with the server-core issue; for now this binary
-//! only parses its command line and says so.
-
-use argh::FromArgs;
+//! `ringroom-server`: see `ringroom-server --help` and the README.
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// The ringroom server.
-#[derive(FromArgs)]
-struct Args {
-    /// address to listen on (default 0.0.0.0:7700)
-    #[argh(option, default = "String::from(\"0.0.0.0:7700\")")]
-    listen: String,
-}
-
-fn main() {
-    let args: Args = argh::from_env();
-    eprintln!(
-        "ringroom-server: not built yet (protocol v{}); would listen on {}",
-        proto::VERSION,
-        args.listen
-    );
-    std::process::exit(2);
+fn main() -> std::process::ExitCode {
+    ringroom_server::server::main(argh::from_env())
 }

@@ -1,0 +1,1244 @@
+//! The sans-io heart of a shard: connections, their protocol state, the
+//! timing wheel and the send queues, driven by events and a clock, producing
+//! [`Action`]s for the engine. No syscalls here, so every path — including
+//! errors, limits and timeouts — is tested deterministically.
+//!
+//! A connection's life:
+//!
+//! ```text
+//! Open ──fatal error / GOAWAY / shutdown / expiry──▶ Draining (last frame queued)
+//!   │                                                   │ queue flushed
+//!   │                                                   ▼
+//!   │                                       Lingering (write side shut, reading
+//!   │                                                   │ until EOF, so the peer
+//!   │ EOF, socket error                                 │ gets our last frame
+//!   ▼                                                   ▼ rather than a reset)
+//! Closing ◀──────────── EOF, or drain time limit ───────┘
+//!   │ cancel outstanding receive and send; once both have ended:
+//!   ▼
+//! Close (slot free)
+//! ```
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use proto::{DecodeError, Decoder, ErrorCode, Frame, Malformed, Status, Welcome};
+
+use crate::metrics::{CloseReason, ShardMetrics};
+use crate::outq::{BufPool, OutQueue};
+use crate::wheel::TimerWheel;
+
+/// What the core needs to know of the configuration.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// This shard's number, sent in WELCOME.
+    pub shard: u16,
+    /// Fixed-file slots of this shard's ring: connection slots.
+    pub slots: u32,
+    /// Largest payload accepted.
+    pub max_payload: u32,
+    /// Bound of each connection's outgoing queue, in bytes.
+    pub queue_bytes: usize,
+    /// Heartbeat interval for clients that do not ask for one.
+    pub heartbeat_ms: u32,
+    /// Smallest heartbeat a HELLO may ask for.
+    pub min_heartbeat_ms: u32,
+    /// Largest heartbeat a HELLO may ask for.
+    pub max_heartbeat_ms: u32,
+    /// Idle timeout = this many heartbeat intervals.
+    pub idle_factor: u32,
+    /// Time limit to flush a connection's last frames before it is cut.
+    pub drain_ms: u64,
+    /// Timing-wheel tick.
+    pub tick_ms: u64,
+}
+
+impl Limits {
+    /// The heartbeat granted for a HELLO's request (0: the default).
+    pub fn heartbeat_for(&self, requested_ms: u32) -> u32 {
+        if requested_ms == 0 {
+            self.heartbeat_ms
+        } else {
+            requested_ms.clamp(self.min_heartbeat_ms, self.max_heartbeat_ms)
+        }
+    }
+
+    /// The idle timeout that goes with a heartbeat interval.
+    pub fn idle_timeout_for(&self, heartbeat_ms: u32) -> u32 {
+        heartbeat_ms.saturating_mul(self.idle_factor)
+    }
+}
+
+/// The server-wide connection count, shared by the shards, against `--max-conns`.
+#[derive(Debug)]
+pub struct Admission {
+    open: AtomicUsize,
+    max: usize,
+}
+
+impl Admission {
+    /// Admits at most `max` connections at once.
+    pub fn new(max: usize) -> Self {
+        Self {
+            open: AtomicUsize::new(0),
+            max,
+        }
+    }
+
+    /// Takes a place, if one is free.
+    pub fn try_admit(&self) -> bool {
+        let prev = self.open.fetch_add(1, Ordering::Relaxed);
+        if prev >= self.max {
+            self.open.fetch_sub(1, Ordering::Relaxed);
+            return false;
+        }
+        true
+    }
+
+    /// Gives a place back.
+    pub fn release(&self) {
+        self.open.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Connections admitted now.
+    pub fn open(&self) -> usize {
+        self.open.load(Ordering::Relaxed)
+    }
+
+    /// The limit.
+    pub fn max(&self) -> usize {
+        self.max
+    }
+}
+
+/// What the engine must do next. `gen` tells a slot's successive connections apart.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Arm a multishot receive on the slot.
+    ArmRecv {
+        /// Fixed-file slot.
+        slot: u32,
+        /// Connection generation.
+        gen: u32,
+    },
+    /// Send the whole buffer; report how much went with [`ShardCore::sent`].
+    Send {
+        /// Fixed-file slot.
+        slot: u32,
+        /// Connection generation.
+        gen: u32,
+        /// The bytes; handed back in [`ShardCore::sent`].
+        buf: Vec<u8>,
+    },
+    /// Shut the write side (FIN after the queued bytes), keep reading.
+    ShutdownWrite {
+        /// Fixed-file slot.
+        slot: u32,
+    },
+    /// Cancel every operation outstanding on the slot.
+    Cancel {
+        /// Fixed-file slot.
+        slot: u32,
+    },
+    /// Close the slot's socket and free the slot. Nothing is outstanding on it.
+    Close {
+        /// Fixed-file slot.
+        slot: u32,
+    },
+}
+
+/// How a multishot receive ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RecvEnd {
+    /// The peer closed its side.
+    Eof,
+    /// The buffer ring was empty (ENOBUFS): re-arm once buffers are back.
+    NoBuffers,
+    /// The kernel stopped the multishot without an error: re-arm.
+    Stopped,
+    /// We cancelled it.
+    Cancelled,
+    /// A socket error (errno).
+    Error(i32),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    Open,
+    Draining,
+    Lingering,
+    Closing,
+}
+
+#[derive(Debug)]
+struct ConnState {
+    id: u64,
+    gen: u32,
+    phase: Phase,
+    reason: CloseReason,
+    out: OutQueue,
+    last_rx_ms: u64,
+    heartbeat_ms: u32,
+    idle_timeout_ms: u32,
+    seen_frame: bool,
+    admitted: bool,
+    recv_armed: bool,
+    needs_arm: bool,
+    cancel_sent: bool,
+    dirty: bool,
+}
+
+#[derive(Debug)]
+struct Conn {
+    decoder: Decoder,
+    st: ConnState,
+}
+
+#[derive(Debug, Default)]
+struct Slot {
+    gen: u32,
+    conn: Option<Box<Conn>>,
+}
+
+/// One shard's connections and timers.
+#[derive(Debug)]
+pub struct ShardCore {
+    limits: Limits,
+    slots: Vec<Slot>,
+    wheel: TimerWheel,
+    pool: BufPool,
+    dirty: Vec<u32>,
+    due: Vec<u32>,
+    /// Remainders of short sends, to go out before anything else on their slot.
+    resend: Vec<(u32, u32, Vec<u8>)>,
+    admission: Arc<Admission>,
+    metrics: Arc<ShardMetrics>,
+    next_seq: u64,
+    open: usize,
+    shutting_down: bool,
+}
+
+/// Everything a frame handler may touch besides the connection.
+struct Ctx<'a> {
+    limits: &'a Limits,
+    pool: &'a mut BufPool,
+    wheel: &'a mut TimerWheel,
+    metrics: &'a ShardMetrics,
+    slot: u32,
+    now: u64,
+}
+
+impl ShardCore {
+    /// A core for one shard, at time `now_ms`.
+    pub fn new(
+        limits: Limits,
+        admission: Arc<Admission>,
+        metrics: Arc<ShardMetrics>,
+        now_ms: u64,
+    ) -> Self {
+        let slots = limits.slots as usize;
+        let wheel = TimerWheel::new(limits.tick_ms, 1024, slots, now_ms);
+        let mut slot_table = Vec::new();
+        // Reserve address space only: pages are touched as slots come into use.
+        slot_table.reserve_exact(slots);
+        Self {
+            limits,
+            slots: slot_table,
+            wheel,
+            pool: BufPool::new(1024, 64 * 1024),
+            dirty: Vec::new(),
+            due: Vec::new(),
+            resend: Vec::new(),
+            admission,
+            metrics,
+            next_seq: 1,
+            open: 0,
+            shutting_down: false,
+        }
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Connections held (in any phase).
+    pub fn open(&self) -> usize {
+        self.open
+    }
+
+    /// Whether a shutdown was asked for and every connection is gone.
+    pub fn is_drained(&self) -> bool {
+        self.shutting_down && self.open == 0
+    }
+
+    /// When the core next needs [`ShardCore::tick`].
+    pub fn next_tick_at_ms(&self) -> u64 {
+        self.wheel.next_tick_at_ms()
+    }
+
+    /// The kernel accepted a connection into `slot`.
+    pub fn accepted(&mut self, slot: u32, now: u64) {
+        assert!(
+            slot < self.limits.slots,
+            "accept into slot {slot} beyond the table"
+        );
+        let idx = slot as usize;
+        if idx >= self.slots.len() {
+            self.slots.resize_with(idx + 1, Slot::default);
+        }
+        let entry = &mut self.slots[idx];
+        assert!(entry.conn.is_none(), "kernel reused busy slot {slot}");
+        entry.gen = entry.gen.wrapping_add(1) & GEN_MASK;
+        let admitted = !self.shutting_down && self.admission.try_admit();
+        let heartbeat_ms = self.limits.heartbeat_ms;
+        let id = (u64::from(self.limits.shard) << 48) | self.next_seq;
+        self.next_seq += 1;
+        entry.conn = Some(Box::new(Conn {
+            decoder: Decoder::new(self.limits.max_payload),
+            st: ConnState {
+                id,
+                gen: entry.gen,
+                phase: Phase::Open,
+                reason: CloseReason::Peer,
+                out: OutQueue::default(),
+                last_rx_ms: now,
+                heartbeat_ms,
+                idle_timeout_ms: self.limits.idle_timeout_for(heartbeat_ms),
+                seen_frame: false,
+                admitted,
+                recv_armed: false,
+                needs_arm: true,
+                cancel_sent: false,
+                dirty: false,
+            },
+        }));
+        self.open += 1;
+        self.metrics.accepted.inc();
+        self.metrics.conns_open.set(self.open as u64);
+
+        let conn = self.slots[idx].conn.as_deref_mut().expect("just set");
+        let mut cx = Ctx {
+            limits: &self.limits,
+            pool: &mut self.pool,
+            wheel: &mut self.wheel,
+            metrics: &self.metrics,
+            slot,
+            now,
+        };
+        if !admitted {
+            let reason = if self.shutting_down {
+                "server is shutting down"
+            } else {
+                "server is at its connection limit"
+            };
+            let (why, frame) = if self.shutting_down {
+                (
+                    CloseReason::Shutdown,
+                    last_frame(true, ErrorCode::SHUTTING_DOWN, reason),
+                )
+            } else {
+                (
+                    CloseReason::Overloaded,
+                    last_frame(false, ErrorCode::OVERLOADED, reason),
+                )
+            };
+            begin_close(&mut conn.st, &mut cx, why, Some(frame));
+        } else {
+            cx.wheel
+                .schedule(slot, now + u64::from(conn.st.idle_timeout_ms));
+        }
+        mark_dirty(&mut conn.st, &mut self.dirty, slot);
+    }
+
+    /// Bytes arrived on `slot` (one multishot receive completion).
+    pub fn received(&mut self, slot: u32, gen: u32, data: &[u8], now: u64) {
+        let Some(conn) = conn_mut(&mut self.slots, slot, gen) else {
+            return;
+        };
+        self.metrics.bytes_in.add(data.len() as u64);
+        if conn.st.phase != Phase::Open {
+            return; // a closing connection's input is read and dropped
+        }
+        conn.st.last_rx_ms = now;
+        let mut cx = Ctx {
+            limits: &self.limits,
+            pool: &mut self.pool,
+            wheel: &mut self.wheel,
+            metrics: &self.metrics,
+            slot,
+            now,
+        };
+        let Conn { decoder, st } = conn;
+        let mut input = data;
+        loop {
+            match decoder.decode(&mut input) {
+                Ok(Some(frame)) => {
+                    cx.metrics.frames_in.inc();
+                    on_frame(st, &mut cx, frame);
+                    if st.phase != Phase::Open {
+                        break;
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    protocol_error(st, &mut cx, e);
+                    break;
+                }
+            }
+        }
+        decoder.release_idle_buffer();
+        mark_dirty(st, &mut self.dirty, slot);
+    }
+
+    /// A multishot receive on `slot` ended.
+    pub fn recv_ended(&mut self, slot: u32, gen: u32, end: RecvEnd) {
+        let Some(conn) = conn_mut(&mut self.slots, slot, gen) else {
+            return;
+        };
+        let st = &mut conn.st;
+        st.recv_armed = false;
+        match end {
+            RecvEnd::NoBuffers => {
+                self.metrics.enobufs_rearms.inc();
+                st.needs_arm = true;
+            }
+            RecvEnd::Stopped => st.needs_arm = true,
+            RecvEnd::Cancelled => {}
+            RecvEnd::Eof => close_now(st, CloseReason::Peer),
+            RecvEnd::Error(_) => close_now(st, CloseReason::SocketError),
+        }
+        mark_dirty(st, &mut self.dirty, slot);
+    }
+
+    /// A send on `slot` completed with `result` (bytes sent, or -errno); `buf`
+    /// is the buffer the [`Action::Send`] carried.
+    pub fn sent(&mut self, slot: u32, gen: u32, mut buf: Vec<u8>, result: i32) {
+        let Some(conn) = conn_mut(&mut self.slots, slot, gen) else {
+            return;
+        };
+        let st = &mut conn.st;
+        match usize::try_from(result) {
+            Ok(n) if n < buf.len() && st.phase != Phase::Closing && n > 0 => {
+                self.metrics.bytes_out.add(n as u64);
+                self.metrics.partial_sends.inc();
+                st.out.partial_send(&mut buf, n);
+                // The rest goes first, before anything queued since.
+                self.resend.push((slot, gen, buf));
+                return;
+            }
+            Ok(n) if n == buf.len() => {
+                self.metrics.bytes_out.add(n as u64);
+                st.out.finish_send(buf, &mut self.pool);
+            }
+            _ => {
+                // An error, a zero-byte send, or a cut-off while closing.
+                st.out.finish_send(buf, &mut self.pool);
+                close_now(st, CloseReason::SocketError);
+            }
+        }
+        mark_dirty(st, &mut self.dirty, slot);
+    }
+
+    /// Processes the timing wheel up to `now`: heartbeat expiry and drain limits.
+    pub fn tick(&mut self, now: u64) {
+        let mut due = std::mem::take(&mut self.due);
+        self.wheel.advance(now, &mut due);
+        for &slot in &due {
+            let Some(conn) = self.slots[slot as usize].conn.as_deref_mut() else {
+                continue;
+            };
+            let mut cx = Ctx {
+                limits: &self.limits,
+                pool: &mut self.pool,
+                wheel: &mut self.wheel,
+                metrics: &self.metrics,
+                slot,
+                now,
+            };
+            let st = &mut conn.st;
+            match st.phase {
+                Phase::Open => {
+                    let deadline = st.last_rx_ms + u64::from(st.idle_timeout_ms);
+                    if now >= deadline {
+                        cx.metrics.wheel_expiries.inc();
+                        let frame = last_frame(
+                            false,
+                            ErrorCode::HEARTBEAT_TIMEOUT,
+                            "nothing received within the idle timeout",
+                        );
+                        begin_close(st, &mut cx, CloseReason::HeartbeatTimeout, Some(frame));
+                    } else {
+                        cx.wheel.schedule(slot, deadline); // lazy re-arm
+                    }
+                }
+                Phase::Draining | Phase::Lingering => {
+                    cx.metrics.drain_timeouts.inc();
+                    close_now(st, st.reason);
+                }
+                Phase::Closing => {}
+            }
+            mark_dirty(st, &mut self.dirty, slot);
+        }
+        due.clear();
+        self.due = due;
+    }
+
+    /// Stops the shard: every connection gets GOAWAY SHUTTING_DOWN, then is
+    /// flushed (within the drain time) and closed. New connections get the same.
+    pub fn shutdown(&mut self, now: u64) {
+        self.shutting_down = true;
+        for slot in 0..self.slots.len() as u32 {
+            let Some(conn) = self.slots[slot as usize].conn.as_deref_mut() else {
+                continue;
+            };
+            let mut cx = Ctx {
+                limits: &self.limits,
+                pool: &mut self.pool,
+                wheel: &mut self.wheel,
+                metrics: &self.metrics,
+                slot,
+                now,
+            };
+            let frame = last_frame(true, ErrorCode::SHUTTING_DOWN, "server is shutting down");
+            begin_close(&mut conn.st, &mut cx, CloseReason::Shutdown, Some(frame));
+            mark_dirty(&mut conn.st, &mut self.dirty, slot);
+        }
+    }
+
+    /// Moves the actions due now into `actions`.
+    pub fn poll_actions(&mut self, actions: &mut Vec<Action>) {
+        for (slot, gen, buf) in self.resend.drain(..) {
+            actions.push(Action::Send { slot, gen, buf });
+        }
+        let mut dirty = std::mem::take(&mut self.dirty);
+        for &slot in &dirty {
+            self.progress(slot, actions);
+        }
+        dirty.clear();
+        self.dirty = dirty;
+    }
+
+    /// Advances one connection as far as it can go now.
+    fn progress(&mut self, slot: u32, actions: &mut Vec<Action>) {
+        let idx = slot as usize;
+        let Some(conn) = self.slots[idx].conn.as_deref_mut() else {
+            return;
+        };
+        let st = &mut conn.st;
+        st.dirty = false;
+        let (gen, reading) = (st.gen, st.phase != Phase::Closing);
+        if matches!(st.phase, Phase::Open | Phase::Draining) {
+            if let Some(buf) = st.out.start_send() {
+                actions.push(Action::Send { slot, gen, buf });
+            }
+        }
+        if st.phase == Phase::Draining && st.out.is_empty() {
+            st.phase = Phase::Lingering;
+            actions.push(Action::ShutdownWrite { slot });
+        }
+        if reading && st.needs_arm && !st.recv_armed {
+            st.needs_arm = false;
+            st.recv_armed = true;
+            actions.push(Action::ArmRecv { slot, gen });
+        }
+        if st.phase == Phase::Open && !st.out.is_sending() {
+            st.out.release_idle(&mut self.pool);
+        }
+        if st.phase != Phase::Closing {
+            return;
+        }
+        if st.recv_armed || st.out.is_sending() {
+            if !st.cancel_sent {
+                st.cancel_sent = true;
+                actions.push(Action::Cancel { slot });
+            }
+            return;
+        }
+        // Nothing outstanding: the slot can be closed and reused.
+        let conn = self.slots[idx].conn.take().expect("checked above");
+        let Conn { decoder, st } = *conn;
+        drop(decoder);
+        let mut out = st.out;
+        out.discard_queued(&mut self.pool);
+        self.wheel.cancel(slot);
+        if st.admitted {
+            self.admission.release();
+        }
+        self.open -= 1;
+        self.metrics.closed_by(st.reason);
+        self.metrics.conns_open.set(self.open as u64);
+        actions.push(Action::Close { slot });
+    }
+}
+
+const GEN_MASK: u32 = (1 << 24) - 1;
+
+fn conn_mut(slots: &mut [Slot], slot: u32, gen: u32) -> Option<&mut Conn> {
+    let entry = slots.get_mut(slot as usize)?;
+    if entry.gen != gen {
+        return None;
+    }
+    entry.conn.as_deref_mut()
+}
+
+fn mark_dirty(st: &mut ConnState, dirty: &mut Vec<u32>, slot: u32) {
+    if !st.dirty {
+        st.dirty = true;
+        dirty.push(slot);
+    }
+}
+
+/// The last frame a connection gets: GOAWAY or ERROR.
+fn last_frame(goaway: bool, code: ErrorCode, reason: &str) -> Frame<'_> {
+    let status = Status { code, reason };
+    if goaway {
+        Frame::GoAway(status)
+    } else {
+        Frame::Error(status)
+    }
+}
+
+/// Ends an open connection gracefully: `frame` (if any) goes out after what is
+/// queued, then the write side is shut, all within the drain time.
+fn begin_close(
+    st: &mut ConnState,
+    cx: &mut Ctx<'_>,
+    reason: CloseReason,
+    frame: Option<Frame<'_>>,
+) {
+    if st.phase != Phase::Open {
+        return;
+    }
+    st.reason = reason;
+    if let Some(frame) = frame {
+        st.out.push_unbounded(&frame, cx.pool);
+        cx.metrics.frames_out.inc();
+    }
+    st.phase = Phase::Draining;
+    cx.wheel.schedule(cx.slot, cx.now + cx.limits.drain_ms);
+}
+
+/// Ends a connection now: nothing more is sent.
+fn close_now(st: &mut ConnState, reason: CloseReason) {
+    if st.phase == Phase::Open {
+        st.reason = reason;
+    }
+    st.phase = Phase::Closing;
+}
+
+/// A fatal decode error: ERROR with its code, then close.
+fn protocol_error(st: &mut ConnState, cx: &mut Ctx<'_>, e: DecodeError) {
+    let reason = match e.code() {
+        ErrorCode::FRAME_TOO_LARGE => CloseReason::FrameTooLarge,
+        ErrorCode::UNKNOWN_TYPE => CloseReason::UnknownType,
+        _ => CloseReason::Malformed,
+    };
+    let text = e.to_string();
+    begin_close(st, cx, reason, Some(last_frame(false, e.code(), &text)));
+}
+
+/// Queues a reply frame; an overflowing queue cuts the connection off.
+fn reply(st: &mut ConnState, cx: &mut Ctx<'_>, frame: &Frame<'_>) {
+    match st.out.push(frame, cx.limits.queue_bytes, cx.pool) {
+        Ok(()) => cx.metrics.frames_out.inc(),
+        Err(_) => {
+            st.out.discard_queued(cx.pool);
+            let frame = last_frame(
+                false,
+                ErrorCode::SLOW_CONSUMER,
+                "outgoing queue full: the connection is not reading",
+            );
+            begin_close(st, cx, CloseReason::SlowConsumer, Some(frame));
+        }
+    }
+}
+
+/// One decoded frame from a client.
+fn on_frame(st: &mut ConnState, cx: &mut Ctx<'_>, frame: Frame<'_>) {
+    let first = !st.seen_frame;
+    st.seen_frame = true;
+    match frame {
+        Frame::Hello(hello) => {
+            if !first {
+                return protocol_error(st, cx, Malformed::LateHello.into());
+            }
+            st.heartbeat_ms = cx.limits.heartbeat_for(hello.heartbeat_ms);
+            st.idle_timeout_ms = cx.limits.idle_timeout_for(st.heartbeat_ms);
+            // The deadline may have moved earlier: lazy re-arm only moves later.
+            cx.wheel
+                .schedule(cx.slot, st.last_rx_ms + u64::from(st.idle_timeout_ms));
+            let welcome = Frame::Welcome(Welcome {
+                conn_id: st.id,
+                heartbeat_ms: st.heartbeat_ms,
+                idle_timeout_ms: st.idle_timeout_ms,
+                max_payload: cx.limits.max_payload,
+                shard: cx.limits.shard,
+            });
+            reply(st, cx, &welcome);
+        }
+        Frame::Ping(payload) => reply(st, cx, &Frame::Pong(payload)),
+        Frame::Pong(_) => {} // a sign of life; unsolicited PONGs are ignored
+        Frame::GoAway(_) => begin_close(st, cx, CloseReason::Peer, None),
+        Frame::Join(_) | Frame::Leave(_) | Frame::Publish(_) => {
+            // Rooms arrive with the rooms issue; until then, a clear non-fatal answer.
+            let status = Status {
+                code: ErrorCode::LIMIT,
+                reason: "rooms are not available in this build",
+            };
+            reply(st, cx, &Frame::Error(status));
+        }
+        Frame::Welcome(_)
+        | Frame::Joined(_)
+        | Frame::Left(_)
+        | Frame::Message(_)
+        | Frame::Error(_) => {
+            let ty = frame.frame_type();
+            protocol_error(st, cx, Malformed::WrongDirection { ty }.into());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proto::{Hello, DEFAULT_MAX_PAYLOAD};
+
+    /// A core with a simulated clock and a record of what it asked the engine.
+    struct Harness {
+        core: ShardCore,
+        metrics: Arc<ShardMetrics>,
+        now: u64,
+        /// Bytes each slot was sent, in order.
+        wire: Vec<Vec<u8>>,
+        gens: Vec<u32>,
+    }
+
+    fn limits() -> Limits {
+        Limits {
+            shard: 3,
+            slots: 16,
+            max_payload: DEFAULT_MAX_PAYLOAD,
+            queue_bytes: 4096,
+            heartbeat_ms: 1000,
+            min_heartbeat_ms: 100,
+            max_heartbeat_ms: 10_000,
+            idle_factor: 3,
+            drain_ms: 500,
+            tick_ms: 100,
+        }
+    }
+
+    impl Harness {
+        fn new(max_conns: usize) -> Self {
+            Self::with(limits(), max_conns)
+        }
+
+        fn with(limits: Limits, max_conns: usize) -> Self {
+            let metrics = Arc::new(ShardMetrics::default());
+            let core = ShardCore::new(
+                limits,
+                Arc::new(Admission::new(max_conns)),
+                metrics.clone(),
+                0,
+            );
+            Self {
+                core,
+                metrics,
+                now: 0,
+                wire: vec![Vec::new(); 16],
+                gens: vec![0; 16],
+            }
+        }
+
+        /// Polls actions; completes sends in full unless `hold_sends`.
+        fn step(&mut self, hold_sends: bool) -> Vec<Action> {
+            let mut actions = Vec::new();
+            self.core.poll_actions(&mut actions);
+            let mut shown = Vec::new();
+            for a in actions {
+                match a {
+                    Action::Send { slot, gen, buf } if !hold_sends => {
+                        self.wire[slot as usize].extend_from_slice(&buf);
+                        let n = buf.len() as i32;
+                        self.core.sent(slot, gen, buf, n);
+                        shown.push(Action::Send {
+                            slot,
+                            gen,
+                            buf: Vec::new(),
+                        });
+                    }
+                    Action::ArmRecv { slot, gen } => {
+                        self.gens[slot as usize] = gen;
+                        shown.push(a);
+                    }
+                    other => shown.push(other),
+                }
+            }
+            shown
+        }
+
+        /// Steps until no more actions come.
+        fn settle(&mut self) -> Vec<Action> {
+            let mut all = Vec::new();
+            loop {
+                let a = self.step(false);
+                if a.is_empty() {
+                    return all;
+                }
+                all.extend(a);
+            }
+        }
+
+        fn accept(&mut self, slot: u32) {
+            self.core.accepted(slot, self.now);
+            self.settle();
+        }
+
+        fn feed(&mut self, slot: u32, bytes: &[u8]) {
+            let gen = self.gens[slot as usize];
+            self.core.received(slot, gen, bytes, self.now);
+        }
+
+        fn send_frames(&mut self, slot: u32, frames: &[Frame<'_>]) {
+            let mut bytes = Vec::new();
+            for f in frames {
+                f.encode_to_vec(&mut bytes).unwrap();
+            }
+            self.feed(slot, &bytes);
+        }
+
+        fn advance(&mut self, to: u64) {
+            self.now = to;
+            self.core.tick(to);
+        }
+
+        /// The frames slot has been sent so far, as (type, payload) pairs.
+        fn received(&self, slot: u32) -> Vec<(FrameType, Vec<u8>)> {
+            let mut d = Decoder::new(u32::MAX);
+            let mut input = &self.wire[slot as usize][..];
+            let mut out = Vec::new();
+            while let Some(f) = d.decode(&mut input).unwrap() {
+                let mut bytes = Vec::new();
+                f.encode_to_vec(&mut bytes).unwrap();
+                out.push((f.frame_type(), bytes[8..].to_vec()));
+            }
+            out
+        }
+
+        fn last_error_code(&self, slot: u32) -> Option<ErrorCode> {
+            self.received(slot).iter().rev().find_map(|(ty, p)| {
+                matches!(ty, FrameType::Error | FrameType::GoAway)
+                    .then(|| ErrorCode(u16::from_be_bytes([p[0], p[1]])))
+            })
+        }
+
+        fn closed(&self, reason: CloseReason) -> u64 {
+            self.metrics.closed[reason as usize].get()
+        }
+    }
+
+    use proto::FrameType;
+
+    fn hello(heartbeat_ms: u32) -> Frame<'static> {
+        Frame::Hello(Hello {
+            heartbeat_ms,
+            name: "t",
+        })
+    }
+
+    #[test]
+    fn hello_is_welcomed_with_clamped_heartbeat() {
+        for (asked, granted) in [(0, 1000), (50, 100), (2500, 2500), (1_000_000, 10_000)] {
+            let mut h = Harness::new(10);
+            h.accept(1);
+            h.send_frames(1, &[hello(asked)]);
+            h.settle();
+            let got = h.received(1);
+            assert_eq!(got.len(), 1);
+            let mut input = &h.wire[1][..];
+            let mut d = Decoder::new(u32::MAX);
+            let Some(Frame::Welcome(w)) = d.decode(&mut input).unwrap() else {
+                panic!("expected WELCOME");
+            };
+            assert_eq!(w.heartbeat_ms, granted);
+            assert_eq!(w.idle_timeout_ms, granted * 3);
+            assert_eq!(w.max_payload, DEFAULT_MAX_PAYLOAD);
+            assert_eq!(w.shard, 3);
+            assert_eq!(w.conn_id >> 48, 3, "conn ids carry the shard");
+        }
+    }
+
+    #[test]
+    fn pings_are_answered_and_sticky_replies_share_one_send() {
+        let mut h = Harness::new(10);
+        h.accept(0);
+        h.send_frames(
+            0,
+            &[Frame::Ping(b"a"), Frame::Ping(b""), Frame::Ping(&[9; 64])],
+        );
+        let actions = h.settle();
+        let sends = actions
+            .iter()
+            .filter(|a| matches!(a, Action::Send { .. }))
+            .count();
+        assert_eq!(sends, 1, "three PONGs, one send");
+        let got = h.received(0);
+        assert_eq!(
+            got,
+            [
+                (FrameType::Pong, b"a".to_vec()),
+                (FrameType::Pong, vec![]),
+                (FrameType::Pong, vec![9; 64])
+            ]
+        );
+        assert_eq!(h.metrics.frames_in.get(), 3);
+        assert_eq!(h.metrics.frames_out.get(), 3);
+    }
+
+    /// Runs a connection through its graceful close after a fatal frame.
+    fn fatal_case(bytes: &[u8]) -> (Harness, Vec<Action>) {
+        let mut h = Harness::new(10);
+        h.accept(2);
+        h.feed(2, bytes);
+        let mut actions = h.settle();
+        assert!(
+            actions.contains(&Action::ShutdownWrite { slot: 2 }),
+            "{actions:?}"
+        );
+        assert_eq!(h.core.open(), 1, "lingering until the peer closes");
+        h.core.recv_ended(2, h.gens[2], RecvEnd::Eof);
+        actions.extend(h.settle());
+        assert!(actions.contains(&Action::Close { slot: 2 }));
+        assert_eq!(h.core.open(), 0);
+        (h, actions)
+    }
+
+    #[test]
+    fn every_fatal_decode_error_sends_its_code_and_closes() {
+        let mut too_large = vec![0x00, 0x01, 0x00, 0x01, 0x20, 0, 0, 0];
+        too_large.extend_from_slice(&[0; 4]);
+        let cases: [(&[u8], ErrorCode, CloseReason); 4] = [
+            (
+                &too_large,
+                ErrorCode::FRAME_TOO_LARGE,
+                CloseReason::FrameTooLarge,
+            ),
+            (
+                &[0, 0, 0, 0, 0x42, 0, 0, 0],
+                ErrorCode::UNKNOWN_TYPE,
+                CloseReason::UnknownType,
+            ),
+            (
+                &[0, 0, 0, 0, 0x03, 0x80, 0, 0],
+                ErrorCode::MALFORMED,
+                CloseReason::Malformed,
+            ),
+            // WELCOME is the server's to send.
+            (
+                &[
+                    0, 0, 0, 22, 0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+                    0, 0, 0, 0, 0,
+                ],
+                ErrorCode::MALFORMED,
+                CloseReason::Malformed,
+            ),
+        ];
+        for (bytes, code, reason) in cases {
+            let (h, _) = fatal_case(bytes);
+            assert_eq!(h.last_error_code(2), Some(code));
+            assert_eq!(h.closed(reason), 1, "{reason:?}");
+        }
+    }
+
+    #[test]
+    fn hello_must_come_first_and_once() {
+        let mut bytes = Vec::new();
+        Frame::Ping(b"x").encode_to_vec(&mut bytes).unwrap();
+        hello(0).encode_to_vec(&mut bytes).unwrap();
+        let (h, _) = fatal_case(&bytes);
+        let got = h.received(2);
+        assert_eq!(
+            got[0].0,
+            FrameType::Pong,
+            "frames before the bad one are answered"
+        );
+        assert_eq!(h.last_error_code(2), Some(ErrorCode::MALFORMED));
+    }
+
+    #[test]
+    fn input_after_a_fatal_error_is_ignored() {
+        let mut h = Harness::new(10);
+        h.accept(0);
+        let mut bytes = vec![0, 0, 0, 0, 0x42, 0, 0, 0];
+        Frame::Ping(b"late").encode_to_vec(&mut bytes).unwrap();
+        h.feed(0, &bytes);
+        h.settle();
+        h.send_frames(0, &[Frame::Ping(b"later")]);
+        h.settle();
+        let got = h.received(0);
+        assert_eq!(got.len(), 1, "only the ERROR: {got:?}");
+    }
+
+    #[test]
+    fn heartbeat_expiry_within_one_tick_and_activity_keeps_alive() {
+        let mut h = Harness::new(10);
+        h.accept(0);
+        h.accept(1);
+        h.send_frames(0, &[hello(100)]); // idle timeout 300 ms
+        h.send_frames(1, &[hello(100)]);
+        h.settle();
+        h.advance(200);
+        h.send_frames(1, &[Frame::Pong(b"")]); // any frame is a sign of life
+        h.settle();
+        h.advance(299);
+        h.settle();
+        assert_eq!(h.last_error_code(0), None, "not before the deadline");
+        h.advance(300);
+        h.settle();
+        assert_eq!(h.last_error_code(0), Some(ErrorCode::HEARTBEAT_TIMEOUT));
+        assert_eq!(h.last_error_code(1), None, "slot 1 was active at 200");
+        assert_eq!(h.metrics.wheel_expiries.get(), 1);
+        h.advance(499);
+        h.settle();
+        assert_eq!(h.last_error_code(1), None);
+        h.advance(500);
+        h.settle();
+        assert_eq!(h.last_error_code(1), Some(ErrorCode::HEARTBEAT_TIMEOUT));
+    }
+
+    #[test]
+    fn a_connection_that_sends_nothing_expires_on_the_default_timeout() {
+        let mut h = Harness::new(10);
+        h.accept(4);
+        h.advance(2999);
+        h.settle();
+        assert_eq!(h.last_error_code(4), None);
+        h.advance(3000);
+        h.settle();
+        assert_eq!(h.last_error_code(4), Some(ErrorCode::HEARTBEAT_TIMEOUT));
+    }
+
+    #[test]
+    fn connections_beyond_the_limit_are_overloaded_and_others_carry_on() {
+        let mut h = Harness::new(1);
+        h.accept(0);
+        h.accept(1);
+        assert_eq!(h.last_error_code(1), Some(ErrorCode::OVERLOADED));
+        h.core.recv_ended(1, h.gens[1], RecvEnd::Eof);
+        h.settle();
+        assert_eq!(h.closed(CloseReason::Overloaded), 1);
+        h.send_frames(0, &[Frame::Ping(b"ok")]);
+        h.settle();
+        assert_eq!(h.received(0), [(FrameType::Pong, b"ok".to_vec())]);
+        // The place freed by a close is admitted again.
+        h.core.recv_ended(0, h.gens[0], RecvEnd::Eof);
+        h.settle();
+        h.accept(1);
+        h.send_frames(1, &[Frame::Ping(b"again")]);
+        h.settle();
+        assert_eq!(h.received(1).last().unwrap().0, FrameType::Pong);
+    }
+
+    #[test]
+    fn a_slow_consumer_is_cut_off_within_the_drain_time() {
+        let mut h = Harness::new(10);
+        h.accept(0);
+        h.accept(1);
+        // Slot 0 never completes its sends: the first PONG batch stays in flight.
+        let ping = [Frame::Ping(&[0; 64]); 10];
+        h.send_frames(0, &ping);
+        let held = h.step(true);
+        let Some(Action::Send { buf, .. }) =
+            held.into_iter().find(|a| matches!(a, Action::Send { .. }))
+        else {
+            panic!("expected a send");
+        };
+        let in_flight = buf;
+        for _ in 0..10 {
+            h.send_frames(0, &ping);
+        }
+        h.step(true);
+        assert_eq!(
+            h.closed(CloseReason::SlowConsumer),
+            0,
+            "not closed yet: draining"
+        );
+        // Slot 1 is served meanwhile.
+        h.send_frames(1, &[Frame::Ping(b"fine")]);
+        h.step(true);
+        // The drain time runs out with the send still stuck.
+        h.advance(600);
+        let actions = h.step(true);
+        assert!(actions.contains(&Action::Cancel { slot: 0 }), "{actions:?}");
+        assert_eq!(h.metrics.drain_timeouts.get(), 1);
+        h.core.sent(0, h.gens[0], in_flight, -libc::ECANCELED);
+        h.core.recv_ended(0, h.gens[0], RecvEnd::Cancelled);
+        let actions = h.step(true);
+        assert!(actions.contains(&Action::Close { slot: 0 }), "{actions:?}");
+        assert_eq!(h.closed(CloseReason::SlowConsumer), 1);
+        assert_eq!(h.core.open(), 1);
+    }
+
+    #[test]
+    fn slow_consumer_error_reaches_a_client_that_resumes_reading() {
+        let mut h = Harness::new(10);
+        h.accept(0);
+        let ping = [Frame::Ping(&[0; 64]); 100]; // 7,200 bytes of PONG > 4,096
+        h.send_frames(0, &ping);
+        h.settle();
+        assert_eq!(h.last_error_code(0), Some(ErrorCode::SLOW_CONSUMER));
+    }
+
+    #[test]
+    fn partial_sends_resume_before_anything_else() {
+        let mut h = Harness::new(10);
+        h.accept(0);
+        h.send_frames(0, &[Frame::Ping(b"abcdef")]);
+        let mut actions = Vec::new();
+        h.core.poll_actions(&mut actions);
+        let Some(Action::Send { slot, gen, buf }) = actions.pop() else {
+            panic!("expected a send");
+        };
+        assert_eq!(buf.len(), 14);
+        h.core.sent(slot, gen, buf, 5);
+        h.send_frames(0, &[Frame::Ping(b"x")]);
+        let mut actions = Vec::new();
+        h.core.poll_actions(&mut actions);
+        let Some(Action::Send { buf, .. }) = actions.first() else {
+            panic!("expected the rest first: {actions:?}");
+        };
+        assert_eq!(buf.len(), 9);
+        assert_eq!(h.metrics.partial_sends.get(), 1);
+    }
+
+    #[test]
+    fn enobufs_rearms_the_receive() {
+        let mut h = Harness::new(10);
+        h.accept(0);
+        h.core.recv_ended(0, h.gens[0], RecvEnd::NoBuffers);
+        let actions = h.settle();
+        assert!(
+            matches!(actions[..], [Action::ArmRecv { slot: 0, .. }]),
+            "{actions:?}"
+        );
+        assert_eq!(h.metrics.enobufs_rearms.get(), 1);
+        h.core.recv_ended(0, h.gens[0], RecvEnd::Stopped);
+        assert!(matches!(h.settle()[..], [Action::ArmRecv { slot: 0, .. }]));
+    }
+
+    #[test]
+    fn peer_close_and_socket_errors_close_at_once() {
+        let mut h = Harness::new(10);
+        h.accept(0);
+        h.accept(1);
+        h.core.recv_ended(0, h.gens[0], RecvEnd::Eof);
+        h.core
+            .recv_ended(1, h.gens[1], RecvEnd::Error(libc::ECONNRESET));
+        let actions = h.settle();
+        assert!(actions.contains(&Action::Close { slot: 0 }));
+        assert!(actions.contains(&Action::Close { slot: 1 }));
+        assert_eq!(h.closed(CloseReason::Peer), 1);
+        assert_eq!(h.closed(CloseReason::SocketError), 1);
+    }
+
+    #[test]
+    fn stale_completions_of_a_reused_slot_are_ignored() {
+        let mut h = Harness::new(10);
+        h.accept(0);
+        let old = h.gens[0];
+        h.core.recv_ended(0, old, RecvEnd::Eof);
+        h.settle();
+        h.accept(0);
+        assert_ne!(h.gens[0], old);
+        h.core.received(0, old, b"\0\0\0\0\x42\0\0\0", 0);
+        h.core.recv_ended(0, old, RecvEnd::Eof);
+        assert!(h.settle().is_empty());
+        assert_eq!(h.core.open(), 1);
+    }
+
+    #[test]
+    fn client_goaway_is_flushed_then_closed_as_peer() {
+        let mut h = Harness::new(10);
+        h.accept(0);
+        let bye = Frame::GoAway(Status {
+            code: ErrorCode::SHUTTING_DOWN,
+            reason: "",
+        });
+        h.send_frames(0, &[Frame::Ping(b"1"), bye]);
+        let actions = h.settle();
+        assert!(actions.contains(&Action::ShutdownWrite { slot: 0 }));
+        assert_eq!(h.received(0), [(FrameType::Pong, b"1".to_vec())]);
+        h.core.recv_ended(0, h.gens[0], RecvEnd::Eof);
+        h.settle();
+        assert_eq!(h.closed(CloseReason::Peer), 1);
+    }
+
+    #[test]
+    fn room_frames_get_a_non_fatal_error_for_now() {
+        let mut h = Harness::new(10);
+        h.accept(0);
+        let room = proto::Room::new("r").unwrap();
+        h.send_frames(0, &[Frame::Join(room), Frame::Ping(b"still here")]);
+        h.settle();
+        let got = h.received(0);
+        assert_eq!(got[0].0, FrameType::Error);
+        assert_eq!(got[1], (FrameType::Pong, b"still here".to_vec()));
+    }
+
+    #[test]
+    fn shutdown_sends_goaway_to_all_and_drains() {
+        let mut h = Harness::new(10);
+        for slot in 0..3 {
+            h.accept(slot);
+        }
+        h.core.shutdown(h.now);
+        h.settle();
+        for slot in 0..3 {
+            assert_eq!(h.last_error_code(slot), Some(ErrorCode::SHUTTING_DOWN));
+            assert_eq!(h.received(slot).last().unwrap().0, FrameType::GoAway);
+        }
+        // A connection accepted during shutdown is told so too.
+        h.accept(5);
+        assert_eq!(h.received(5).last().unwrap().0, FrameType::GoAway);
+        h.core.recv_ended(0, h.gens[0], RecvEnd::Eof);
+        h.settle();
+        assert!(!h.core.is_drained());
+        // The others never close their side: the drain time cuts them.
+        h.advance(600);
+        let actions = h.settle();
+        let cancels = actions
+            .iter()
+            .filter(|a| matches!(a, Action::Cancel { .. }))
+            .count();
+        assert_eq!(cancels, 3);
+        for slot in [1, 2, 5] {
+            h.core
+                .recv_ended(slot, h.gens[slot as usize], RecvEnd::Cancelled);
+        }
+        h.settle();
+        assert!(h.core.is_drained());
+        assert_eq!(h.closed(CloseReason::Shutdown), 4);
+    }
+
+    #[test]
+    fn idle_connections_hold_no_buffers() {
+        let mut h = Harness::new(10);
+        h.accept(0);
+        h.send_frames(0, &[Frame::Ping(b"x")]);
+        // Half a frame: the decoder carries it, then frees it once complete.
+        let mut bytes = Vec::new();
+        Frame::Ping(b"split").encode_to_vec(&mut bytes).unwrap();
+        h.feed(0, &bytes[..10]);
+        h.feed(0, &bytes[10..]);
+        h.settle();
+        let conn = h.core.slots[0].conn.as_ref().unwrap();
+        assert_eq!(conn.decoder.buffered_capacity(), 0);
+        assert_eq!(conn.st.out.capacity(), 0);
+        assert!(
+            std::mem::size_of::<Conn>() <= 160,
+            "Conn is {} bytes",
+            std::mem::size_of::<Conn>()
+        );
+    }
+}

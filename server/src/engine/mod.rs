@@ -1,0 +1,514 @@
+//! The io_uring engine: the only module with `unsafe`.
+//!
+//! It owns one ring, its fixed-file table (connections as direct descriptors,
+//! so they use no process fds), its provided-buffer ring, and the buffers of
+//! sends in flight, and offers a narrow safe API: arm an accept, execute a
+//! core [`Action`], wait, and read completions back as [`Completion`]s. Every
+//! buffer the kernel may read or write is owned here until its completion
+//! arrives, which is what makes that API sound.
+
+mod bufring;
+pub mod sys;
+
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::time::Duration;
+
+use io_uring::types::{CancelBuilder, Fd, Fixed, SubmitArgs, Timespec};
+use io_uring::{cqueue, opcode, squeue, IoUring, Probe};
+
+use bufring::BufRing;
+pub use bufring::RecvBuf;
+
+use crate::core::{Action, RecvEnd};
+
+/// How the ring runs its deferred work: the choice `--ring-mode` exposes so
+/// each can be measured.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RingMode {
+    /// `SINGLE_ISSUER | DEFER_TASKRUN`: completions are processed only when the
+    /// shard asks, in its own thread, in batches (Linux 6.1).
+    Defer,
+    /// `COOP_TASKRUN | TASKRUN_FLAG`: no inter-processor interrupts to run
+    /// completions (Linux 5.19).
+    Coop,
+    /// No setup flags.
+    Plain,
+}
+
+impl std::str::FromStr for RingMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "defer" => Ok(Self::Defer),
+            "coop" => Ok(Self::Coop),
+            "plain" => Ok(Self::Plain),
+            _ => Err(format!("unknown ring mode {s:?} (defer, coop or plain)")),
+        }
+    }
+}
+
+/// The sizes of one shard's ring.
+#[derive(Clone, Copy, Debug)]
+pub struct EngineConfig {
+    /// Submission queue entries (the completion queue is 4 times larger).
+    pub sq_entries: u32,
+    /// Fixed-file table slots: the most connections this ring can hold.
+    pub slots: u32,
+    /// Receive buffers (a power of two, at most 32,768).
+    pub buffers: u16,
+    /// Size of each receive buffer.
+    pub buffer_size: u32,
+    /// Deferred-work mode.
+    pub mode: RingMode,
+}
+
+/// A start-up failure, with a message that names what is missing.
+#[derive(Debug)]
+pub struct StartError(pub String);
+
+impl std::fmt::Display for StartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// What a completion meant.
+#[derive(Debug)]
+pub enum Completion {
+    /// A connection was accepted into `slot`. `more`: the accept is still armed.
+    Accepted {
+        /// The connection's direct-descriptor slot.
+        slot: u32,
+        /// Whether the multishot accept goes on.
+        more: bool,
+    },
+    /// The multishot accept failed or stopped (`errno` 0 if it just stopped).
+    AcceptEnded {
+        /// The error, e.g. ENFILE when the fixed-file table is full.
+        errno: i32,
+    },
+    /// Data arrived; `more`: the multishot receive goes on.
+    Received {
+        /// Slot.
+        slot: u32,
+        /// Connection generation.
+        gen: u32,
+        /// The data, to be recycled.
+        buf: RecvBuf,
+        /// Whether the receive is still armed.
+        more: bool,
+    },
+    /// The multishot receive ended.
+    RecvEnded {
+        /// Slot.
+        slot: u32,
+        /// Connection generation.
+        gen: u32,
+        /// Why.
+        end: RecvEnd,
+    },
+    /// A send completed: `result` bytes, or -errno.
+    Sent {
+        /// Slot.
+        slot: u32,
+        /// Connection generation.
+        gen: u32,
+        /// The buffer the send carried.
+        buf: Vec<u8>,
+        /// Bytes sent or -errno.
+        result: i32,
+    },
+    /// The wake-up eventfd fired.
+    Woken,
+    /// Completions of cancels, shutdowns and closes: nothing to do.
+    Done,
+}
+
+/// What an operation was, packed in its user data with the slot and generation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+enum Kind {
+    Accept = 1,
+    Recv = 2,
+    Send = 3,
+    Shutdown = 4,
+    Cancel = 5,
+    Close = 6,
+    Wake = 7,
+}
+
+fn user_data(kind: Kind, slot: u32, gen: u32) -> u64 {
+    (u64::from(kind as u8) << 56) | (u64::from(gen & 0xFF_FFFF) << 32) | u64::from(slot)
+}
+
+fn unpack(ud: u64) -> (Option<Kind>, u32, u32) {
+    let kind = match (ud >> 56) as u8 {
+        1 => Some(Kind::Accept),
+        2 => Some(Kind::Recv),
+        3 => Some(Kind::Send),
+        4 => Some(Kind::Shutdown),
+        5 => Some(Kind::Cancel),
+        6 => Some(Kind::Close),
+        7 => Some(Kind::Wake),
+        _ => None,
+    };
+    (kind, ud as u32, ((ud >> 32) & 0xFF_FFFF) as u32)
+}
+
+/// The opcodes the server uses, for the start-up probe.
+const REQUIRED_OPCODES: [(u8, &str, &str); 7] = [
+    (
+        opcode::AcceptMulti::CODE,
+        "IORING_OP_ACCEPT",
+        "5.5 (multishot: 5.19)",
+    ),
+    (
+        opcode::RecvMulti::CODE,
+        "IORING_OP_RECV",
+        "5.6 (multishot: 6.0)",
+    ),
+    (opcode::Send::CODE, "IORING_OP_SEND", "5.6"),
+    (
+        opcode::Close::CODE,
+        "IORING_OP_CLOSE",
+        "5.6 (direct descriptors: 5.15)",
+    ),
+    (
+        opcode::AsyncCancel::CODE,
+        "IORING_OP_ASYNC_CANCEL",
+        "5.5 (by fd: 5.19)",
+    ),
+    (opcode::Shutdown::CODE, "IORING_OP_SHUTDOWN", "5.11"),
+    (opcode::PollAdd::CODE, "IORING_OP_POLL_ADD", "5.1"),
+];
+
+/// One shard's ring and everything the kernel may touch on its behalf.
+///
+/// Field order matters: the ring is dropped (closed) before the memory it
+/// referenced.
+pub struct Engine {
+    ring: IoUring,
+    bufs: BufRing,
+    /// Buffers of sends in flight, by slot (one send per connection at a time).
+    sends: Vec<Option<Vec<u8>>>,
+    listener: OwnedFd,
+    wake: OwnedFd,
+    cqes: Vec<(u64, i32, u32)>,
+    /// Whether a multishot accept is armed.
+    accepting: bool,
+}
+
+impl Engine {
+    /// Sets up a ring with `cfg`, checks every feature the server needs, and
+    /// takes the shard's listening socket and wake-up eventfd.
+    pub fn new(cfg: &EngineConfig, listener: OwnedFd, wake: OwnedFd) -> Result<Self, StartError> {
+        let mut builder = IoUring::builder();
+        builder.setup_cqsize(cfg.sq_entries * 4);
+        match cfg.mode {
+            RingMode::Defer => {
+                builder.setup_single_issuer().setup_defer_taskrun();
+            }
+            RingMode::Coop => {
+                builder.setup_coop_taskrun().setup_taskrun_flag();
+            }
+            RingMode::Plain => {}
+        }
+        let ring = builder
+            .build(cfg.sq_entries)
+            .map_err(|e| setup_error(e, cfg.mode))?;
+        if !ring.params().is_feature_nodrop() {
+            return Err(StartError(
+                "io_uring lacks IORING_FEAT_NODROP (Linux 5.5): completions could be lost".into(),
+            ));
+        }
+        let mut probe = Probe::new();
+        ring.submitter().register_probe(&mut probe).map_err(|e| {
+            StartError(format!(
+                "io_uring probe failed: {e} (IORING_REGISTER_PROBE needs Linux 5.6)"
+            ))
+        })?;
+        for (code, name, since) in REQUIRED_OPCODES {
+            if !probe.is_supported(code) {
+                return Err(StartError(format!(
+                    "io_uring does not support {name} (needs Linux {since})"
+                )));
+            }
+        }
+        ring.submitter().register_files_sparse(cfg.slots).map_err(|e| {
+            StartError(format!(
+                "cannot register a fixed-file table of {} slots: {e} (sparse tables need Linux 5.19; \
+                 the size is capped by RLIMIT_NOFILE, see tuning/limits.sh)",
+                cfg.slots
+            ))
+        })?;
+        let bufs = BufRing::new(&ring, cfg.buffers, cfg.buffer_size, 0).map_err(|e| {
+            StartError(format!(
+                "cannot register a provided-buffer ring of {} x {} bytes: {e} (needs Linux 5.19)",
+                cfg.buffers, cfg.buffer_size
+            ))
+        })?;
+        let mut sends = Vec::new();
+        sends.resize_with(cfg.slots as usize, || None);
+        Ok(Self {
+            ring,
+            bufs,
+            sends,
+            listener,
+            wake,
+            cqes: Vec::with_capacity(cfg.sq_entries as usize * 4),
+            accepting: false,
+        })
+    }
+
+    /// Whether a multishot accept is armed.
+    pub fn is_accepting(&self) -> bool {
+        self.accepting
+    }
+
+    /// Receive buffers handed out and not recycled.
+    pub fn buffers_outstanding(&self) -> u32 {
+        self.bufs.outstanding()
+    }
+
+    /// Arms a multishot accept into auto-allocated direct descriptors.
+    pub fn arm_accept(&mut self) {
+        let entry = opcode::AcceptMulti::new(Fd(self.listener.as_raw_fd()))
+            // No SOCK_CLOEXEC: direct descriptors are not process fds, and the
+            // kernel refuses the flag with them (EINVAL).
+            .allocate_file_index(true)
+            .build()
+            .user_data(user_data(Kind::Accept, 0, 0));
+        self.push(entry);
+        self.accepting = true;
+    }
+
+    /// Cancels the multishot accept (shutdown).
+    pub fn cancel_accept(&mut self) {
+        if self.accepting {
+            let entry =
+                opcode::AsyncCancel2::new(CancelBuilder::user_data(user_data(Kind::Accept, 0, 0)))
+                    .build()
+                    .user_data(user_data(Kind::Cancel, 0, 0));
+            self.push(entry);
+        }
+    }
+
+    /// Arms a one-shot poll on the wake-up eventfd.
+    pub fn arm_wake(&mut self) {
+        let entry = opcode::PollAdd::new(Fd(self.wake.as_raw_fd()), libc::POLLIN as u32)
+            .build()
+            .user_data(user_data(Kind::Wake, 0, 0));
+        self.push(entry);
+    }
+
+    /// Turns a core action into a submission.
+    pub fn execute(&mut self, action: Action) {
+        let entry = match action {
+            Action::ArmRecv { slot, gen } => opcode::RecvMulti::new(Fixed(slot), self.bufs.bgid())
+                .build()
+                .user_data(user_data(Kind::Recv, slot, gen)),
+            Action::Send { slot, gen, buf } => {
+                let cell = &mut self.sends[slot as usize];
+                assert!(cell.is_none(), "second send in flight on slot {slot}");
+                let (ptr, len) = (buf.as_ptr(), buf.len() as u32);
+                // The Vec's heap block stays put while the Vec sits in `sends`.
+                *cell = Some(buf);
+                opcode::Send::new(Fixed(slot), ptr, len)
+                    .flags(libc::MSG_NOSIGNAL)
+                    .build()
+                    .user_data(user_data(Kind::Send, slot, gen))
+            }
+            Action::ShutdownWrite { slot } => opcode::Shutdown::new(Fixed(slot), libc::SHUT_WR)
+                .build()
+                .user_data(user_data(Kind::Shutdown, slot, 0)),
+            Action::Cancel { slot } => {
+                opcode::AsyncCancel2::new(CancelBuilder::fd(Fixed(slot)).all())
+                    .build()
+                    .user_data(user_data(Kind::Cancel, slot, 0))
+            }
+            Action::Close { slot } => {
+                opcode::Close::new(Fixed(slot))
+                    .build()
+                    .user_data(user_data(Kind::Close, slot, 0))
+            }
+        };
+        self.push(entry);
+    }
+
+    fn push(&mut self, entry: squeue::Entry) {
+        loop {
+            // SAFETY: every pointer an entry carries stays valid until its
+            // completion: send buffers live in `self.sends`, the buffer ring in
+            // `self.bufs`, and the listener and eventfd in `self`; other entries
+            // carry no pointers.
+            if unsafe { self.ring.submission().push(&entry) }.is_ok() {
+                return;
+            }
+            // The queue is full: hand what it holds to the kernel and retry.
+            if let Err(e) = self.ring.submit() {
+                if e.raw_os_error() != Some(libc::EBUSY) {
+                    panic!("io_uring submit failed: {e}");
+                }
+            }
+        }
+    }
+
+    /// Submits what is queued and waits up to `timeout` for a completion.
+    pub fn submit_and_wait(&mut self, timeout: Duration) -> io::Result<()> {
+        let ts = Timespec::from(timeout);
+        let args = SubmitArgs::new().timespec(&ts);
+        match self.ring.submitter().submit_with_args(1, &args) {
+            Ok(_) => Ok(()),
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::ETIME | libc::EINTR | libc::EBUSY)
+                ) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Copies the completions that are ready out of the queue; returns how many.
+    pub fn reap(&mut self) -> usize {
+        self.cqes.clear();
+        let mut cq = self.ring.completion();
+        cq.sync();
+        for cqe in &mut cq {
+            self.cqes.push((cqe.user_data(), cqe.result(), cqe.flags()));
+        }
+        self.cqes.len()
+    }
+
+    /// The meaning of completion `i` of the last [`Engine::reap`].
+    pub fn completion(&mut self, i: usize) -> Completion {
+        let (ud, res, flags) = self.cqes[i];
+        let more = cqueue::more(flags);
+        let (kind, slot, gen) = unpack(ud);
+        match kind {
+            Some(Kind::Accept) => {
+                if !more {
+                    self.accepting = false;
+                }
+                if res >= 0 {
+                    Completion::Accepted {
+                        slot: res as u32,
+                        more,
+                    }
+                } else {
+                    Completion::AcceptEnded { errno: -res }
+                }
+            }
+            Some(Kind::Recv) => {
+                if res > 0 {
+                    let bid = cqueue::buffer_select(flags)
+                        .expect("a multishot receive with data names its buffer");
+                    let buf = self.bufs.take(bid, res as u32);
+                    Completion::Received {
+                        slot,
+                        gen,
+                        buf,
+                        more,
+                    }
+                } else {
+                    if let Some(bid) = cqueue::buffer_select(flags) {
+                        let buf = self.bufs.take(bid, 0);
+                        self.bufs.recycle(buf);
+                    }
+                    let end = match -res {
+                        0 => RecvEnd::Eof,
+                        libc::ENOBUFS => RecvEnd::NoBuffers,
+                        libc::ECANCELED => RecvEnd::Cancelled,
+                        e => RecvEnd::Error(e),
+                    };
+                    Completion::RecvEnded { slot, gen, end }
+                }
+            }
+            Some(Kind::Send) => {
+                let buf = self.sends[slot as usize]
+                    .take()
+                    .expect("a send completion has its buffer");
+                Completion::Sent {
+                    slot,
+                    gen,
+                    buf,
+                    result: res,
+                }
+            }
+            Some(Kind::Wake) => Completion::Woken,
+            Some(Kind::Shutdown | Kind::Cancel | Kind::Close) | None => Completion::Done,
+        }
+    }
+
+    /// The bytes of a received buffer.
+    pub fn data(&self, buf: &RecvBuf) -> &[u8] {
+        self.bufs.data(buf)
+    }
+
+    /// Gives a receive buffer back (visible to the kernel after [`Engine::commit_buffers`]).
+    pub fn recycle(&mut self, buf: RecvBuf) {
+        self.bufs.recycle(buf);
+    }
+
+    /// Publishes recycled receive buffers.
+    pub fn commit_buffers(&mut self) {
+        self.bufs.commit();
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        // Cancel whatever is still in flight, synchronously, and unregister the
+        // buffer ring, so the kernel holds no reference to memory freed next.
+        let _ = self
+            .ring
+            .submitter()
+            .register_sync_cancel(Some(Timespec::new().sec(1)), CancelBuilder::any().all());
+        self.bufs.unregister(&self.ring);
+        // Send buffers still in flight (only if the cancel timed out) are leaked
+        // rather than freed under the kernel.
+        for buf in self.sends.iter_mut().filter_map(Option::take) {
+            std::mem::forget(buf);
+        }
+    }
+}
+
+fn setup_error(e: io::Error, mode: RingMode) -> StartError {
+    let msg = match e.raw_os_error() {
+        Some(libc::ENOSYS) => "io_uring_setup is not available: the kernel lacks CONFIG_IO_URING, \
+                               or a seccomp filter (a container runtime's default profile) blocks it"
+            .to_string(),
+        Some(libc::EPERM) => format!(
+            "io_uring_setup was refused (EPERM): io_uring is disabled by sysctl \
+             (kernel.io_uring_disabled = {}), or this user is not in kernel.io_uring_group",
+            sys::read_sysctl("kernel/io_uring_disabled").unwrap_or_else(|| "?".into())
+        ),
+        Some(libc::EINVAL) if mode == RingMode::Defer => {
+            "io_uring_setup refused IORING_SETUP_DEFER_TASKRUN | SINGLE_ISSUER (needs Linux 6.1); \
+             try --ring-mode coop"
+                .to_string()
+        }
+        Some(libc::ENOMEM) => format!(
+            "io_uring_setup failed: {e} (locked memory limit; raise `ulimit -l` or use a kernel >= 5.12)"
+        ),
+        _ => format!("io_uring_setup failed: {e}"),
+    };
+    StartError(msg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_data_round_trips() {
+        let ud = user_data(Kind::Send, 19_999, 0xAB_CDEF);
+        assert_eq!(unpack(ud), (Some(Kind::Send), 19_999, 0xAB_CDEF));
+        assert_eq!(unpack(0).0, None);
+        let ud = user_data(Kind::Recv, u32::MAX, 0x1FF_FFFF);
+        assert_eq!(unpack(ud), (Some(Kind::Recv), u32::MAX, 0xFF_FFFF));
+    }
+}

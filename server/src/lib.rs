@@ -1,0 +1,19 @@
+//! ringroom-server: a chat-room / push server for very many long-lived TCP
+//! connections, with one pinned io_uring event loop (a *shard*) per core.
+//!
+//! * [`config`]: the command line and the capacity plan.
+//! * [`core`]: the sans-io shard logic — connections, protocol, timers, queues.
+//! * [`wheel`] and [`outq`]: the timing wheel and the bounded send queue it uses.
+//! * [`engine`]: the io_uring ring behind a narrow safe API (all `unsafe` is there).
+//! * [`shard`]: one shard's event loop, joining engine and core.
+//! * [`metrics`]: per-shard counters, Prometheus text and the stderr summary.
+//! * [`server`]: start-up checks, listeners, threads, signals and shutdown.
+
+pub mod config;
+pub mod core;
+pub mod engine;
+pub mod metrics;
+pub mod outq;
+pub mod server;
+pub mod shard;
+pub mod wheel;

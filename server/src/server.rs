@@ -1,0 +1,352 @@
+//! Start-up, the shard threads, signals and shutdown.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener};
+use std::os::fd::OwnedFd;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use signal_hook::consts::{SIGINT, SIGTERM};
+use socket2::{Domain, Protocol, Socket, TcpKeepalive, Type};
+
+use crate::config::{plan, Args, Plan};
+use crate::core::{Admission, Limits};
+use crate::engine::{sys, EngineConfig, RingMode};
+use crate::metrics::{render_prometheus, summary_line, ShardMetrics};
+use crate::shard::{self, ShardSpec};
+
+/// Runs the server until SIGINT or SIGTERM; the exit code of the process.
+pub fn main(args: Args) -> ExitCode {
+    install_panic_hook();
+    match Server::start(args) {
+        Ok(server) => server.run_until_signalled(),
+        Err(msg) => {
+            eprintln!("ringroom-server: {msg}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// A panic in any thread ends the process with a message and a non-zero
+/// status: a shard that died would leave its connections silently dead.
+fn install_panic_hook() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        default(info);
+        eprintln!(
+            "ringroom-server: a thread panicked; aborting rather than serving half the connections"
+        );
+        std::process::abort();
+    }));
+}
+
+struct Server {
+    threads: Vec<JoinHandle<()>>,
+    wakers: Vec<std::fs::File>,
+    stop: Arc<AtomicBool>,
+    metrics: Vec<Arc<ShardMetrics>>,
+    stats_interval: Option<Duration>,
+}
+
+impl Server {
+    fn start(args: Args) -> Result<Self, String> {
+        check_args(&args)?;
+        check_kernel(args.ring_mode)?;
+        let nofile = rlimit::increase_nofile_limit(u64::MAX)
+            .map_err(|e| format!("cannot read or raise RLIMIT_NOFILE: {e}"))?;
+        let cores = core_affinity::get_core_ids().unwrap_or_default();
+        let plan = plan(args.shards, cores.len().max(1), args.max_conns, nofile)?;
+        if let Some(note) = &plan.note {
+            eprintln!("ringroom-server: {note}");
+        }
+
+        let listeners = bind_listeners(&args, plan.shards)?;
+        let local = listeners.1;
+        let stop = Arc::new(AtomicBool::new(false));
+        let admission = Arc::new(Admission::new(plan.max_conns));
+        let metrics: Vec<Arc<ShardMetrics>> = (0..plan.shards)
+            .map(|_| Arc::new(ShardMetrics::default()))
+            .collect();
+
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let mut threads = Vec::new();
+        let mut wakers = Vec::new();
+        for (i, listener) in listeners.0.into_iter().enumerate() {
+            let wake = sys::eventfd().map_err(|e| format!("eventfd: {e}"))?;
+            wakers.push(std::fs::File::from(
+                wake.try_clone().map_err(|e| format!("dup eventfd: {e}"))?,
+            ));
+            let spec = ShardSpec {
+                limits: limits(&args, &plan, i),
+                engine: EngineConfig {
+                    sq_entries: args.sq_entries,
+                    slots: plan.slots_per_shard,
+                    buffers: args.buffers,
+                    buffer_size: args.buffer_size,
+                    mode: args.ring_mode,
+                },
+                listener,
+                wake,
+                stop: stop.clone(),
+                admission: admission.clone(),
+                metrics: metrics[i].clone(),
+                panic_after: args
+                    .test_panic_after_ms
+                    .filter(|_| i == 0)
+                    .map(Duration::from_millis),
+            };
+            let core = (!cores.is_empty()).then(|| cores[i % cores.len()]);
+            let tx = ready_tx.clone();
+            let thread = std::thread::Builder::new()
+                .name(format!("shard-{i}"))
+                .spawn(move || {
+                    if let Some(core) = core {
+                        core_affinity::set_for_current(core);
+                    }
+                    shard::run(spec, |r| {
+                        let _ = tx.send((i, r));
+                    });
+                })
+                .map_err(|e| format!("cannot start shard thread {i}: {e}"))?;
+            threads.push(thread);
+        }
+        drop(ready_tx);
+
+        let mut server = Self {
+            threads,
+            wakers,
+            stop,
+            metrics,
+            stats_interval: (args.stats_interval > 0)
+                .then(|| Duration::from_secs(args.stats_interval)),
+        };
+        for _ in 0..plan.shards {
+            match ready_rx.recv_timeout(Duration::from_secs(10)) {
+                Ok((_, Ok(()))) => {}
+                Ok((i, Err(e))) => {
+                    server.stop_all();
+                    return Err(format!("shard {i}: {e}"));
+                }
+                Err(_) => {
+                    server.stop_all();
+                    return Err("a shard did not start within 10 s".into());
+                }
+            }
+        }
+
+        let metrics_addr = match args.metrics.0 {
+            Some(addr) => Some(serve_metrics(addr, server.metrics.clone())?),
+            None => None,
+        };
+        println!(
+            "ringroom-server ready: listen {local}, shards {}, capacity {} connections \
+             ({} fixed-file slots per shard, RLIMIT_NOFILE {nofile}), metrics {}, ring mode {:?}",
+            plan.shards,
+            plan.max_conns,
+            plan.slots_per_shard,
+            metrics_addr.map_or("off".to_string(), |a| a.to_string()),
+            args.ring_mode,
+        );
+        let _ = std::io::stdout().flush();
+        Ok(server)
+    }
+
+    fn run_until_signalled(mut self) -> ExitCode {
+        let mut signals = match signal_hook::iterator::Signals::new([SIGINT, SIGTERM]) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("ringroom-server: cannot install signal handlers: {e}");
+                self.stop_all();
+                return ExitCode::from(1);
+            }
+        };
+        let mut next_stats = self.stats_interval.map(|i| Instant::now() + i);
+        'wait: loop {
+            if let Some(signal) = signals.pending().next() {
+                eprintln!(
+                    "ringroom-server: {} received, draining connections",
+                    if signal == SIGINT {
+                        "SIGINT"
+                    } else {
+                        "SIGTERM"
+                    }
+                );
+                break 'wait;
+            }
+            if let (Some(at), Some(every)) = (next_stats, self.stats_interval) {
+                if Instant::now() >= at {
+                    eprintln!("ringroom-server: {}", summary_line(&self.metrics));
+                    next_stats = Some(at + every);
+                }
+            }
+            if self.threads.iter().any(|t| t.is_finished()) {
+                eprintln!("ringroom-server: a shard stopped unexpectedly");
+                self.stop_all();
+                return ExitCode::from(1);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.stop_all();
+        eprintln!("ringroom-server: stopped; {}", summary_line(&self.metrics));
+        ExitCode::SUCCESS
+    }
+
+    /// Tells every shard to stop, and waits for them to drain.
+    fn stop_all(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        for waker in &mut self.wakers {
+            let _ = waker.write_all(&1u64.to_ne_bytes());
+        }
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn check_args(args: &Args) -> Result<(), String> {
+    if !args.buffers.is_power_of_two() || args.buffers > 32768 {
+        return Err(format!(
+            "--buffers must be a power of two up to 32768, not {}",
+            args.buffers
+        ));
+    }
+    if args.buffer_size == 0 {
+        return Err("--buffer-size must be positive".into());
+    }
+    if !(args.min_heartbeat_ms <= args.heartbeat_ms && args.heartbeat_ms <= args.max_heartbeat_ms) {
+        return Err(format!(
+            "need --min-heartbeat-ms ({}) <= --heartbeat-ms ({}) <= --max-heartbeat-ms ({})",
+            args.min_heartbeat_ms, args.heartbeat_ms, args.max_heartbeat_ms
+        ));
+    }
+    if args.min_heartbeat_ms == 0 || args.idle_factor == 0 || args.tick_ms == 0 {
+        return Err("--min-heartbeat-ms, --idle-factor and --tick-ms must be positive".into());
+    }
+    if args.queue_bytes < 4096 || args.queue_bytes > u32::MAX as usize / 2 {
+        return Err("--queue-bytes must be between 4096 and 2 GiB".into());
+    }
+    if args.max_payload < 256 {
+        return Err("--max-payload must be at least 256".into());
+    }
+    if args.sq_entries == 0 || !args.sq_entries.is_power_of_two() || args.sq_entries > 32768 {
+        return Err("--sq-entries must be a power of two up to 32768".into());
+    }
+    Ok(())
+}
+
+fn check_kernel(mode: RingMode) -> Result<(), String> {
+    let Some(version) = sys::kernel_version() else {
+        return Ok(()); // unknown: let the ring probe speak
+    };
+    let need = if mode == RingMode::Defer {
+        (6, 1)
+    } else {
+        (6, 0)
+    };
+    if version < need {
+        return Err(format!(
+            "Linux {}.{} is too old: ringroom needs {}.{} (multishot receive into a \
+             provided-buffer ring: 6.0; DEFER_TASKRUN: 6.1, else use --ring-mode coop)",
+            version.0, version.1, need.0, need.1
+        ));
+    }
+    Ok(())
+}
+
+fn limits(args: &Args, plan: &Plan, shard: usize) -> Limits {
+    Limits {
+        shard: shard as u16,
+        slots: plan.slots_per_shard,
+        max_payload: args.max_payload,
+        queue_bytes: args.queue_bytes,
+        heartbeat_ms: args.heartbeat_ms,
+        min_heartbeat_ms: args.min_heartbeat_ms,
+        max_heartbeat_ms: args.max_heartbeat_ms,
+        idle_factor: args.idle_factor,
+        drain_ms: args.drain_ms,
+        tick_ms: args.tick_ms,
+    }
+}
+
+/// One SO_REUSEPORT listener per shard, all on the same port (the first one
+/// picks it when --listen names port 0). Accepted sockets inherit TCP_NODELAY,
+/// keepalive and TCP_USER_TIMEOUT from their listener.
+fn bind_listeners(args: &Args, shards: usize) -> Result<(Vec<OwnedFd>, SocketAddr), String> {
+    let mut addr = args.listen;
+    let mut fds = Vec::with_capacity(shards);
+    for _ in 0..shards {
+        let socket = listener(addr, args).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+        if addr.port() == 0 {
+            addr = socket
+                .local_addr()
+                .ok()
+                .and_then(|a| a.as_socket())
+                .ok_or("cannot read the listener's address")?;
+        }
+        fds.push(OwnedFd::from(socket));
+    }
+    Ok((fds, addr))
+}
+
+fn listener(addr: SocketAddr, args: &Args) -> std::io::Result<Socket> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.set_tcp_nodelay(true)?;
+    if let Some(k) = args.tcp_keepalive {
+        let keepalive = TcpKeepalive::new()
+            .with_time(k.idle)
+            .with_interval(k.interval)
+            .with_retries(k.count);
+        socket.set_tcp_keepalive(&keepalive)?;
+    }
+    if let Some(ms) = args.tcp_user_timeout {
+        socket.set_tcp_user_timeout(Some(Duration::from_millis(u64::from(ms))))?;
+    }
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(args.backlog)?;
+    Ok(socket)
+}
+
+/// Serves `GET /metrics` on `addr` from a thread of its own, one request at a
+/// time, each bounded in size and time.
+fn serve_metrics(addr: SocketAddr, shards: Vec<Arc<ShardMetrics>>) -> Result<SocketAddr, String> {
+    let listener =
+        TcpListener::bind(addr).map_err(|e| format!("cannot serve metrics on {addr}: {e}"))?;
+    let local = listener.local_addr().map_err(|e| e.to_string())?;
+    std::thread::Builder::new()
+        .name("metrics".into())
+        .spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
+                let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
+                let mut request = [0u8; 4096];
+                let mut len = 0;
+                while len < request.len() && !request[..len].windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut request[len..]) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => len += n,
+                    }
+                }
+                let response = if request[..len].starts_with(b"GET /metrics ") {
+                    let body = render_prometheus(&shards);
+                    format!(
+                        "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\n\
+                         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        body.len()
+                    )
+                } else {
+                    "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                        .into()
+                };
+                let _ = stream.write_all(response.as_bytes());
+            }
+        })
+        .map_err(|e| format!("cannot start the metrics thread: {e}"))?;
+    Ok(local)
+}
