@@ -135,10 +135,17 @@ pub enum Action {
         /// Fixed-file slot.
         slot: u32,
     },
-    /// Cancel every operation outstanding on the slot.
+    /// Cancel the operations outstanding on the slot (by their user data:
+    /// cancelling by file would scan every armed request of the ring).
     Cancel {
         /// Fixed-file slot.
         slot: u32,
+        /// Connection generation.
+        gen: u32,
+        /// Cancel the multishot receive.
+        recv: bool,
+        /// Cancel the send in flight.
+        send: bool,
     },
     /// Close the slot's socket and free the slot. Nothing is outstanding on it.
     Close {
@@ -197,7 +204,9 @@ struct Conn {
 #[derive(Debug, Default)]
 struct Slot {
     gen: u32,
-    conn: Option<Box<Conn>>,
+    /// Inline, not boxed: the slot table grows with the highest slot in use,
+    /// and a connection costs no allocation of its own.
+    conn: Option<Conn>,
 }
 
 /// One shard's connections and timers.
@@ -245,7 +254,8 @@ impl ShardCore {
             limits,
             slots: slot_table,
             wheel,
-            pool: BufPool::new(1024, 64 * 1024),
+            // At most 256 spare send buffers of at most 16 KiB: 4 MiB a shard.
+            pool: BufPool::new(256, 16 * 1024),
             dirty: Vec::new(),
             due: Vec::new(),
             resend: Vec::new(),
@@ -294,7 +304,7 @@ impl ShardCore {
         let heartbeat_ms = self.limits.heartbeat_ms;
         let id = (u64::from(self.limits.shard) << 48) | self.next_seq;
         self.next_seq += 1;
-        entry.conn = Some(Box::new(Conn {
+        entry.conn = Some(Conn {
             decoder: Decoder::new(self.limits.max_payload),
             st: ConnState {
                 id,
@@ -312,12 +322,12 @@ impl ShardCore {
                 cancel_sent: false,
                 dirty: false,
             },
-        }));
+        });
         self.open += 1;
         self.metrics.accepted.inc();
         self.metrics.conns_open.set(self.open as u64);
 
-        let conn = self.slots[idx].conn.as_deref_mut().expect("just set");
+        let conn = self.slots[idx].conn.as_mut().expect("just set");
         let mut cx = Ctx {
             limits: &self.limits,
             pool: &mut self.pool,
@@ -445,7 +455,7 @@ impl ShardCore {
         let mut due = std::mem::take(&mut self.due);
         self.wheel.advance(now, &mut due);
         for &slot in &due {
-            let Some(conn) = self.slots[slot as usize].conn.as_deref_mut() else {
+            let Some(conn) = self.slots[slot as usize].conn.as_mut() else {
                 continue;
             };
             let mut cx = Ctx {
@@ -489,7 +499,7 @@ impl ShardCore {
     pub fn shutdown(&mut self, now: u64) {
         self.shutting_down = true;
         for slot in 0..self.slots.len() as u32 {
-            let Some(conn) = self.slots[slot as usize].conn.as_deref_mut() else {
+            let Some(conn) = self.slots[slot as usize].conn.as_mut() else {
                 continue;
             };
             let mut cx = Ctx {
@@ -522,7 +532,7 @@ impl ShardCore {
     /// Advances one connection as far as it can go now.
     fn progress(&mut self, slot: u32, actions: &mut Vec<Action>) {
         let idx = slot as usize;
-        let Some(conn) = self.slots[idx].conn.as_deref_mut() else {
+        let Some(conn) = self.slots[idx].conn.as_mut() else {
             return;
         };
         let st = &mut conn.st;
@@ -551,13 +561,18 @@ impl ShardCore {
         if st.recv_armed || st.out.is_sending() {
             if !st.cancel_sent {
                 st.cancel_sent = true;
-                actions.push(Action::Cancel { slot });
+                actions.push(Action::Cancel {
+                    slot,
+                    gen,
+                    recv: st.recv_armed,
+                    send: st.out.is_sending(),
+                });
             }
             return;
         }
         // Nothing outstanding: the slot can be closed and reused.
         let conn = self.slots[idx].conn.take().expect("checked above");
-        let Conn { decoder, st } = *conn;
+        let Conn { decoder, st } = conn;
         drop(decoder);
         let mut out = st.out;
         out.discard_queued(&mut self.pool);
@@ -579,7 +594,7 @@ fn conn_mut(slots: &mut [Slot], slot: u32, gen: u32) -> Option<&mut Conn> {
     if entry.gen != gen {
         return None;
     }
-    entry.conn.as_deref_mut()
+    entry.conn.as_mut()
 }
 
 fn mark_dirty(st: &mut ConnState, dirty: &mut Vec<u32>, slot: u32) {
@@ -1070,7 +1085,15 @@ mod tests {
         // The drain time runs out with the send still stuck.
         h.advance(600);
         let actions = h.step(true);
-        assert!(actions.contains(&Action::Cancel { slot: 0 }), "{actions:?}");
+        assert!(
+            actions.contains(&Action::Cancel {
+                slot: 0,
+                gen: h.gens[0],
+                recv: true,
+                send: true
+            }),
+            "{actions:?}"
+        );
         assert_eq!(h.metrics.drain_timeouts.get(), 1);
         h.core.sent(0, h.gens[0], in_flight, -libc::ECANCELED);
         h.core.recv_ended(0, h.gens[0], RecvEnd::Cancelled);

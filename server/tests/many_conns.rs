@@ -81,8 +81,15 @@ fn twenty_five_thousand_connections_each_get_a_pong() {
 
     // The server closes first (GOAWAY to all 25,000, then a drain-limited
     // close), so TIME_WAIT lands on its port, not on the clients' ports.
+    let stopping = Instant::now();
     server.signal("TERM");
     assert!(server.wait().success(), "{}", server.stderr);
+    assert!(
+        !server.stderr.contains("still open"),
+        "every connection closed within the drain time: {}",
+        server.stderr
+    );
+    eprintln!("drained and closed {total} connections in {:?}", stopping.elapsed());
     for (child, lines) in children.iter_mut().zip(outputs) {
         drop(child.stdin.take());
         lines.for_each(drop);
