@@ -96,6 +96,12 @@ pub struct Args {
     #[argh(option, default = "RingMode::Defer")]
     pub ring_mode: RingMode,
 
+    /// once a completion is ready, wait up to this many microseconds for more,
+    /// so that one system call serves a batch: fewer wake-ups per message at
+    /// the cost of up to this much latency (default 0; needs Linux 6.12)
+    #[argh(option, default = "0")]
+    pub batch_wait_us: u32,
+
     /// submission queue entries per ring (default 4096)
     #[argh(option, default = "4096")]
     pub sq_entries: u32,

@@ -87,6 +87,7 @@ impl Server {
                     buffers: args.buffers,
                     buffer_size: args.buffer_size,
                     mode: args.ring_mode,
+                    batch_wait_us: args.batch_wait_us,
                 },
                 listener,
                 wake,

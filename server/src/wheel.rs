@@ -17,8 +17,9 @@ struct Link {
     next: u32,
     /// The bucket holding this entry, or NIL.
     bucket: u32,
-    /// The tick at which the entry is due (it may lie rotations ahead).
-    due_tick: u64,
+    /// The tick at which the entry is due (it may lie rotations ahead),
+    /// counted from the wheel's start: u32 holds 13 years of 100 ms ticks.
+    due_tick: u32,
 }
 
 const UNFILED: Link = Link {
@@ -35,6 +36,8 @@ pub struct TimerWheel {
     heads: Vec<u32>,
     links: Vec<Link>,
     capacity: usize,
+    /// The tick the wheel started at; ticks are stored relative to it.
+    epoch: u64,
     /// The last tick whose bucket has been processed.
     tick: u64,
     len: usize,
@@ -52,6 +55,7 @@ impl TimerWheel {
             heads: vec![NIL; buckets],
             links: Vec::new(),
             capacity,
+            epoch: now_ms / tick_ms,
             tick: now_ms / tick_ms,
             len: 0,
         }
@@ -88,6 +92,7 @@ impl TimerWheel {
         self.unlink(id);
         let due_tick = deadline_ms.div_ceil(self.tick_ms).max(self.tick + 1);
         let bucket = (due_tick as usize & (self.heads.len() - 1)) as u32;
+        let due_tick = u32::try_from(due_tick - self.epoch).unwrap_or(u32::MAX);
         let head = self.heads[bucket as usize];
         self.links[idx] = Link {
             prev: NIL,
@@ -133,7 +138,7 @@ impl TimerWheel {
             let mut id = self.heads[bucket];
             while id != NIL {
                 let link = self.links[id as usize];
-                if link.due_tick <= target {
+                if u64::from(link.due_tick) + self.epoch <= target {
                     self.unlink(id);
                     due.push(id);
                 }

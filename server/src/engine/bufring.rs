@@ -52,14 +52,20 @@ impl BufRing {
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         // SAFETY: both layouts have non-zero size (entries > 0, buf_size > 0).
         let ring_mem = unsafe { alloc_zeroed(ring_layout) } as *mut BufRingEntry;
-        // SAFETY: as above. Zeroed memory from a fresh allocation is not
-        // resident until written, so unused buffers cost no RSS.
+        // SAFETY: as above.
         let data = unsafe { alloc_zeroed(data_layout) };
         if ring_mem.is_null() || data.is_null() {
             return Err(io::Error::new(
                 io::ErrorKind::OutOfMemory,
                 "buffer ring allocation failed",
             ));
+        }
+        // Fault every page in now: the pool is preallocated, part of the
+        // server's footprint from the start, not growth that appears as
+        // connections arrive and the kernel first writes into each buffer.
+        for offset in (0..data_layout.size()).step_by(PAGE) {
+            // SAFETY: offset is inside the allocation just made.
+            unsafe { std::ptr::write_volatile(data.add(offset), 0) };
         }
         let mut this = Self {
             ring: ring_mem,
