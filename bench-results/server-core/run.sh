@@ -10,7 +10,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PING_SECONDS=${1:-40}
-CONFIGS=${2:-"defer:0 coop:0 plain:0 defer:250"}
+CONFIGS=${2-"defer:0 coop:0 plain:0 defer:250 defer:1000"}
 cargo build --quiet --release -p ringroom-server --bin ringroom-server --example bench_client
 SRV=target/release/ringroom-server
 CLI=target/release/examples/bench_client
@@ -54,11 +54,13 @@ echo "## RSS per idle connection"
 echo
 echo "Command: \`$SRV --max-conns 110000\` ($(grep -o 'shards [0-9]*' "$TMP/srv.out")), clients: \`$CLI ADDR 10000 SOURCES 0 600\` x N (idle: HELLO, then nothing)."
 echo
-echo "| connections | server RSS | growth over empty server | per connection |"
+echo "| connections | server RSS | per connection, from the empty server | per connection, from the previous row |"
 echo "|---|---|---|---|"
 echo "| 0 | $RSS0 KiB | | |"
 n=0
-for step in 20000 100000; do
+PREV_RSS=$RSS0
+PREV_N=0
+for step in 10000 20000 100000; do
     while [ "$n" -lt "$step" ]; do
         i=$((n / 10000))
         "$CLI" "$ADDR" 10000 "$(sources $((2 + i * 4)) $((5 + i * 4)))" 0 600 >"$TMP/idle$i.out" 2>&1 &
@@ -68,7 +70,9 @@ for step in 20000 100000; do
     done
     sleep 3
     RSS=$(rss_kib "$SPID")
-    echo "| $n | $RSS KiB | $((RSS - RSS0)) KiB | $(( (RSS - RSS0) * 1024 / n )) B |"
+    echo "| $n | $RSS KiB | $(( (RSS - RSS0) * 1024 / n )) B | $(( (RSS - PREV_RSS) * 1024 / (n - PREV_N) )) B |"
+    PREV_RSS=$RSS
+    PREV_N=$n
 done
 stop_server
 for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
