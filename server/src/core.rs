@@ -828,6 +828,12 @@ mod tests {
             self.core.tick(to);
         }
 
+        /// Moves the clock to `to` and lets every action due play out.
+        fn tick_to(&mut self, to: u64) -> Vec<Action> {
+            self.advance(to);
+            self.settle()
+        }
+
         /// The frames slot has been sent so far, as (type, payload) pairs.
         fn received(&self, slot: u32) -> Vec<(FrameType, Vec<u8>)> {
             let mut d = Decoder::new(u32::MAX);
@@ -1006,19 +1012,15 @@ mod tests {
         h.advance(200);
         h.send_frames(1, &[Frame::Pong(b"")]); // any frame is a sign of life
         h.settle();
-        h.advance(299);
-        h.settle();
+        h.tick_to(299);
         assert_eq!(h.last_error_code(0), None, "not before the deadline");
-        h.advance(300);
-        h.settle();
+        h.tick_to(300);
         assert_eq!(h.last_error_code(0), Some(ErrorCode::HEARTBEAT_TIMEOUT));
         assert_eq!(h.last_error_code(1), None, "slot 1 was active at 200");
         assert_eq!(h.metrics.wheel_expiries.get(), 1);
-        h.advance(499);
-        h.settle();
+        h.tick_to(499);
         assert_eq!(h.last_error_code(1), None);
-        h.advance(500);
-        h.settle();
+        h.tick_to(500);
         assert_eq!(h.last_error_code(1), Some(ErrorCode::HEARTBEAT_TIMEOUT));
     }
 
@@ -1026,11 +1028,9 @@ mod tests {
     fn a_connection_that_sends_nothing_expires_on_the_default_timeout() {
         let mut h = Harness::new(10);
         h.accept(4);
-        h.advance(2999);
-        h.settle();
+        h.tick_to(2999);
         assert_eq!(h.last_error_code(4), None);
-        h.advance(3000);
-        h.settle();
+        h.tick_to(3000);
         assert_eq!(h.last_error_code(4), Some(ErrorCode::HEARTBEAT_TIMEOUT));
     }
 
@@ -1228,8 +1228,7 @@ mod tests {
         h.settle();
         assert!(!h.core.is_drained());
         // The others never close their side: the drain time cuts them.
-        h.advance(600);
-        let actions = h.settle();
+        let actions = h.tick_to(600);
         let cancels = actions
             .iter()
             .filter(|a| matches!(a, Action::Cancel { .. }))

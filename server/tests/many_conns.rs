@@ -89,7 +89,10 @@ fn twenty_five_thousand_connections_each_get_a_pong() {
         "every connection closed within the drain time: {}",
         server.stderr
     );
-    eprintln!("drained and closed {total} connections in {:?}", stopping.elapsed());
+    eprintln!(
+        "drained and closed {total} connections in {:?}",
+        stopping.elapsed()
+    );
     for (child, lines) in children.iter_mut().zip(outputs) {
         drop(child.stdin.take());
         lines.for_each(drop);
