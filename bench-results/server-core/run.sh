@@ -5,23 +5,29 @@
 #     3 times a second, for each --ring-mode.
 # Usage: bench-results/server-core/run.sh [PING_SECONDS] [CONFIGS]
 #   PING_SECONDS: length of each ping run (default 40)
-#   CONFIGS: ring-mode:batch-wait-us pairs (default "defer:0 coop:0 plain:0 defer:250")
+#   CONFIGS: ring-mode:batch-wait-us[:shards] (default below); "minimal:0" runs
+#            examples/minimal_pong, the baseline loop, instead of the server
 # Prints a markdown report on stdout. Needs 127.0.0.2..127.0.0.41 (loopback).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PING_SECONDS=${1:-40}
-CONFIGS=${2-"defer:0 coop:0 plain:0 defer:250 defer:1000"}
-cargo build --quiet --release -p ringroom-server --bin ringroom-server --example bench_client
+CONFIGS=${2-"minimal:0 defer:0:1 defer:0 coop:0 plain:0 defer:250 defer:1000"}
+cargo build --quiet --release -p ringroom-server --bin ringroom-server --example bench_client --example minimal_pong
 SRV=target/release/ringroom-server
 CLI=target/release/examples/bench_client
+MINIMAL=target/release/examples/minimal_pong
 TMP=$(mktemp -d)
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$TMP"; }
 trap cleanup EXIT
 CLK_TCK=$(getconf CLK_TCK)
 
-start_server() { # args: extra server options; sets SPID and ADDR
-    "$SRV" --listen 127.0.0.1:0 --metrics off --stats-interval 0 "$@" >"$TMP/srv.out" 2>"$TMP/srv.err" &
+start_server() { # args: extra server options, or "minimal"; sets SPID and ADDR
+    if [ "$1" = minimal ]; then
+        "$MINIMAL" 127.0.0.1:0 >"$TMP/srv.out" 2>"$TMP/srv.err" &
+    else
+        "$SRV" --listen 127.0.0.1:0 --metrics off --stats-interval 0 "$@" >"$TMP/srv.out" 2>"$TMP/srv.err" &
+    fi
     SPID=$!
     PIDS+=("$SPID")
     for _ in $(seq 100); do grep -q ready "$TMP/srv.out" 2>/dev/null && break; sleep 0.1; done
@@ -86,13 +92,17 @@ echo "## CPU per million PING/PONG"
 echo
 echo "10,000 connections, each pinging 3 times a second on an open-loop schedule, ${PING_SECONDS} s; server CPU time (user+sys from /proc/PID/stat) over the run, divided by PONGs received. Client: \`$CLI ADDR 10000 SOURCES 3 ${PING_SECONDS}\`; RTT measured from each PING's planned send time."
 echo
-echo "| ring mode | batch wait | PONGs | missing | server CPU-s | CPU-s per million | client CPU-s | RTT p50 | p99 | p99.9 |"
-echo "|---|---|---|---|---|---|---|---|---|---|"
+echo "| ring mode | batch wait | shards | PONGs | missing | server CPU-s | CPU-s per million | client CPU-s | RTT p50 | p99 | p99.9 |"
+echo "|---|---|---|---|---|---|---|---|---|---|---|"
 k=0
 for config in $CONFIGS; do
-    mode=${config%%:*}
-    batch=${config##*:}
-    start_server --ring-mode "$mode" --batch-wait-us "$batch"
+    IFS=: read -r mode batch shards <<<"$config"
+    shards=${shards:-$(nproc)}
+    if [ "$mode" = minimal ]; then
+        start_server minimal
+    else
+        start_server --ring-mode "$mode" --batch-wait-us "$batch" --shards "$shards"
+    fi
     # Fresh source addresses per run: no TIME_WAIT left by the previous one.
     "$CLI" "$ADDR" 10000 "$(sources $((50 + k * 4)) $((53 + k * 4)))" 3 "$PING_SECONDS" >"$TMP/ping.out" 2>&1 &
     k=$((k + 1))
@@ -111,7 +121,8 @@ for config in $CONFIGS; do
     CPU=$(echo "scale=2; ($T1 - $T0) / $CLK_TCK" | bc)
     PER=$(echo "scale=2; $CPU * 1000000 / $RECV" | bc)
     CCPU=$(echo "scale=2; ($C1 - $C0) / $CLK_TCK" | bc)
-    echo "| $mode | $batch us | $RECV | $(get missing) | $CPU | **$PER** | $CCPU | $(get p50_us) us | $(get p99_us) us | $(get p999_us) us |"
+    [ "$mode" = minimal ] && shards=1
+    echo "| $mode | $batch us | $shards | $RECV | $(get missing) | $CPU | **$PER** | $CCPU | $(get p50_us) us | $(get p99_us) us | $(get p999_us) us |"
     stop_server
     PIDS=()
     sleep 1

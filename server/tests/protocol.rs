@@ -407,3 +407,54 @@ fn tcp_keepalive_is_set_on_accepted_sockets() {
         "no keepalive timer on the server's socket: {text}"
     );
 }
+
+#[test]
+fn a_dry_buffer_ring_is_rearmed_and_nothing_is_lost() {
+    // Two 64-byte receive buffers per shard for 50 clients sending at once:
+    // receives run out of buffers (ENOBUFS), are re-armed, and every PING
+    // is still answered.
+    let server = Server::start(&["--buffers", "2", "--buffer-size", "64"]);
+    let mut clients: Vec<Client> = (0..50).map(|_| server.client()).collect();
+    for round in 0..20u8 {
+        for c in &mut clients {
+            c.send(&[Frame::Ping(&[round; 40]), Frame::Ping(&[round; 40])]);
+        }
+        for c in &mut clients {
+            for _ in 0..2 {
+                assert_eq!(c.expect(FrameType::Pong).payload, [round; 40]);
+            }
+        }
+    }
+    assert!(
+        server.metric("ringroom_enobufs_rearms_total", None) > 0,
+        "the test should have run the ring dry"
+    );
+}
+
+#[test]
+fn a_full_fixed_file_table_is_counted_and_recovers() {
+    // One shard, --max-conns 1: a table of 1 x 1.1 + 64 = 65 slots. 100
+    // connections fill it: the first is served, the next 64 are told
+    // OVERLOADED, the rest wait in the listen backlog while the accept fails
+    // with ENFILE (counted) and is retried.
+    let server = Server::start(&["--shards", "1", "--max-conns", "1", "--drain-ms", "10000"]);
+    let mut first = server.client();
+    first.ping_pong(b"first");
+    let crowd: Vec<Client> = (0..100).map(|_| server.client()).collect();
+    server.wait_metric("ringroom_accept_errors_total", None, 1);
+    first.ping_pong(b"the shard still serves");
+    // The crowd leaves; the slots come back and a newcomer is served.
+    drop(crowd);
+    drop(first);
+    let start = Instant::now();
+    loop {
+        let mut c = server.client();
+        c.send(&[Frame::Ping(b"again")]);
+        match c.recv() {
+            Some(got) if got.ty == FrameType::Pong => break,
+            _ => {}
+        }
+        assert!(start.elapsed() < common::TIMEOUT, "never served again");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

@@ -1,0 +1,135 @@
+//! The baseline of the server-core CPU benchmark: the smallest io_uring loop that
+//! answers PINGs (one ring, DEFER_TASKRUN, provided-buffer ring, multishot
+//! receive, direct descriptors), built on the server's own engine but with no
+//! protocol logic: it turns each PING header in a receive into a PONG header and
+//! sends the bytes back. No decoding, no timers, no limits, no metrics: what the
+//! kernel and io_uring cost, for `bench-results/server-core/run.sh` to compare
+//! the full server against. Not a server; assumes well-formed PINGs.
+//!
+//! ```text
+//! cargo run --release -p ringroom-server --example minimal_pong -- 127.0.0.1:0
+//! ```
+
+use std::net::SocketAddr;
+use std::os::fd::OwnedFd;
+use std::time::Duration;
+
+use proto::{FrameType, HEADER_LEN};
+use ringroom_server::core::{Action, RecvEnd};
+use ringroom_server::engine::{sys, Completion, Engine, EngineConfig, RingMode};
+
+fn main() {
+    let addr: SocketAddr = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "127.0.0.1:0".into())
+        .parse()
+        .expect("address");
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        None,
+    )
+    .unwrap();
+    socket.set_reuse_address(true).unwrap();
+    socket.set_tcp_nodelay(true).unwrap();
+    socket.set_nonblocking(true).unwrap();
+    socket.bind(&addr.into()).unwrap();
+    socket.listen(4096).unwrap();
+    let local = socket.local_addr().unwrap().as_socket().unwrap();
+    let cfg = EngineConfig {
+        sq_entries: 4096,
+        slots: 20_000,
+        buffers: 1024,
+        buffer_size: 4096,
+        mode: RingMode::Defer,
+        batch_wait_us: 0,
+    };
+    let mut engine = Engine::new(&cfg, OwnedFd::from(socket), sys::eventfd().unwrap()).unwrap();
+    engine.arm_accept();
+    println!("minimal_pong ready: listen {local}, shards 1");
+
+    // Per slot: bytes waiting while a send is in flight.
+    let mut waiting: Vec<Option<Vec<u8>>> = (0..cfg.slots).map(|_| None).collect();
+    let mut sending = vec![false; cfg.slots as usize];
+    loop {
+        engine.submit_and_wait(Duration::from_secs(1)).unwrap();
+        for i in 0..engine.reap() {
+            match engine.completion(i) {
+                Completion::Accepted { slot, more } => {
+                    engine.execute(Action::ArmRecv { slot, gen: 0 });
+                    if !more {
+                        engine.arm_accept();
+                    }
+                }
+                Completion::AcceptEnded { .. } => engine.arm_accept(),
+                Completion::Received {
+                    slot,
+                    gen,
+                    buf,
+                    more,
+                } => {
+                    // Each PING becomes a PONG; anything else (the HELLO) is dropped.
+                    let data = engine.data(&buf);
+                    let mut bytes = Vec::with_capacity(data.len());
+                    let mut at = 0;
+                    while at + HEADER_LEN <= data.len() {
+                        let len = u32::from_be_bytes(data[at..at + 4].try_into().unwrap()) as usize;
+                        let end = (at + HEADER_LEN + len).min(data.len());
+                        if data[at + 4] == FrameType::Ping as u8 {
+                            bytes.extend_from_slice(&data[at..end]);
+                            let pong = bytes.len() - (end - at) + 4;
+                            bytes[pong] = FrameType::Pong as u8;
+                        }
+                        at = end;
+                    }
+                    engine.recycle(buf);
+                    if bytes.is_empty() {
+                        if !more {
+                            engine.execute(Action::ArmRecv { slot, gen });
+                        }
+                        continue;
+                    }
+                    let s = slot as usize;
+                    if sending[s] {
+                        waiting[s]
+                            .get_or_insert_with(Vec::new)
+                            .extend_from_slice(&bytes);
+                    } else {
+                        sending[s] = true;
+                        engine.execute(Action::Send {
+                            slot,
+                            gen,
+                            buf: bytes,
+                        });
+                    }
+                    if !more {
+                        engine.execute(Action::ArmRecv { slot, gen });
+                    }
+                }
+                Completion::RecvEnded { slot, gen, end } => match end {
+                    RecvEnd::NoBuffers | RecvEnd::Stopped => {
+                        engine.execute(Action::ArmRecv { slot, gen })
+                    }
+                    _ => {
+                        if !sending[slot as usize] {
+                            engine.execute(Action::Close { slot });
+                        }
+                    }
+                },
+                Completion::Sent { slot, gen, .. } => {
+                    let s = slot as usize;
+                    match waiting[s].take() {
+                        Some(bytes) => engine.execute(Action::Send {
+                            slot,
+                            gen,
+                            buf: bytes,
+                        }),
+                        None => sending[s] = false,
+                    }
+                }
+                Completion::Woken | Completion::Done => {}
+            }
+        }
+        engine.commit_buffers();
+    }
+}
