@@ -4,6 +4,7 @@
 //! * [`config`]: the command line and the capacity plan.
 //! * [`core`]: the sans-io shard logic — connections, protocol, timers, queues.
 //! * [`wheel`] and [`outq`]: the timing wheel and the bounded send queue it uses.
+//! * [`rooms`]: room membership per shard and the server-wide room registry.
 //! * [`engine`]: the io_uring ring behind a narrow safe API (all `unsafe` is there).
 //! * [`shard`]: one shard's event loop, joining engine and core.
 //! * [`metrics`]: per-shard counters, Prometheus text and the stderr summary.
@@ -14,6 +15,7 @@ pub mod core;
 pub mod engine;
 pub mod metrics;
 pub mod outq;
+pub mod rooms;
 pub mod server;
 pub mod shard;
 pub mod wheel;

@@ -1,11 +1,12 @@
 //! Outgoing bytes of one connection, bounded, with one send in flight at a time.
 //!
-//! Frames are encoded into `queued`; when no send is in flight the whole of
-//! `queued` becomes the send buffer (a swap, no copy) and a fresh buffer from
-//! the shard's [`BufPool`] starts the next batch. One send in flight keeps the
-//! byte order; everything queued behind it goes out in the next send, so a busy
-//! connection costs one send per round trip of the ring, not one per frame.
-//! An idle connection holds no buffer at all.
+//! Two lanes: control frames (PONG, WELCOME, JOINED, ERROR, GOAWAY, ...) and
+//! message data (MESSAGE). When no send is in flight, everything queued becomes
+//! the next send buffer, control first, so a control frame never waits behind
+//! more than the one send already in flight. The control lane is taken by a swap
+//! (no copy); data is appended behind it. One send in flight keeps the byte order
+//! within each lane; a busy connection costs one send per round trip of the
+//! ring, not one per frame. An idle connection holds no buffer at all.
 
 use proto::Frame;
 
@@ -56,8 +57,10 @@ pub struct Overflow;
 /// One connection's outgoing bytes.
 #[derive(Debug, Default)]
 pub struct OutQueue {
-    /// Encoded frames not yet handed to the kernel.
+    /// Encoded control frames not yet handed to the kernel.
     queued: Vec<u8>,
+    /// Encoded message data not yet handed to the kernel.
+    data: Vec<u8>,
     /// Bytes handed to the kernel and not yet confirmed sent.
     in_flight: u32,
 }
@@ -65,7 +68,7 @@ pub struct OutQueue {
 impl OutQueue {
     /// Bytes queued or in flight: what counts against the bound.
     pub fn len(&self) -> usize {
-        self.queued.len() + self.in_flight as usize
+        self.queued.len() + self.data.len() + self.in_flight as usize
     }
 
     /// Whether nothing is queued or in flight.
@@ -80,12 +83,30 @@ impl OutQueue {
 
     /// Whether bytes wait for the next send.
     pub fn has_queued(&self) -> bool {
-        !self.queued.is_empty()
+        !self.queued.is_empty() || !self.data.is_empty()
     }
 
     /// Heap bytes held by the queue (0 when idle).
     pub fn capacity(&self) -> usize {
-        self.queued.capacity()
+        self.queued.capacity() + self.data.capacity()
+    }
+
+    /// Appends an encoded MESSAGE (the same bytes for every member) to the data
+    /// lane, unless that would take the queue past `limit` bytes.
+    pub fn push_data(
+        &mut self,
+        frame: &[u8],
+        limit: usize,
+        pool: &mut BufPool,
+    ) -> Result<(), Overflow> {
+        if self.len() + frame.len() > limit {
+            return Err(Overflow);
+        }
+        if self.data.capacity() == 0 {
+            self.data = pool.take();
+        }
+        self.data.extend_from_slice(frame);
+        Ok(())
     }
 
     /// Encodes `frame` at the end of the queue, unless that would take the queue
@@ -117,14 +138,29 @@ impl OutQueue {
     /// Drops what is queued but not in flight (the connection is being cut off).
     pub fn discard_queued(&mut self, pool: &mut BufPool) {
         pool.give(std::mem::take(&mut self.queued));
+        pool.give(std::mem::take(&mut self.data));
     }
 
-    /// Takes everything queued as the next send buffer, if no send is in flight.
+    /// Drops queued message data, keeping control frames (a slow consumer's
+    /// backlog, before its ERROR).
+    pub fn discard_data(&mut self, pool: &mut BufPool) {
+        pool.give(std::mem::take(&mut self.data));
+    }
+
+    /// Takes everything queued as the next send buffer, control frames first,
+    /// if no send is in flight.
     pub fn start_send(&mut self) -> Option<Vec<u8>> {
-        if self.is_sending() || self.queued.is_empty() {
+        if self.is_sending() || !self.has_queued() {
             return None;
         }
-        let buf = std::mem::take(&mut self.queued);
+        let buf = if self.queued.is_empty() {
+            std::mem::take(&mut self.data)
+        } else {
+            let mut buf = std::mem::take(&mut self.queued);
+            buf.extend_from_slice(&self.data);
+            self.data.clear();
+            buf
+        };
         self.in_flight = u32::try_from(buf.len()).expect("queue bound fits in u32");
         Some(buf)
     }
@@ -147,6 +183,9 @@ impl OutQueue {
     pub fn release_idle(&mut self, pool: &mut BufPool) {
         if self.queued.is_empty() && self.queued.capacity() > 0 {
             pool.give(std::mem::take(&mut self.queued));
+        }
+        if self.data.is_empty() && self.data.capacity() > 0 {
+            pool.give(std::mem::take(&mut self.data));
         }
     }
 }
@@ -207,6 +246,41 @@ mod tests {
         q.finish_send(buf, &mut pool);
         q.release_idle(&mut pool);
         assert_eq!(q.capacity(), 0);
+    }
+
+    #[test]
+    fn control_frames_go_ahead_of_queued_data() {
+        let mut pool = BufPool::new(4, 1 << 16);
+        let mut q = OutQueue::default();
+        let mut message = Vec::new();
+        Frame::Ping(b"data").encode_to_vec(&mut message).unwrap();
+        q.push_data(&message, 100, &mut pool).unwrap();
+        q.push(&Frame::Pong(b"ctl"), 100, &mut pool).unwrap();
+        let buf = q.start_send().unwrap();
+        assert_eq!(buf.len(), 11 + 12);
+        assert_eq!(&buf[8..11], b"ctl", "control first");
+        assert_eq!(&buf[19..], b"data");
+        // Both lanes count against one bound.
+        assert_eq!(q.push_data(&[0; 80], 100, &mut pool), Err(Overflow));
+        q.finish_send(buf, &mut pool);
+        q.push_data(&message, 100, &mut pool).unwrap();
+        assert_eq!(
+            q.start_send().unwrap(),
+            message,
+            "data alone is swapped out"
+        );
+    }
+
+    #[test]
+    fn discarding_data_keeps_control_frames() {
+        let mut pool = BufPool::new(4, 1 << 16);
+        let mut q = OutQueue::default();
+        q.push_data(&[1; 50], 1000, &mut pool).unwrap();
+        q.push(&Frame::Pong(b"keep"), 1000, &mut pool).unwrap();
+        q.discard_data(&mut pool);
+        assert_eq!(q.len(), 12);
+        q.discard_queued(&mut pool);
+        assert!(q.is_empty());
     }
 
     #[test]

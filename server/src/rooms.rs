@@ -1,0 +1,295 @@
+//! Room membership: each shard's own table of rooms and local members, and the
+//! server-wide registry that bounds the number of rooms.
+//!
+//! The publish path touches only the shard's table (no lock). The registry is
+//! locked only when a shard gains its first member of a room or loses its last,
+//! which is what `--max-rooms` counts.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use indexmap::IndexSet;
+
+/// The server-wide set of rooms, shared by the shards.
+#[derive(Debug)]
+pub struct Registry {
+    /// Room name -> how many shards have members of it.
+    rooms: Mutex<HashMap<Box<str>, u32>>,
+    max_rooms: usize,
+}
+
+impl Registry {
+    /// A registry of at most `max_rooms` rooms.
+    pub fn new(max_rooms: usize) -> Self {
+        Self {
+            rooms: Mutex::new(HashMap::new()),
+            max_rooms,
+        }
+    }
+
+    /// A shard gains its first member of `name`: false if that would make one
+    /// room too many.
+    fn acquire(&self, name: &str) -> bool {
+        let mut rooms = self.rooms.lock().expect("registry lock");
+        if let Some(shards) = rooms.get_mut(name) {
+            *shards += 1;
+            return true;
+        }
+        if rooms.len() >= self.max_rooms {
+            return false;
+        }
+        rooms.insert(name.into(), 1);
+        true
+    }
+
+    /// A shard lost its last member of `name`.
+    fn release(&self, name: &str) {
+        let mut rooms = self.rooms.lock().expect("registry lock");
+        if let Some(shards) = rooms.get_mut(name) {
+            *shards -= 1;
+            if *shards == 0 {
+                rooms.remove(name);
+            }
+        }
+    }
+
+    /// Rooms with at least one member, server-wide.
+    pub fn len(&self) -> usize {
+        self.rooms.lock().expect("registry lock").len()
+    }
+
+    /// Whether no room has members.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// What a JOIN came to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Joined {
+    /// Now a member.
+    New,
+    /// Was a member already: nothing changes.
+    Already,
+    /// The connection is in its maximum number of rooms.
+    ConnLimit,
+    /// The server has its maximum number of rooms.
+    ServerLimit,
+}
+
+#[derive(Debug)]
+struct Room {
+    name: Box<str>,
+    /// Local members, by connection slot; O(1) insert and remove, contiguous to iterate.
+    members: IndexSet<u32>,
+}
+
+/// One shard's rooms.
+#[derive(Debug)]
+pub struct ShardRooms {
+    by_name: HashMap<Box<str>, u32>,
+    rooms: Vec<Option<Room>>,
+    free: Vec<u32>,
+    registry: Arc<Registry>,
+}
+
+impl ShardRooms {
+    /// An empty table that counts its rooms in `registry`.
+    pub fn new(registry: Arc<Registry>) -> Self {
+        Self {
+            by_name: HashMap::new(),
+            rooms: Vec::new(),
+            free: Vec::new(),
+            registry,
+        }
+    }
+
+    /// The id of a room with local members.
+    pub fn id(&self, name: &str) -> Option<u32> {
+        self.by_name.get(name).copied()
+    }
+
+    /// Rooms with local members.
+    pub fn len(&self) -> usize {
+        self.by_name.len()
+    }
+
+    /// Whether no room has local members.
+    pub fn is_empty(&self) -> bool {
+        self.by_name.is_empty()
+    }
+
+    /// Local members of room `id`.
+    pub fn members(&self, id: u32) -> impl Iterator<Item = u32> + '_ {
+        self.rooms[id as usize]
+            .iter()
+            .flat_map(|r| r.members.iter().copied())
+    }
+
+    /// Number of local members of room `id`.
+    pub fn member_count(&self, id: u32) -> usize {
+        self.rooms[id as usize]
+            .as_ref()
+            .map_or(0, |r| r.members.len())
+    }
+
+    /// Adds `slot` to room `name`; `mine` is the connection's list of room ids,
+    /// at most `max_per_conn` long.
+    pub fn join(
+        &mut self,
+        name: &str,
+        slot: u32,
+        mine: &mut Vec<u32>,
+        max_per_conn: usize,
+    ) -> Joined {
+        if let Some(id) = self.id(name) {
+            if mine.contains(&id) {
+                return Joined::Already;
+            }
+        }
+        if mine.len() >= max_per_conn {
+            return Joined::ConnLimit;
+        }
+        let id = match self.id(name) {
+            Some(id) => id,
+            None => {
+                if !self.registry.acquire(name) {
+                    return Joined::ServerLimit;
+                }
+                let room = Room {
+                    name: name.into(),
+                    members: IndexSet::new(),
+                };
+                let id = match self.free.pop() {
+                    Some(id) => {
+                        self.rooms[id as usize] = Some(room);
+                        id
+                    }
+                    None => {
+                        self.rooms.push(Some(room));
+                        (self.rooms.len() - 1) as u32
+                    }
+                };
+                self.by_name.insert(name.into(), id);
+                id
+            }
+        };
+        let room = self.rooms[id as usize].as_mut().expect("live room");
+        room.members.insert(slot);
+        mine.push(id);
+        Joined::New
+    }
+
+    /// Removes `slot` from room `name`; false if it was not a member.
+    pub fn leave(&mut self, name: &str, slot: u32, mine: &mut Vec<u32>) -> bool {
+        let Some(id) = self.id(name) else {
+            return false;
+        };
+        let Some(at) = mine.iter().position(|&r| r == id) else {
+            return false;
+        };
+        mine.swap_remove(at);
+        self.remove_member(id, slot);
+        true
+    }
+
+    /// Removes `slot` from every room in `mine` (the connection is closing).
+    pub fn leave_all(&mut self, slot: u32, mine: &mut Vec<u32>) {
+        for id in mine.drain(..) {
+            self.remove_member(id, slot);
+        }
+    }
+
+    fn remove_member(&mut self, id: u32, slot: u32) {
+        let room = self.rooms[id as usize].as_mut().expect("live room");
+        room.members.swap_remove(&slot);
+        if room.members.is_empty() {
+            let room = self.rooms[id as usize].take().expect("live room");
+            self.by_name.remove(&room.name);
+            self.registry.release(&room.name);
+            self.free.push(id);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table(max_rooms: usize) -> (ShardRooms, Arc<Registry>) {
+        let registry = Arc::new(Registry::new(max_rooms));
+        (ShardRooms::new(registry.clone()), registry)
+    }
+
+    #[test]
+    fn join_leave_and_rejoin() {
+        let (mut t, registry) = table(10);
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        assert_eq!(t.join("lobby", 1, &mut a, 64), Joined::New);
+        assert_eq!(t.join("lobby", 1, &mut a, 64), Joined::Already);
+        assert_eq!(t.join("lobby", 2, &mut b, 64), Joined::New);
+        let id = t.id("lobby").unwrap();
+        let mut members: Vec<u32> = t.members(id).collect();
+        members.sort_unstable();
+        assert_eq!(members, [1, 2]);
+        assert!(t.leave("lobby", 1, &mut a));
+        assert!(!t.leave("lobby", 1, &mut a), "not a member any more");
+        assert!(!t.leave("nowhere", 1, &mut a));
+        assert_eq!(t.members(id).collect::<Vec<_>>(), [2]);
+        assert_eq!(registry.len(), 1);
+        t.leave_all(2, &mut b);
+        assert!(t.is_empty());
+        assert_eq!(registry.len(), 0, "an empty room is gone");
+        assert_eq!(t.join("lobby", 1, &mut a, 64), Joined::New);
+    }
+
+    #[test]
+    fn rooms_per_connection_are_bounded() {
+        let (mut t, _) = table(100);
+        let mut mine = Vec::new();
+        for i in 0..3 {
+            assert_eq!(t.join(&format!("r{i}"), 7, &mut mine, 3), Joined::New);
+        }
+        assert_eq!(t.join("r3", 7, &mut mine, 3), Joined::ConnLimit);
+        assert_eq!(
+            t.join("r0", 7, &mut mine, 3),
+            Joined::Already,
+            "a rejoin is not a new room"
+        );
+        assert!(t.leave("r1", 7, &mut mine));
+        assert_eq!(t.join("r3", 7, &mut mine, 3), Joined::New);
+    }
+
+    #[test]
+    fn rooms_per_server_are_bounded_across_shards() {
+        let registry = Arc::new(Registry::new(2));
+        let mut s0 = ShardRooms::new(registry.clone());
+        let mut s1 = ShardRooms::new(registry.clone());
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        assert_eq!(s0.join("x", 1, &mut a, 64), Joined::New);
+        assert_eq!(
+            s1.join("x", 1, &mut b, 64),
+            Joined::New,
+            "same room on another shard"
+        );
+        assert_eq!(s1.join("y", 1, &mut b, 64), Joined::New);
+        assert_eq!(s0.join("z", 1, &mut a, 64), Joined::ServerLimit);
+        assert_eq!(registry.len(), 2);
+        s0.leave_all(1, &mut a);
+        assert_eq!(registry.len(), 2, "x still has members on shard 1");
+        s1.leave("x", 1, &mut b);
+        assert_eq!(s0.join("z", 1, &mut a, 64), Joined::New);
+    }
+
+    #[test]
+    fn room_slots_are_reused() {
+        let (mut t, _) = table(10);
+        let mut mine = Vec::new();
+        t.join("a", 1, &mut mine, 64);
+        let id = t.id("a").unwrap();
+        t.leave("a", 1, &mut mine);
+        t.join("b", 1, &mut mine, 64);
+        assert_eq!(t.id("b"), Some(id));
+        assert_eq!(t.member_count(id), 1);
+    }
+}
