@@ -66,6 +66,26 @@ pub struct Args {
     #[argh(option, default = "3")]
     pub idle_factor: u32,
 
+    /// rooms one connection may be in; one more JOIN gets ERROR LIMIT (default 64)
+    #[argh(option, default = "64")]
+    pub max_rooms_per_conn: usize,
+
+    /// rooms the server holds at once; a JOIN that would make one more gets
+    /// ERROR LIMIT (default 1000000)
+    #[argh(option, default = "1_000_000")]
+    pub max_rooms: usize,
+
+    /// streamed messages one connection may have open at once; one more gets
+    /// ERROR LIMIT (default 16)
+    #[argh(option, default = "16")]
+    pub max_streams: usize,
+
+    /// messages each shard's inbox from the other shards holds; when full,
+    /// messages wait on the publishing shard, and past twice that PUBLISH is
+    /// refused with ERROR LIMIT (default 65536)
+    #[argh(option, default = "65536")]
+    pub channel_capacity: usize,
+
     /// TCP keepalive on accepted sockets: IDLE,INTVL,CNT in seconds (default off)
     #[argh(option)]
     pub tcp_keepalive: Option<Keepalive>,

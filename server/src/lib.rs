@@ -5,11 +5,13 @@
 //! * [`core`]: the sans-io shard logic — connections, protocol, timers, queues.
 //! * [`wheel`] and [`outq`]: the timing wheel and the bounded send queue it uses.
 //! * [`rooms`]: room membership per shard and the server-wide room registry.
+//! * [`broadcast`]: a MESSAGE encoded once, and the inboxes that carry it across shards.
 //! * [`engine`]: the io_uring ring behind a narrow safe API (all `unsafe` is there).
 //! * [`shard`]: one shard's event loop, joining engine and core.
 //! * [`metrics`]: per-shard counters, Prometheus text and the stderr summary.
 //! * [`server`]: start-up checks, listeners, threads, signals and shutdown.
 
+pub mod broadcast;
 pub mod config;
 pub mod core;
 pub mod engine;

@@ -125,6 +125,24 @@ pub struct ShardMetrics {
     pub batches: Counter,
     /// Completions processed.
     pub completions: Counter,
+    /// Rooms with members on this shard (gauge).
+    pub rooms: Counter,
+    /// Room memberships on this shard (gauge).
+    pub members: Counter,
+    /// PUBLISHes accepted.
+    pub publishes: Counter,
+    /// PUBLISHes refused because the channels to other shards were full.
+    pub publish_refused: Counter,
+    /// MESSAGE frames queued for members.
+    pub deliveries: Counter,
+    /// Messages handed to other shards' inboxes.
+    pub cross_core_sent: Counter,
+    /// Messages taken from this shard's inbox.
+    pub cross_core_received: Counter,
+    /// Wake-ups this shard sent to others (inbox went from empty to non-empty).
+    pub cross_core_wakeups: Counter,
+    /// Times an inbox of another shard was full (the message waits in an outbox).
+    pub channel_backpressure: Counter,
 }
 
 impl ShardMetrics {
@@ -143,7 +161,61 @@ impl ShardMetrics {
 pub fn render_prometheus(shards: &[std::sync::Arc<ShardMetrics>]) -> String {
     let mut out = String::with_capacity(4096);
     type Getter = fn(&ShardMetrics) -> &Counter;
-    let simple: [(&str, &str, &str, Getter); 13] = [
+    let simple: [(&str, &str, &str, Getter); 22] = [
+        (
+            "ringroom_rooms",
+            "gauge",
+            "Rooms with members on the shard.",
+            |m| &m.rooms,
+        ),
+        (
+            "ringroom_room_members",
+            "gauge",
+            "Room memberships on the shard.",
+            |m| &m.members,
+        ),
+        (
+            "ringroom_publishes_total",
+            "counter",
+            "PUBLISH frames accepted.",
+            |m| &m.publishes,
+        ),
+        (
+            "ringroom_publish_refused_total",
+            "counter",
+            "PUBLISH refused while the channels between cores were full.",
+            |m| &m.publish_refused,
+        ),
+        (
+            "ringroom_deliveries_total",
+            "counter",
+            "MESSAGE frames queued for members.",
+            |m| &m.deliveries,
+        ),
+        (
+            "ringroom_cross_core_sent_total",
+            "counter",
+            "Messages handed to other shards.",
+            |m| &m.cross_core_sent,
+        ),
+        (
+            "ringroom_cross_core_received_total",
+            "counter",
+            "Messages received from other shards.",
+            |m| &m.cross_core_received,
+        ),
+        (
+            "ringroom_cross_core_wakeups_total",
+            "counter",
+            "Wake-ups sent to other shards.",
+            |m| &m.cross_core_wakeups,
+        ),
+        (
+            "ringroom_channel_backpressure_total",
+            "counter",
+            "Times another shard's inbox was full.",
+            |m| &m.channel_backpressure,
+        ),
         (
             "ringroom_connections_open",
             "gauge",

@@ -91,6 +91,7 @@ pub struct ShardRooms {
     rooms: Vec<Option<Room>>,
     free: Vec<u32>,
     registry: Arc<Registry>,
+    memberships: usize,
 }
 
 impl ShardRooms {
@@ -101,7 +102,13 @@ impl ShardRooms {
             rooms: Vec::new(),
             free: Vec::new(),
             registry,
+            memberships: 0,
         }
+    }
+
+    /// (connection, room) pairs on this shard.
+    pub fn memberships(&self) -> usize {
+        self.memberships
     }
 
     /// The id of a room with local members.
@@ -176,6 +183,7 @@ impl ShardRooms {
         };
         let room = self.rooms[id as usize].as_mut().expect("live room");
         room.members.insert(slot);
+        self.memberships += 1;
         mine.push(id);
         Joined::New
     }
@@ -202,7 +210,9 @@ impl ShardRooms {
 
     fn remove_member(&mut self, id: u32, slot: u32) {
         let room = self.rooms[id as usize].as_mut().expect("live room");
-        room.members.swap_remove(&slot);
+        if room.members.swap_remove(&slot) {
+            self.memberships -= 1;
+        }
         if room.members.is_empty() {
             let room = self.rooms[id as usize].take().expect("live room");
             self.by_name.remove(&room.name);
@@ -237,8 +247,10 @@ mod tests {
         assert!(!t.leave("nowhere", 1, &mut a));
         assert_eq!(t.members(id).collect::<Vec<_>>(), [2]);
         assert_eq!(registry.len(), 1);
+        assert_eq!(t.memberships(), 1);
         t.leave_all(2, &mut b);
         assert!(t.is_empty());
+        assert_eq!(t.memberships(), 0);
         assert_eq!(registry.len(), 0, "an empty room is gone");
         assert_eq!(t.join("lobby", 1, &mut a, 64), Joined::New);
     }

@@ -12,10 +12,12 @@ use std::time::{Duration, Instant};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use socket2::{Domain, Protocol, Socket, TcpKeepalive, Type};
 
+use crate::broadcast::Inbox;
 use crate::config::{plan, Args, Plan};
 use crate::core::{Admission, Limits};
 use crate::engine::{sys, EngineConfig, RingMode};
 use crate::metrics::{render_prometheus, summary_line, ShardMetrics};
+use crate::rooms::Registry;
 use crate::shard::{self, ShardSpec};
 
 /// Runs the server until SIGINT or SIGTERM; the exit code of the process.
@@ -71,14 +73,26 @@ impl Server {
             .map(|_| Arc::new(ShardMetrics::default()))
             .collect();
 
+        let registry = Arc::new(Registry::new(args.max_rooms));
+        // One eventfd per shard wakes its ring: for its inbox and for stopping.
+        let mut wakes = Vec::new();
+        let mut wakers = Vec::new();
+        let mut inboxes = Vec::new();
+        for _ in 0..plan.shards {
+            let wake = sys::eventfd().map_err(|e| format!("eventfd: {e}"))?;
+            let dup = || wake.try_clone().map_err(|e| format!("dup eventfd: {e}"));
+            wakers.push(std::fs::File::from(dup()?));
+            inboxes.push(Arc::new(Inbox::new(
+                args.channel_capacity,
+                std::fs::File::from(dup()?),
+            )));
+            wakes.push(wake);
+        }
+        let inboxes = Arc::new(inboxes);
+
         let (ready_tx, ready_rx) = mpsc::channel();
         let mut threads = Vec::new();
-        let mut wakers = Vec::new();
-        for (i, listener) in listeners.0.into_iter().enumerate() {
-            let wake = sys::eventfd().map_err(|e| format!("eventfd: {e}"))?;
-            wakers.push(std::fs::File::from(
-                wake.try_clone().map_err(|e| format!("dup eventfd: {e}"))?,
-            ));
+        for ((i, listener), wake) in listeners.0.into_iter().enumerate().zip(wakes) {
             let spec = ShardSpec {
                 limits: limits(&args, &plan, i),
                 engine: EngineConfig {
@@ -93,6 +107,9 @@ impl Server {
                 wake,
                 stop: stop.clone(),
                 admission: admission.clone(),
+                registry: registry.clone(),
+                inboxes: inboxes.clone(),
+                channel_capacity: args.channel_capacity,
                 metrics: metrics[i].clone(),
                 panic_after: args
                     .test_panic_after_ms
@@ -232,6 +249,9 @@ fn check_args(args: &Args) -> Result<(), String> {
     if args.max_payload < 256 {
         return Err("--max-payload must be at least 256".into());
     }
+    if args.channel_capacity == 0 || args.max_rooms == 0 {
+        return Err("--channel-capacity and --max-rooms must be positive".into());
+    }
     if args.sq_entries == 0 || !args.sq_entries.is_power_of_two() || args.sq_entries > 32768 {
         return Err("--sq-entries must be a power of two up to 32768".into());
     }
@@ -269,6 +289,8 @@ fn limits(args: &Args, plan: &Plan, shard: usize) -> Limits {
         idle_factor: args.idle_factor,
         drain_ms: args.drain_ms,
         tick_ms: args.tick_ms,
+        max_rooms_per_conn: args.max_rooms_per_conn,
+        max_streams: args.max_streams,
     }
 }
 

@@ -5,9 +5,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use std::collections::VecDeque;
+
+use crate::broadcast::{Broadcast, Inbox};
 use crate::core::{Action, Admission, Limits, RecvEnd, ShardCore};
 use crate::engine::{Completion, Engine, EngineConfig, StartError};
 use crate::metrics::ShardMetrics;
+use crate::rooms::Registry;
 
 /// Everything a shard thread is started with.
 pub struct ShardSpec {
@@ -23,6 +27,12 @@ pub struct ShardSpec {
     pub stop: Arc<AtomicBool>,
     /// The server-wide connection count.
     pub admission: Arc<Admission>,
+    /// The server-wide room registry.
+    pub registry: Arc<Registry>,
+    /// Every shard's inbox, this one's at index `limits.shard`.
+    pub inboxes: Arc<Vec<Arc<Inbox>>>,
+    /// Capacity of each inbox; the outbox to each shard holds as many more.
+    pub channel_capacity: usize,
     /// This shard's counters.
     pub metrics: Arc<ShardMetrics>,
     /// For tests: panic this long after start.
@@ -40,7 +50,16 @@ pub fn run(spec: ShardSpec, ready: impl FnOnce(Result<(), StartError>)) {
     let clock = Instant::now();
     let now_ms = |clock: &Instant| clock.elapsed().as_millis() as u64;
     let drain_ms = spec.limits.drain_ms;
-    let mut core = ShardCore::new(spec.limits, spec.admission, spec.metrics.clone(), 0);
+    let me = usize::from(spec.limits.shard);
+    let mut core = ShardCore::new(
+        spec.limits,
+        spec.admission,
+        spec.registry,
+        spec.metrics.clone(),
+        0,
+    );
+    let mut outboxes = Outboxes::new(spec.inboxes.len(), spec.channel_capacity);
+    let mut outgoing: Vec<Arc<Broadcast>> = Vec::new();
     engine.arm_accept();
     engine.arm_wake();
 
@@ -51,7 +70,10 @@ pub fn run(spec: ShardSpec, ready: impl FnOnce(Result<(), StartError>)) {
 
     loop {
         let now = now_ms(&clock);
-        let wait = core.next_tick_at_ms().saturating_sub(now);
+        let mut wait = core.next_tick_at_ms().saturating_sub(now);
+        if outboxes.waiting > 0 {
+            wait = wait.min(1); // retry the full inboxes soon
+        }
         if let Err(e) = engine.submit_and_wait(Duration::from_millis(wait)) {
             panic!("shard {}: io_uring_enter failed: {e}", core.limits().shard);
         }
@@ -112,6 +134,7 @@ pub fn run(spec: ShardSpec, ready: impl FnOnce(Result<(), StartError>)) {
         engine.commit_buffers();
 
         if woken {
+            spec.inboxes[me].drain(|message| core.deliver_remote(&message, now));
             if spec.stop.load(Ordering::Acquire) && stop_deadline.is_none() {
                 engine.cancel_accept();
                 core.shutdown(now);
@@ -126,6 +149,11 @@ pub fn run(spec: ShardSpec, ready: impl FnOnce(Result<(), StartError>)) {
                 engine.arm_accept();
             }
         }
+
+        // Hand this batch's messages to the other shards.
+        core.drain_outgoing(&mut outgoing);
+        outboxes.send(&mut outgoing, &spec.inboxes, me, &spec.metrics);
+        core.set_refuse_publish(outboxes.is_full());
 
         core.tick(now);
         core.poll_actions(&mut actions);
@@ -147,4 +175,69 @@ pub fn run(spec: ShardSpec, ready: impl FnOnce(Result<(), StartError>)) {
     }
     // Hand the last closes to the kernel.
     let _ = engine.submit_and_wait(Duration::ZERO);
+}
+
+/// Messages waiting for room in other shards' inboxes: the publishing shard
+/// holds them (order kept per destination) instead of dropping them or
+/// blocking its loop, and refuses new PUBLISHes while this is full.
+struct Outboxes {
+    queues: Vec<VecDeque<Arc<Broadcast>>>,
+    waiting: usize,
+    limit: usize,
+}
+
+impl Outboxes {
+    fn new(shards: usize, limit: usize) -> Self {
+        Self {
+            queues: (0..shards).map(|_| VecDeque::new()).collect(),
+            waiting: 0,
+            limit,
+        }
+    }
+
+    fn is_full(&self) -> bool {
+        self.queues.iter().any(|q| q.len() >= self.limit)
+    }
+
+    /// Retries what waits, then sends `messages` to every shard but `me`.
+    fn send(
+        &mut self,
+        messages: &mut Vec<Arc<Broadcast>>,
+        inboxes: &[Arc<Inbox>],
+        me: usize,
+        metrics: &ShardMetrics,
+    ) {
+        if self.waiting == 0 && messages.is_empty() {
+            return;
+        }
+        for (shard, inbox) in inboxes.iter().enumerate() {
+            if shard == me {
+                continue;
+            }
+            let queue = &mut self.queues[shard];
+            let pending = queue.drain(..).chain(messages.iter().cloned());
+            let mut blocked = Vec::new();
+            for message in pending {
+                if !blocked.is_empty() {
+                    blocked.push(message); // keep the order behind the first refusal
+                    continue;
+                }
+                match inbox.push(message) {
+                    Ok(woke) => {
+                        metrics.cross_core_sent.inc();
+                        if woke {
+                            metrics.cross_core_wakeups.inc();
+                        }
+                    }
+                    Err(message) => {
+                        metrics.channel_backpressure.inc();
+                        blocked.push(message);
+                    }
+                }
+            }
+            queue.extend(blocked);
+        }
+        messages.clear();
+        self.waiting = self.queues.iter().map(VecDeque::len).sum();
+    }
 }

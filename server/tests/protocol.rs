@@ -179,8 +179,15 @@ fn every_fatal_error_closes_only_its_connection() {
 fn non_fatal_errors_keep_the_connection() {
     let server = Server::start(&[]);
     let mut c = server.client();
-    c.send(&[Frame::Join(proto::Room::new("lobby").unwrap())]);
+    let publish = Frame::Publish(proto::Publish {
+        room: proto::Room::new("lobby").unwrap(),
+        body: b"not a member",
+        echo: false,
+        fragment: proto::Fragment::default(),
+    });
+    c.send(&[publish]);
     let got = c.expect(FrameType::Error);
+    assert_eq!(got.code(), ErrorCode::NOT_MEMBER);
     assert!(!got.code().is_fatal(), "{got:?}");
     c.ping_pong(b"still open");
 }

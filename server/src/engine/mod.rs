@@ -184,7 +184,7 @@ const REQUIRED_OPCODES: [(u8, &str, &str); 7] = [
         "5.5 (by fd: 5.19)",
     ),
     (opcode::Shutdown::CODE, "IORING_OP_SHUTDOWN", "5.11"),
-    (opcode::PollAdd::CODE, "IORING_OP_POLL_ADD", "5.1"),
+    (opcode::Read::CODE, "IORING_OP_READ", "5.6"),
 ];
 
 /// One shard's ring and everything the kernel may touch on its behalf.
@@ -198,6 +198,8 @@ pub struct Engine {
     sends: Vec<Option<Vec<u8>>>,
     listener: OwnedFd,
     wake: OwnedFd,
+    /// Where the wake-up eventfd's counter is read to (reading resets it).
+    wake_buf: Box<[u8; 8]>,
     cqes: Vec<(u64, i32, u32)>,
     /// Whether a multishot accept is armed.
     accepting: bool,
@@ -267,6 +269,7 @@ impl Engine {
             sends,
             listener,
             wake,
+            wake_buf: Box::new([0; 8]),
             cqes: Vec::with_capacity(cfg.sq_entries as usize * 4),
             accepting: false,
             batch_wait_us: cfg.batch_wait_us,
@@ -306,9 +309,11 @@ impl Engine {
         }
     }
 
-    /// Arms a one-shot poll on the wake-up eventfd.
+    /// Arms a read of the wake-up eventfd: it completes when another thread
+    /// writes to it (an inbox went non-empty, or the server is stopping), and
+    /// resets its counter. Re-arm after each [`Completion::Woken`].
     pub fn arm_wake(&mut self) {
-        let entry = opcode::PollAdd::new(Fd(self.wake.as_raw_fd()), libc::POLLIN as u32)
+        let entry = opcode::Read::new(Fd(self.wake.as_raw_fd()), self.wake_buf.as_mut_ptr(), 8)
             .build()
             .user_data(user_data(Kind::Wake, 0, 0));
         self.push(entry);
@@ -370,8 +375,9 @@ impl Engine {
         loop {
             // SAFETY: every pointer an entry carries stays valid until its
             // completion: send buffers live in `self.sends`, the buffer ring in
-            // `self.bufs`, and the listener and eventfd in `self`; other entries
-            // carry no pointers.
+            // `self.bufs`, the eventfd's read buffer in `self.wake_buf` (boxed,
+            // so it does not move with `self`), and the listener and eventfd in
+            // `self`; other entries carry no pointers.
             if unsafe { self.ring.submission().push(&entry) }.is_ok() {
                 return;
             }
