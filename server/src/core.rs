@@ -208,7 +208,9 @@ struct ConnState {
 #[derive(Debug, Default)]
 struct Memberships {
     rooms: Vec<u32>,
-    streams: Vec<u16>,
+    /// Open streams: (stream id, room id), cancelled for the room's members if
+    /// the connection goes away mid-stream.
+    streams: Vec<(u16, u32)>,
 }
 
 impl ConnState {
@@ -509,6 +511,25 @@ impl ShardCore {
         self.scratch = members;
     }
 
+    /// Relays a CANCEL of `stream` to `room`, as if its publisher had sent it.
+    fn cancel_stream(&mut self, from_conn_id: u64, stream: u16, room: u32, publisher: u32) {
+        let name = self.rooms.name(room).to_owned();
+        let message = Broadcast::encode(Message {
+            from_conn_id,
+            room: proto::Room::new(&name).expect("a room in the table is valid"),
+            body: &[],
+            fragment: proto::Fragment {
+                stream,
+                more: false,
+                cancel: true,
+            },
+        });
+        // Close to now: only a member cut off by this delivery uses it, for its drain deadline.
+        let now = self.wheel.next_tick_at_ms();
+        self.deliver(&message, room, Some(publisher), now);
+        self.outgoing.push(message);
+    }
+
     /// Moves the messages for other shards into `out`.
     pub fn drain_outgoing(&mut self, out: &mut Vec<Arc<Broadcast>>) {
         out.append(&mut self.outgoing);
@@ -631,12 +652,15 @@ impl ShardCore {
         for (slot, gen, buf) in self.resend.drain(..) {
             actions.push(Action::Send { slot, gen, buf });
         }
-        let mut dirty = std::mem::take(&mut self.dirty);
-        for &slot in &dirty {
+        // By index: closing a connection can make others dirty (a stream
+        // cancel delivered to them), and they must be advanced in this pass.
+        let mut i = 0;
+        while i < self.dirty.len() {
+            let slot = self.dirty[i];
             self.progress(slot, actions);
+            i += 1;
         }
-        dirty.clear();
-        self.dirty = dirty;
+        self.dirty.clear();
     }
 
     /// Advances one connection as far as it can go now.
@@ -685,6 +709,10 @@ impl ShardCore {
         let Conn { decoder, st } = conn;
         drop(decoder);
         if let Some(mut m) = st.rooms {
+            // Streams left open would never end for their receivers: cancel them.
+            for &(stream, room) in &m.streams {
+                self.cancel_stream(st.id, stream, room, slot);
+            }
             self.rooms.leave_all(slot, &mut m.rooms);
             room_gauges(&self.rooms, &self.metrics);
         }
@@ -887,7 +915,7 @@ fn on_publish(st: &mut ConnState, cx: &mut Ctx<'_>, p: proto::Publish<'_>) {
     let f = p.fragment;
     if f.stream != 0 {
         let streams = &mut st.rooms.as_mut().expect("a member has memberships").streams;
-        let open = streams.contains(&f.stream);
+        let open = streams.iter().any(|&(s, _)| s == f.stream);
         if !open && f.more {
             if streams.len() >= cx.limits.max_streams {
                 return refuse(
@@ -897,9 +925,9 @@ fn on_publish(st: &mut ConnState, cx: &mut Ctx<'_>, p: proto::Publish<'_>) {
                     "this connection has its maximum number of open streams",
                 );
             }
-            streams.push(f.stream);
+            streams.push((f.stream, room));
         } else if open && !f.more {
-            streams.retain(|&s| s != f.stream);
+            streams.retain(|&(s, _)| s != f.stream);
         }
     }
     cx.metrics.publishes.inc();
@@ -1664,6 +1692,44 @@ mod tests {
                 b"c1".to_vec()
             ]
         );
+    }
+
+    #[test]
+    fn a_publisher_gone_mid_stream_has_its_streams_cancelled() {
+        let mut h = Harness::new(10);
+        h.accept(0);
+        h.accept(1);
+        h.send_frames(0, &[Frame::Join(room("r"))]);
+        h.send_frames(1, &[Frame::Join(room("r"))]);
+        h.settle();
+        let frag = |stream, more| proto::Fragment {
+            stream,
+            more,
+            cancel: false,
+        };
+        h.send_frames(
+            0,
+            &[
+                publish("r", b"part", false, frag(7, true)),
+                publish("r", b"whole", false, frag(8, false)),
+            ],
+        );
+        h.settle();
+        h.core.recv_ended(0, h.gens[0], RecvEnd::Eof);
+        h.settle();
+        let got = h.received(1);
+        let last = &got.last().unwrap().1;
+        assert_eq!(got.len(), 4, "JOINED, part, whole, cancel: {got:?}");
+        assert_eq!(&last[9..10], b"r");
+        assert!(last.len() == 10, "a CANCEL has no body");
+        // The wire header of that last MESSAGE carries CANCEL on stream 7.
+        let wire = &h.wire[1];
+        let header = &wire[wire.len() - 18..wire.len() - 10];
+        assert_eq!(header[5], proto::flags::CANCEL);
+        assert_eq!(u16::from_be_bytes([header[6], header[7]]), 7);
+        let mut out = Vec::new();
+        h.core.drain_outgoing(&mut out);
+        assert_eq!(out.len(), 3, "the cancel goes to the other shards too");
     }
 
     #[test]

@@ -116,6 +116,11 @@ impl ShardRooms {
         self.by_name.get(name).copied()
     }
 
+    /// The name of room `id`.
+    pub fn name(&self, id: u32) -> &str {
+        &self.rooms[id as usize].as_ref().expect("live room").name
+    }
+
     /// Rooms with local members.
     pub fn len(&self) -> usize {
         self.by_name.len()
