@@ -16,6 +16,9 @@
 //! It prints `UP n` when connected, then `DONE sent=.. received=.. missing=..
 //! p50_us=.. p99_us=..` after SECONDS.
 
+#[path = "../tests/common/connect.rs"]
+mod connect;
+
 use std::collections::VecDeque;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{IpAddr, SocketAddr};
@@ -61,17 +64,9 @@ fn main() {
     .encode_to_vec(&mut hello)
     .unwrap();
     for i in 0..count {
-        let socket =
-            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-        socket.set_reuse_address(true).unwrap();
-        socket
-            .bind(&SocketAddr::new(sources[i % sources.len()], 0).into())
-            .unwrap();
-        socket
-            .connect_timeout(&target.into(), Duration::from_secs(10))
-            .unwrap();
-        socket.set_tcp_nodelay(true).unwrap();
-        let mut std_stream: std::net::TcpStream = socket.into();
+        let mut std_stream =
+            connect::connect_from(sources[i % sources.len()], target, Duration::from_secs(10))
+                .unwrap();
         std_stream.write_all(&hello).unwrap();
         std_stream.set_nonblocking(true).unwrap();
         let mut stream = TcpStream::from_std(std_stream);

@@ -13,6 +13,9 @@
 //! p999_us=.. max_us=..`. Until `loadgen` exists, this is how room figures are
 //! measured.
 
+#[path = "../tests/common/connect.rs"]
+mod connect;
+
 use std::io::{ErrorKind, Read, Write};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -67,21 +70,13 @@ fn main() {
     assert!(rooms >= 1 && rooms <= count, "need 1 <= ROOMS <= CONNS");
 
     let names: Vec<String> = (0..rooms).map(|r| format!("room{r}")).collect();
-    let mut poll = Poll::new().unwrap();
+    let poll = Poll::new().unwrap();
     let mut streams = Vec::with_capacity(count);
     let mut decoders = Vec::with_capacity(count);
     for i in 0..count {
-        let socket =
-            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-        socket.set_reuse_address(true).unwrap();
-        socket
-            .bind(&SocketAddr::new(sources[i % sources.len()], 0).into())
-            .unwrap();
-        socket
-            .connect_timeout(&target.into(), Duration::from_secs(10))
-            .unwrap();
-        socket.set_tcp_nodelay(true).unwrap();
-        let mut std_stream: std::net::TcpStream = socket.into();
+        let mut std_stream =
+            connect::connect_from(sources[i % sources.len()], target, Duration::from_secs(10))
+                .unwrap();
         let mut hello = Vec::new();
         Frame::Hello(Hello {
             heartbeat_ms: 300_000,
@@ -102,69 +97,24 @@ fn main() {
         decoders.push(Decoder::new(u32::MAX));
     }
 
-    let mut events = Events::with_capacity(4096);
-    let mut buf = vec![0u8; 256 * 1024];
-    let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap();
-    let (mut joined, mut deliveries, mut errors) = (0usize, 0u64, 0u64);
-    let mut process = |poll: &mut Poll,
-                       streams: &mut [TcpStream],
-                       decoders: &mut [Decoder],
-                       measuring: bool,
-                       joined: &mut usize,
-                       deliveries: &mut u64,
-                       errors: &mut u64,
-                       histogram: &mut Histogram<u64>| {
-        poll.poll(&mut events, Some(Duration::from_millis(1)))
-            .unwrap();
-        for event in events.iter() {
-            let i = event.token().0;
-            loop {
-                match streams[i].read(&mut buf) {
-                    Ok(0) => {
-                        *errors += 1;
-                        break;
-                    }
-                    Ok(n) => {
-                        let mut input = &buf[..n];
-                        while let Some(frame) = decoders[i].decode(&mut input).unwrap() {
-                            match frame {
-                                Frame::Joined(_) => *joined += 1,
-                                Frame::Message(m) if measuring => {
-                                    let planned =
-                                        u64::from_be_bytes(m.body[..8].try_into().unwrap());
-                                    histogram
-                                        .saturating_record(now_us().saturating_sub(planned).max(1));
-                                    *deliveries += 1;
-                                }
-                                Frame::Error(_) | Frame::GoAway(_) => *errors += 1,
-                                _ => {}
-                            }
-                        }
-                    }
-                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                    Err(_) => {
-                        *errors += 1;
-                        break;
-                    }
-                }
-            }
-        }
+    let mut members = Members {
+        poll,
+        streams,
+        decoders,
+        events: Events::with_capacity(4096),
+        buf: vec![0u8; 256 * 1024],
+        histogram: Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap(),
+        joined: 0,
+        deliveries: 0,
+        errors: 0,
     };
     let setup = Instant::now();
-    while joined < count {
-        process(
-            &mut poll,
-            &mut streams,
-            &mut decoders,
-            false,
-            &mut joined,
-            &mut deliveries,
-            &mut errors,
-            &mut histogram,
-        );
+    while members.joined < count {
+        members.poll_once();
         assert!(
             setup.elapsed() < Duration::from_secs(120),
-            "only {joined} of {count} JOINED"
+            "only {} of {count} JOINED",
+            members.joined
         );
     }
     println!("UP {count} in {} rooms", rooms);
@@ -203,42 +153,82 @@ fn main() {
                 expected += members_per_room[r] - 1;
                 next[r] += period;
             }
-            if !out.is_empty() && streams[r].write_all(&out).is_err() {
-                errors += 1;
+            if !out.is_empty() && members.streams[r].write_all(&out).is_err() {
+                members.errors += 1;
             }
         }
-        process(
-            &mut poll,
-            &mut streams,
-            &mut decoders,
-            true,
-            &mut joined,
-            &mut deliveries,
-            &mut errors,
-            &mut histogram,
-        );
+        members.poll_once();
     }
     // Let the last messages arrive (at most 2 s).
     let grace = Instant::now();
-    while deliveries < expected && grace.elapsed() < Duration::from_secs(2) {
-        process(
-            &mut poll,
-            &mut streams,
-            &mut decoders,
-            true,
-            &mut joined,
-            &mut deliveries,
-            &mut errors,
-            &mut histogram,
-        );
+    while members.deliveries < expected && grace.elapsed() < Duration::from_secs(2) {
+        members.poll_once();
     }
     println!(
-        "DONE publishes={publishes} deliveries={deliveries} expected={expected} lost={} errors={errors} cpu_s={:.2} p50_us={} p99_us={} p999_us={} max_us={}",
-        expected.saturating_sub(deliveries),
+        "DONE publishes={publishes} deliveries={} expected={expected} lost={} errors={} cpu_s={:.2} p50_us={} p99_us={} p999_us={} max_us={}",
+        members.deliveries,
+        expected.saturating_sub(members.deliveries),
+        members.errors,
         own_cpu_seconds(),
-        histogram.value_at_quantile(0.5),
-        histogram.value_at_quantile(0.99),
-        histogram.value_at_quantile(0.999),
-        histogram.max()
+        members.histogram.value_at_quantile(0.5),
+        members.histogram.value_at_quantile(0.99),
+        members.histogram.value_at_quantile(0.999),
+        members.histogram.max()
     );
+}
+
+/// Every connection of this client, and what they have seen.
+struct Members {
+    poll: Poll,
+    streams: Vec<TcpStream>,
+    decoders: Vec<Decoder>,
+    events: Events,
+    buf: Vec<u8>,
+    histogram: Histogram<u64>,
+    joined: usize,
+    deliveries: u64,
+    errors: u64,
+}
+
+impl Members {
+    /// Reads whatever arrived within a millisecond: JOINEDs counted, MESSAGE
+    /// latencies recorded from the planned time in their body.
+    fn poll_once(&mut self) {
+        self.poll
+            .poll(&mut self.events, Some(Duration::from_millis(1)))
+            .unwrap();
+        for event in self.events.iter() {
+            let i = event.token().0;
+            loop {
+                match self.streams[i].read(&mut self.buf) {
+                    Ok(0) => {
+                        self.errors += 1;
+                        break;
+                    }
+                    Ok(n) => {
+                        let mut input = &self.buf[..n];
+                        while let Some(frame) = self.decoders[i].decode(&mut input).unwrap() {
+                            match frame {
+                                Frame::Joined(_) => self.joined += 1,
+                                Frame::Message(m) => {
+                                    let planned =
+                                        u64::from_be_bytes(m.body[..8].try_into().unwrap());
+                                    let latency = now_us().saturating_sub(planned).max(1);
+                                    self.histogram.saturating_record(latency);
+                                    self.deliveries += 1;
+                                }
+                                Frame::Error(_) | Frame::GoAway(_) => self.errors += 1,
+                                _ => {}
+                            }
+                        }
+                    }
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                    Err(_) => {
+                        self.errors += 1;
+                        break;
+                    }
+                }
+            }
+        }
+    }
 }

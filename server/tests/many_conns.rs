@@ -134,18 +134,9 @@ fn child_holds_connections() {
             Instant::now() < deadline,
             "too slow: {i} connections in 120 s"
         );
-        let socket =
-            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-        // SO_REUSEADDR lets bind take a port another run left in TIME_WAIT;
-        // the 4-tuple is still unique, since each server has its own port.
-        socket.set_reuse_address(true).unwrap();
-        socket
-            .bind(&SocketAddr::new(sources[i % sources.len()], 0).into())
-            .unwrap();
-        socket
-            .connect_timeout(&target.into(), common::TIMEOUT)
-            .unwrap();
-        let mut c = Client::from_stream(socket.into());
+        let source = sources[i % sources.len()];
+        let stream = common::connect::connect_from(source, target, common::TIMEOUT).unwrap();
+        let mut c = Client::from_stream(stream);
         let tag = (i as u32).to_be_bytes();
         c.send(&[Frame::Ping(&tag)]);
         let got = c.expect(FrameType::Pong);

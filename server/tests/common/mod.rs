@@ -2,6 +2,8 @@
 //! integration tests. Every wait is bounded.
 #![allow(dead_code)]
 
+pub mod connect;
+
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, ExitStatus, Stdio};
