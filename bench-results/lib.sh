@@ -11,7 +11,7 @@ start_server() { # args: extra server options, or "minimal"; sets SPID and ADDR
     if [ "${1:-}" = minimal ]; then
         "$MINIMAL" 127.0.0.1:0 >"$TMP/srv.out" 2>"$TMP/srv.err" &
     else
-        "$SRV" --listen 127.0.0.1:0 --metrics off --stats-interval 0 "$@" >"$TMP/srv.out" 2>"$TMP/srv.err" &
+        "$SRV" --listen 127.0.0.1:0 --metrics off --discovery off --stats-interval 0 "$@" >"$TMP/srv.out" 2>"$TMP/srv.err" &
     fi
     SPID=$!
     PIDS+=("$SPID")

@@ -107,6 +107,16 @@ pub struct Args {
     )]
     pub metrics: MetricsAddr,
 
+    /// UDP address answering discovery requests, or "off" (default: the listen
+    /// address with the TCP port + 1)
+    #[argh(option, default = "DiscoveryAddr::Default")]
+    pub discovery: DiscoveryAddr,
+
+    /// the server's name in discovery replies, at most 64 bytes (default
+    /// "ringroom")
+    #[argh(option, default = "String::from(\"ringroom\")")]
+    pub name: String,
+
     /// seconds between summary lines on stderr; 0 turns them off (default 10)
     #[argh(option, default = "10")]
     pub stats_interval: u64,
@@ -185,6 +195,29 @@ impl std::str::FromStr for MetricsAddr {
         s.parse()
             .map(|a| Self(Some(a)))
             .map_err(|e| format!("--metrics: {s:?} is not an address or \"off\": {e}"))
+    }
+}
+
+/// `--discovery ADDR`, `--discovery off`, or the default (TCP port + 1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DiscoveryAddr {
+    /// The listen address with the TCP port + 1.
+    Default,
+    /// No discovery.
+    Off,
+    /// This address.
+    At(SocketAddr),
+}
+
+impl std::str::FromStr for DiscoveryAddr {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s == "off" {
+            return Ok(Self::Off);
+        }
+        s.parse()
+            .map(Self::At)
+            .map_err(|e| format!("--discovery: {s:?} is not an address or \"off\": {e}"))
     }
 }
 

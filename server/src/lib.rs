@@ -9,11 +9,13 @@
 //! * [`engine`]: the io_uring ring behind a narrow safe API (all `unsafe` is there).
 //! * [`shard`]: one shard's event loop, joining engine and core.
 //! * [`metrics`]: per-shard counters, Prometheus text and the stderr summary.
+//! * [`discovery`]: the UDP discovery responder.
 //! * [`server`]: start-up checks, listeners, threads, signals and shutdown.
 
 pub mod broadcast;
 pub mod config;
 pub mod core;
+pub mod discovery;
 pub mod engine;
 pub mod metrics;
 pub mod outq;

@@ -13,8 +13,9 @@ use signal_hook::consts::{SIGINT, SIGTERM};
 use socket2::{Domain, Protocol, Socket, TcpKeepalive, Type};
 
 use crate::broadcast::Inbox;
-use crate::config::{plan, Args, Plan};
+use crate::config::{plan, Args, DiscoveryAddr, Plan};
 use crate::core::{Admission, Limits};
+use crate::discovery::{self, DiscoveryMetrics};
 use crate::engine::{sys, EngineConfig, RingMode};
 use crate::metrics::{render_prometheus, summary_line, ShardMetrics};
 use crate::rooms::Registry;
@@ -155,17 +156,41 @@ impl Server {
             }
         }
 
-        let metrics_addr = match args.metrics.0 {
-            Some(addr) => Some(serve_metrics(addr, server.metrics.clone())?),
+        let discovery_metrics = Arc::new(DiscoveryMetrics::default());
+        let discovery_at = match args.discovery {
+            DiscoveryAddr::Off => None,
+            DiscoveryAddr::At(addr) => Some(addr),
+            DiscoveryAddr::Default => {
+                Some(SocketAddr::new(local.ip(), local.port().wrapping_add(1)))
+            }
+        };
+        let discovery_addr = match discovery_at {
+            Some(addr) => Some(discovery::serve(
+                addr,
+                local.port(),
+                &args.name,
+                discovery_metrics.clone(),
+            )?),
             None => None,
         };
+        let metrics_addr = match args.metrics.0 {
+            Some(addr) => Some(serve_metrics(
+                addr,
+                server.metrics.clone(),
+                discovery_metrics,
+            )?),
+            None => None,
+        };
+        let off = |a: Option<SocketAddr>| a.map_or("off".to_string(), |a| a.to_string());
         println!(
             "ringroom-server ready: listen {local}, shards {}, capacity {} connections \
-             ({} fixed-file slots per shard, RLIMIT_NOFILE {nofile}), metrics {}, ring mode {:?}",
+             ({} fixed-file slots per shard, RLIMIT_NOFILE {nofile}), metrics {}, discovery {}, \
+             ring mode {:?}",
             plan.shards,
             plan.max_conns,
             plan.slots_per_shard,
-            metrics_addr.map_or("off".to_string(), |a| a.to_string()),
+            off(metrics_addr),
+            off(discovery_addr),
             args.ring_mode,
         );
         let _ = std::io::stdout().flush();
@@ -337,7 +362,11 @@ fn listener(addr: SocketAddr, args: &Args) -> std::io::Result<Socket> {
 
 /// Serves `GET /metrics` on `addr` from a thread of its own, one request at a
 /// time, each bounded in size and time.
-fn serve_metrics(addr: SocketAddr, shards: Vec<Arc<ShardMetrics>>) -> Result<SocketAddr, String> {
+fn serve_metrics(
+    addr: SocketAddr,
+    shards: Vec<Arc<ShardMetrics>>,
+    discovery: Arc<DiscoveryMetrics>,
+) -> Result<SocketAddr, String> {
     let listener =
         TcpListener::bind(addr).map_err(|e| format!("cannot serve metrics on {addr}: {e}"))?;
     let local = listener.local_addr().map_err(|e| e.to_string())?;
@@ -357,7 +386,17 @@ fn serve_metrics(addr: SocketAddr, shards: Vec<Arc<ShardMetrics>>) -> Result<Soc
                     }
                 }
                 let response = if request[..len].starts_with(b"GET /metrics ") {
-                    let body = render_prometheus(&shards);
+                    let mut body = render_prometheus(&shards);
+                    body.push_str(&format!(
+                        "# HELP ringroom_discovery_replies_total Discovery requests answered.\n\
+                         # TYPE ringroom_discovery_replies_total counter\n\
+                         ringroom_discovery_replies_total {}\n\
+                         # HELP ringroom_discovery_ignored_total Datagrams on the discovery port that were not requests.\n\
+                         # TYPE ringroom_discovery_ignored_total counter\n\
+                         ringroom_discovery_ignored_total {}\n",
+                        discovery.replies.get(),
+                        discovery.ignored.get()
+                    ));
                     format!(
                         "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\n\
                          Content-Length: {}\r\nConnection: close\r\n\r\n{body}",

@@ -465,3 +465,25 @@ fn a_full_fixed_file_table_is_counted_and_recovers() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+#[test]
+fn discovery_datagrams_are_answered_and_junk_is_ignored() {
+    let server = Server::start(&["--name", "lab-7"]);
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    socket.send_to(b"RRFIND01short", server.discovery).unwrap();
+    socket
+        .send_to(&proto::discovery::request(*b"12345678"), server.discovery)
+        .unwrap();
+    let mut buf = [0u8; 256];
+    let (n, _) = socket.recv_from(&mut buf).unwrap();
+    let reply = proto::discovery::parse_reply(&buf[..n]).expect("a discovery reply");
+    assert_eq!(reply.nonce, *b"12345678");
+    assert_eq!(reply.tcp_port, server.addr.port());
+    assert_eq!(reply.name, "lab-7");
+    assert!(socket.recv_from(&mut buf).is_err(), "junk gets no answer");
+    assert_eq!(server.metric("ringroom_discovery_ignored_total", None), 1);
+    server.client().ping_pong(b"TCP unaffected");
+}

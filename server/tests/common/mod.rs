@@ -21,6 +21,8 @@ pub struct Server {
     pub addr: SocketAddr,
     /// Where its metrics are served.
     pub metrics: SocketAddr,
+    /// Where it answers discovery datagrams.
+    pub discovery: SocketAddr,
     /// Its stderr, once it has exited.
     pub stderr: String,
 }
@@ -59,11 +61,11 @@ impl Server {
             let rest = &line[line.find(key).unwrap() + key.len()..];
             rest.split([',', ' ']).next().unwrap().parse().unwrap()
         };
-        let (addr, metrics) = (field("listen "), field("metrics "));
         Server {
             child: Some(child),
-            addr,
-            metrics,
+            addr: field("listen "),
+            metrics: field("metrics "),
+            discovery: field("discovery "),
             stderr: String::new(),
         }
     }
