@@ -1,0 +1,12 @@
+//! The ringroom load generator's building blocks, sans-io and unit-tested; the
+//! io_uring engine, scenarios and reporting that use them come with the
+//! load-generator issue.
+//!
+//! * [`sources`]: `--source` parsing, the capacity a run's sources, targets and
+//!   port range allow, and spreading connections over them.
+//! * [`schedule`]: open-loop send schedules with jittered phases.
+//! * [`verify`]: loss, duplicate and order checks of room messages.
+
+pub mod schedule;
+pub mod sources;
+pub mod verify;
