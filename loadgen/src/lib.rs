@@ -6,7 +6,9 @@
 //!   port range allow, and spreading connections over them.
 //! * [`schedule`]: open-loop send schedules with jittered phases.
 //! * [`verify`]: loss, duplicate and order checks of room messages.
+//! * [`report`]: `.hlog`, `.hgrm` and `plot.svg` in HdrHistogram's formats.
 
+pub mod report;
 pub mod schedule;
 pub mod sources;
 pub mod verify;
