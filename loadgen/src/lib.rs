@@ -7,7 +7,9 @@
 //! * [`schedule`]: open-loop send schedules with jittered phases.
 //! * [`verify`]: loss, duplicate and order checks of room messages.
 //! * [`report`]: `.hlog`, `.hgrm` and `plot.svg` in HdrHistogram's formats.
+//! * [`procstat`]: CPU time and RSS of the server and of the load generator.
 
+pub mod procstat;
 pub mod report;
 pub mod schedule;
 pub mod sources;
