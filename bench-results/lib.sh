@@ -1,10 +1,15 @@
+# shellcheck shell=bash
 # Shared by the benchmark scripts under bench-results/: sourced, not run.
 # Expects SRV (server binary) and, for "minimal", MINIMAL to be set.
 
+for tool in bc getconf ss; do
+    command -v "$tool" >/dev/null || { echo "needs $tool (apt-get install bc libc-bin iproute2)" >&2; exit 1; }
+done
 TMP=$(mktemp -d)
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$TMP"; }
 trap cleanup EXIT
+export CLK_TCK
 CLK_TCK=$(getconf CLK_TCK)
 
 start_server() { # args: extra server options, or "minimal"; sets SPID and ADDR
