@@ -8,6 +8,7 @@
 //! * [`verify`]: loss, duplicate and order checks of room messages.
 //! * [`report`]: `.hlog`, `.hgrm` and `plot.svg` in HdrHistogram's formats.
 //! * [`procstat`]: CPU time and RSS of the server and of the load generator.
+#![forbid(unsafe_code)]
 
 pub mod procstat;
 pub mod report;

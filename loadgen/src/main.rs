@@ -2,6 +2,7 @@
 //!
 //! The engine arrives with the load-generator issue; for now this binary only
 //! parses its command line and says so.
+#![forbid(unsafe_code)]
 
 use argh::FromArgs;
 

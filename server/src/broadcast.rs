@@ -113,7 +113,7 @@ mod tests {
     }
 
     fn wake_pair() -> (File, File) {
-        let fd = crate::engine::sys::eventfd().unwrap();
+        let fd = engine::sys::eventfd().unwrap();
         let other = fd.try_clone().unwrap();
         (File::from(fd), File::from(other))
     }

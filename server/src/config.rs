@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use argh::FromArgs;
 
-use crate::engine::RingMode;
+use engine::RingMode;
 
 /// ringroom-server: a chat-room / push server with one pinned io_uring event
 /// loop (shard) per core, holding connections as io_uring direct descriptors.

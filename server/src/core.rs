@@ -24,6 +24,8 @@ use std::sync::Arc;
 
 use proto::{DecodeError, Decoder, ErrorCode, Frame, Malformed, Message, Status, Welcome};
 
+pub use engine::{Action, RecvEnd};
+
 use crate::broadcast::Broadcast;
 use crate::metrics::{CloseReason, ShardMetrics};
 use crate::outq::{BufPool, OutQueue};
@@ -115,64 +117,6 @@ impl Admission {
     pub fn max(&self) -> usize {
         self.max
     }
-}
-
-/// What the engine must do next. `gen` tells a slot's successive connections apart.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Action {
-    /// Arm a multishot receive on the slot.
-    ArmRecv {
-        /// Fixed-file slot.
-        slot: u32,
-        /// Connection generation.
-        gen: u32,
-    },
-    /// Send the whole buffer; report how much went with [`ShardCore::sent`].
-    Send {
-        /// Fixed-file slot.
-        slot: u32,
-        /// Connection generation.
-        gen: u32,
-        /// The bytes; handed back in [`ShardCore::sent`].
-        buf: Vec<u8>,
-    },
-    /// Shut the write side (FIN after the queued bytes), keep reading.
-    ShutdownWrite {
-        /// Fixed-file slot.
-        slot: u32,
-    },
-    /// Cancel the operations outstanding on the slot (by their user data:
-    /// cancelling by file would scan every armed request of the ring).
-    Cancel {
-        /// Fixed-file slot.
-        slot: u32,
-        /// Connection generation.
-        gen: u32,
-        /// Cancel the multishot receive.
-        recv: bool,
-        /// Cancel the send in flight.
-        send: bool,
-    },
-    /// Close the slot's socket and free the slot. Nothing is outstanding on it.
-    Close {
-        /// Fixed-file slot.
-        slot: u32,
-    },
-}
-
-/// How a multishot receive ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum RecvEnd {
-    /// The peer closed its side.
-    Eof,
-    /// The buffer ring was empty (ENOBUFS): re-arm once buffers are back.
-    NoBuffers,
-    /// The kernel stopped the multishot without an error: re-arm.
-    Stopped,
-    /// We cancelled it.
-    Cancelled,
-    /// A socket error (errno).
-    Error(i32),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

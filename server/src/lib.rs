@@ -11,12 +11,13 @@
 //! * [`metrics`]: per-shard counters, Prometheus text and the stderr summary.
 //! * [`discovery`]: the UDP discovery responder.
 //! * [`server`]: start-up checks, listeners, threads, signals and shutdown.
+#![forbid(unsafe_code)]
 
 pub mod broadcast;
 pub mod config;
+pub use engine;
 pub mod core;
 pub mod discovery;
-pub mod engine;
 pub mod metrics;
 pub mod outq;
 pub mod rooms;

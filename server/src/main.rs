@@ -1,4 +1,5 @@
 //! `ringroom-server`: see `ringroom-server --help` and the README.
+#![forbid(unsafe_code)]
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;

@@ -16,10 +16,10 @@ use crate::broadcast::Inbox;
 use crate::config::{plan, Args, DiscoveryAddr, Plan};
 use crate::core::{Admission, Limits};
 use crate::discovery::{self, DiscoveryMetrics};
-use crate::engine::{sys, EngineConfig, RingMode};
 use crate::metrics::{render_prometheus, summary_line, ShardMetrics};
 use crate::rooms::Registry;
 use crate::shard::{self, ShardSpec};
+use engine::{sys, EngineConfig, RingMode};
 
 /// Runs the server until SIGINT or SIGTERM; the exit code of the process.
 pub fn main(args: Args) -> ExitCode {

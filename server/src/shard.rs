@@ -9,9 +9,9 @@ use std::collections::VecDeque;
 
 use crate::broadcast::{Broadcast, Inbox};
 use crate::core::{Action, Admission, Limits, RecvEnd, ShardCore};
-use crate::engine::{Completion, Engine, EngineConfig, StartError};
 use crate::metrics::ShardMetrics;
 use crate::rooms::Registry;
+use engine::{Completion, Engine, EngineConfig, StartError};
 
 /// Everything a shard thread is started with.
 pub struct ShardSpec {

@@ -1,4 +1,4 @@
-//! The io_uring engine: the only module with `unsafe`.
+//! The io_uring engine of ringroom: the only crate with `unsafe`.
 //!
 //! It owns one ring, its fixed-file table (connections as direct descriptors,
 //! so they use no process fds), its provided-buffer ring, and the buffers of
@@ -20,7 +20,63 @@ use io_uring::{cqueue, opcode, squeue, IoUring, Probe};
 use bufring::BufRing;
 pub use bufring::RecvBuf;
 
-use crate::core::{Action, RecvEnd};
+/// What the engine must do next. `gen` tells a slot's successive connections apart.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Arm a multishot receive on the slot.
+    ArmRecv {
+        /// Fixed-file slot.
+        slot: u32,
+        /// Connection generation.
+        gen: u32,
+    },
+    /// Send the whole buffer; report how much went with [`ShardCore::sent`].
+    Send {
+        /// Fixed-file slot.
+        slot: u32,
+        /// Connection generation.
+        gen: u32,
+        /// The bytes; handed back in [`ShardCore::sent`].
+        buf: Vec<u8>,
+    },
+    /// Shut the write side (FIN after the queued bytes), keep reading.
+    ShutdownWrite {
+        /// Fixed-file slot.
+        slot: u32,
+    },
+    /// Cancel the operations outstanding on the slot (by their user data:
+    /// cancelling by file would scan every armed request of the ring).
+    Cancel {
+        /// Fixed-file slot.
+        slot: u32,
+        /// Connection generation.
+        gen: u32,
+        /// Cancel the multishot receive.
+        recv: bool,
+        /// Cancel the send in flight.
+        send: bool,
+    },
+    /// Close the slot's socket and free the slot. Nothing is outstanding on it.
+    Close {
+        /// Fixed-file slot.
+        slot: u32,
+    },
+}
+
+/// How a multishot receive ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RecvEnd {
+    /// The peer closed its side.
+    Eof,
+    /// The buffer ring was empty (ENOBUFS): re-arm once buffers are back.
+    NoBuffers,
+    /// The kernel stopped the multishot without an error: re-arm.
+    Stopped,
+    /// We cancelled it.
+    Cancelled,
+    /// A socket error (errno).
+    Error(i32),
+}
 
 /// How the ring runs its deferred work: the choice `--ring-mode` exposes so
 /// each can be measured.
