@@ -252,8 +252,15 @@ pub struct Engine {
     bufs: BufRing,
     /// Buffers of sends in flight, by slot (one send per connection at a time).
     sends: Vec<Option<Vec<u8>>>,
-    listener: OwnedFd,
+    /// The listening socket of a server ring (`None` for a client ring).
+    listener: Option<OwnedFd>,
     wake: OwnedFd,
+    /// Slots free for [`Engine::install`] (client rings manage their own
+    /// slots; a server ring lets the kernel allocate them on accept).
+    free_slots: Vec<u32>,
+    slots: u32,
+    /// Whether [`Engine::install`] has claimed the table for its own allocation.
+    installs: bool,
     /// Where the wake-up eventfd's counter is read to (reading resets it).
     wake_buf: Box<[u8; 8]>,
     cqes: Vec<(u64, i32, u32)>,
@@ -265,7 +272,11 @@ pub struct Engine {
 impl Engine {
     /// Sets up a ring with `cfg`, checks every feature the server needs, and
     /// takes the shard's listening socket and wake-up eventfd.
-    pub fn new(cfg: &EngineConfig, listener: OwnedFd, wake: OwnedFd) -> Result<Self, StartError> {
+    pub fn new(
+        cfg: &EngineConfig,
+        listener: Option<OwnedFd>,
+        wake: OwnedFd,
+    ) -> Result<Self, StartError> {
         let mut builder = IoUring::builder();
         builder.setup_cqsize(cfg.sq_entries * 4);
         match cfg.mode {
@@ -325,6 +336,9 @@ impl Engine {
             sends,
             listener,
             wake,
+            free_slots: Vec::new(),
+            slots: cfg.slots,
+            installs: false,
             wake_buf: Box::new([0; 8]),
             cqes: Vec::with_capacity(cfg.sq_entries as usize * 4),
             accepting: false,
@@ -342,9 +356,54 @@ impl Engine {
         self.bufs.outstanding()
     }
 
+    /// Moves a socket into the fixed-file table and closes its process fd, so
+    /// a client ring holds more connections than `RLIMIT_NOFILE`. The socket
+    /// may still be connecting: receives and sends on it wait for the
+    /// connection, and fail with its error. Returns the slot, or `None` when
+    /// every slot is in use (a slot comes back when its [`Action::Close`]
+    /// completes).
+    pub fn install(&mut self, socket: OwnedFd) -> io::Result<Option<u32>> {
+        assert!(self.listener.is_none(), "install is for client rings");
+        if !self.installs {
+            self.installs = true;
+            self.free_slots = (0..self.slots).rev().collect();
+        }
+        let Some(slot) = self.free_slots.pop() else {
+            return Ok(None);
+        };
+        match self
+            .ring
+            .submitter()
+            .register_files_update(slot, &[socket.as_raw_fd()])
+        {
+            Ok(_) => Ok(Some(slot)), // `socket` is dropped: the table holds its own reference
+            Err(e) => {
+                self.free_slots.push(slot);
+                Err(e)
+            }
+        }
+    }
+
+    /// Slots free for [`Engine::install`].
+    pub fn free_slots(&self) -> usize {
+        if self.installs {
+            self.free_slots.len()
+        } else {
+            self.slots as usize
+        }
+    }
+
     /// Arms a multishot accept into auto-allocated direct descriptors.
     pub fn arm_accept(&mut self) {
-        let entry = opcode::AcceptMulti::new(Fd(self.listener.as_raw_fd()))
+        let listener = self
+            .listener
+            .as_ref()
+            .expect("arm_accept on a ring without a listener");
+        assert!(
+            !self.installs,
+            "a ring either accepts or installs sockets, not both"
+        );
+        let entry = opcode::AcceptMulti::new(Fd(listener.as_raw_fd()))
             // No SOCK_CLOEXEC: direct descriptors are not process fds, and the
             // kernel refuses the flag with them (EINVAL).
             .allocate_file_index(true)
@@ -540,7 +599,14 @@ impl Engine {
                 }
             }
             Some(Kind::Wake) => Completion::Woken,
-            Some(Kind::Shutdown | Kind::Cancel | Kind::Close) | None => Completion::Done,
+            Some(Kind::Close) => {
+                // A slot this engine handed out is free again once closed.
+                if self.installs {
+                    self.free_slots.push(slot);
+                }
+                Completion::Done
+            }
+            Some(Kind::Shutdown | Kind::Cancel) | None => Completion::Done,
         }
     }
 
@@ -603,6 +669,111 @@ fn setup_error(e: io::Error, mode: RingMode) -> StartError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use std::io::{Read, Write};
+
+    /// Drives the ring until `done` says so (at most 2 s).
+    fn run_until(engine: &mut Engine, mut done: impl FnMut(&mut Engine, Completion) -> bool) {
+        let start = std::time::Instant::now();
+        loop {
+            engine.submit_and_wait(Duration::from_millis(50)).unwrap();
+            for i in 0..engine.reap() {
+                let c = engine.completion(i);
+                if done(engine, c) {
+                    engine.commit_buffers();
+                    return;
+                }
+            }
+            engine.commit_buffers();
+            assert!(start.elapsed() < Duration::from_secs(2), "timed out");
+        }
+    }
+
+    #[test]
+    fn a_client_ring_moves_data_on_installed_sockets() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let cfg = EngineConfig {
+            sq_entries: 64,
+            slots: 4,
+            buffers: 16,
+            buffer_size: 1024,
+            mode: RingMode::Defer,
+            batch_wait_us: 0,
+        };
+        let mut engine = Engine::new(&cfg, None, sys::eventfd().unwrap()).unwrap();
+        let socket = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let slot = engine.install(OwnedFd::from(socket)).unwrap().unwrap();
+        assert_eq!(engine.free_slots(), 3);
+        let (mut peer, _) = listener.accept().unwrap();
+        engine.execute(Action::ArmRecv { slot, gen: 1 });
+        engine.execute(Action::Send {
+            slot,
+            gen: 1,
+            buf: b"hello".to_vec(),
+        });
+        peer.write_all(b"world").unwrap();
+        let (mut got, mut sent) = (Vec::new(), false);
+        run_until(&mut engine, |engine, c| {
+            match c {
+                Completion::Received { buf, .. } => {
+                    got.extend_from_slice(engine.data(&buf));
+                    engine.recycle(buf);
+                }
+                Completion::Sent { result, .. } => sent = result == 5,
+                _ => {}
+            }
+            got == b"world" && sent
+        });
+        let mut hello = [0u8; 5];
+        peer.read_exact(&mut hello).unwrap();
+        assert_eq!(&hello, b"hello");
+        // Close: cancel the receive, then close the slot; it is free again.
+        engine.execute(Action::Cancel {
+            slot,
+            gen: 1,
+            recv: true,
+            send: false,
+        });
+        run_until(&mut engine, |_, c| {
+            matches!(
+                c,
+                Completion::RecvEnded {
+                    end: RecvEnd::Cancelled,
+                    ..
+                }
+            )
+        });
+        engine.execute(Action::Close { slot });
+        run_until(&mut engine, |engine, _| engine.free_slots() == 4);
+        let mut eof = [0u8; 1];
+        assert_eq!(peer.read(&mut eof).unwrap(), 0, "the peer sees the close");
+    }
+
+    #[test]
+    fn install_stops_at_a_full_table() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let cfg = EngineConfig {
+            sq_entries: 8,
+            slots: 2,
+            buffers: 2,
+            buffer_size: 64,
+            mode: RingMode::Defer,
+            batch_wait_us: 0,
+        };
+        let mut engine = Engine::new(&cfg, None, sys::eventfd().unwrap()).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let connect = || OwnedFd::from(std::net::TcpStream::connect(addr).unwrap());
+        assert!(engine.install(connect()).unwrap().is_some());
+        assert!(engine.install(connect()).unwrap().is_some());
+        assert_eq!(engine.install(connect()).unwrap(), None, "no third slot");
+    }
+
+    #[test]
+    fn bind_address_no_port_can_be_set() {
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        // Accepted on any IPv4 socket; what matters is that the call is made right.
+        sys::set_bind_address_no_port(&socket).unwrap();
+    }
 
     #[test]
     fn user_data_round_trips() {

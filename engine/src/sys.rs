@@ -1,7 +1,7 @@
 //! Small system helpers that need a raw syscall.
 
 use std::io;
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 /// A non-blocking, close-on-exec eventfd, used to wake a shard's ring.
 pub fn eventfd() -> io::Result<OwnedFd> {
@@ -12,6 +12,27 @@ pub fn eventfd() -> io::Result<OwnedFd> {
     }
     // SAFETY: `fd` is a fresh descriptor that nothing else owns.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Sets `IP_BIND_ADDRESS_NO_PORT` on a socket about to be bound to a source
+/// address with port 0: the port is then chosen at connect time, per 4-tuple,
+/// so each (source, target) pair has the whole ephemeral range.
+pub fn set_bind_address_no_port(socket: &impl AsRawFd) -> io::Result<()> {
+    let on: libc::c_int = 1;
+    // SAFETY: a valid fd, a pointer to a c_int that outlives the call, and its size.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_IP,
+            libc::IP_BIND_ADDRESS_NO_PORT,
+            (&on as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// A value under /proc/sys, trimmed (`path` like `kernel/io_uring_disabled`).

@@ -44,7 +44,8 @@ fn main() {
         mode: RingMode::Defer,
         batch_wait_us: 0,
     };
-    let mut engine = Engine::new(&cfg, OwnedFd::from(socket), sys::eventfd().unwrap()).unwrap();
+    let mut engine =
+        Engine::new(&cfg, Some(OwnedFd::from(socket)), sys::eventfd().unwrap()).unwrap();
     engine.arm_accept();
     println!("minimal_pong ready: listen {local}, shards 1");
 

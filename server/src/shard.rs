@@ -42,7 +42,7 @@ pub struct ShardSpec {
 /// Builds the shard's ring, reports readiness through `ready`, then runs until
 /// the server stops and every connection is drained.
 pub fn run(spec: ShardSpec, ready: impl FnOnce(Result<(), StartError>)) {
-    let mut engine = match Engine::new(&spec.engine, spec.listener, spec.wake) {
+    let mut engine = match Engine::new(&spec.engine, Some(spec.listener), spec.wake) {
         Ok(e) => e,
         Err(e) => return ready(Err(e)),
     };
