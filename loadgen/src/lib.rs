@@ -2,16 +2,20 @@
 //! io_uring engine, scenarios and reporting that use them come with the
 //! load-generator issue.
 //!
+//! * [`client`]: a worker's connections, PING schedules and measurements (sans-io).
 //! * [`sources`]: `--source` parsing, the capacity a run's sources, targets and
 //!   port range allow, and spreading connections over them.
 //! * [`schedule`]: open-loop send schedules with jittered phases.
 //! * [`verify`]: loss, duplicate and order checks of room messages.
+//! * [`worker`]: one thread with its own ring and its share of the connections.
 //! * [`report`]: `.hlog`, `.hgrm` and `plot.svg` in HdrHistogram's formats.
 //! * [`procstat`]: CPU time and RSS of the server and of the load generator.
 #![forbid(unsafe_code)]
 
+pub mod client;
 pub mod procstat;
 pub mod report;
 pub mod schedule;
 pub mod sources;
 pub mod verify;
+pub mod worker;

@@ -1,0 +1,461 @@
+//! The sans-io side of a load-generator worker: its client connections, their
+//! open-loop PING schedules and what they measured. Events and a clock in,
+//! [`Action`]s for the engine out, as in the server's core.
+//!
+//! A connection sends HELLO as soon as it is installed (the send waits for the
+//! TCP connection); its connect latency is the time from the `connect()` call
+//! to WELCOME. It then PINGs on its schedule: at a fixed rate (`ping`
+//! scenario) or at the heartbeat interval the server granted (`idle`), with a
+//! jittered phase. Each PING carries its planned send time, so its round-trip
+//! time is measured from when it should have left, not when it did.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use engine::{Action, RecvEnd};
+use hdrhistogram::Histogram;
+use proto::{Decoder, Frame, Hello};
+
+use crate::schedule::Schedule;
+
+/// How a connection pings.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Pinging {
+    /// At the heartbeat interval WELCOME grants (the `idle` scenario).
+    Heartbeat,
+    /// At this many PINGs a second (the `ping` scenario).
+    Rate(f64),
+}
+
+/// What a worker counted.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// Connections that got their WELCOME.
+    pub connected: u64,
+    /// Connections that failed before WELCOME, by errno (0: closed by the peer).
+    pub failed: HashMap<i32, u64>,
+    /// Connections lost after WELCOME (peer closed or socket error).
+    pub dropped: u64,
+    /// ERROR or GOAWAY frames received, by code.
+    pub errors: HashMap<u16, u64>,
+    /// PINGs sent.
+    pub pings: u64,
+    /// PONGs received.
+    pub pongs: u64,
+}
+
+struct Conn {
+    gen: u32,
+    decoder: Decoder,
+    queued: Vec<u8>,
+    sending: bool,
+    recv_armed: bool,
+    closing: bool,
+    cancel_sent: bool,
+    started: Duration,
+    welcomed: bool,
+    schedule: Option<Schedule>,
+}
+
+/// One worker's connections.
+pub struct ClientCore {
+    conns: Vec<Option<Conn>>,
+    pinging: Pinging,
+    heartbeat_ms: u32,
+    rng: fastrand::Rng,
+    due: Vec<Duration>,
+    dirty: Vec<u32>,
+    next_gen: u32,
+    /// Connect latency (connect() to WELCOME), microseconds.
+    pub connect: Histogram<u64>,
+    /// PING round trips from their planned send time, microseconds.
+    pub rtt: Histogram<u64>,
+    /// Counters.
+    pub counts: Counts,
+}
+
+fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid bounds")
+}
+
+fn micros(d: Duration) -> u64 {
+    d.as_micros().clamp(1, 3_600_000_000) as u64
+}
+
+impl ClientCore {
+    /// A worker whose connections ping as `pinging` says, asking for
+    /// `heartbeat_ms` in HELLO (0: the server's default).
+    pub fn new(pinging: Pinging, heartbeat_ms: u32, seed: u64) -> Self {
+        Self {
+            conns: Vec::new(),
+            pinging,
+            heartbeat_ms,
+            rng: fastrand::Rng::with_seed(seed),
+            due: Vec::new(),
+            dirty: Vec::new(),
+            next_gen: 1,
+            connect: histogram(),
+            rtt: histogram(),
+            counts: Counts::default(),
+        }
+    }
+
+    /// Connections held (connecting or open).
+    pub fn open(&self) -> usize {
+        self.conns.iter().filter(|c| c.is_some()).count()
+    }
+
+    /// A socket whose `connect()` started at `started` now sits in `slot`.
+    pub fn installed(&mut self, slot: u32, started: Duration) {
+        let idx = slot as usize;
+        if idx >= self.conns.len() {
+            self.conns.resize_with(idx + 1, || None);
+        }
+        let gen = self.next_gen;
+        self.next_gen = self.next_gen.wrapping_add(1) & 0xFF_FFFF;
+        let mut queued = Vec::new();
+        Frame::Hello(Hello {
+            heartbeat_ms: self.heartbeat_ms,
+            name: "loadgen",
+        })
+        .encode_to_vec(&mut queued)
+        .expect("a valid HELLO");
+        self.conns[idx] = Some(Conn {
+            gen,
+            decoder: Decoder::new(u32::MAX),
+            queued,
+            sending: false,
+            recv_armed: false,
+            closing: false,
+            cancel_sent: false,
+            started,
+            welcomed: false,
+            schedule: None,
+        });
+        self.dirty.push(slot);
+    }
+
+    /// Bytes arrived on `slot`.
+    pub fn received(&mut self, slot: u32, gen: u32, data: &[u8], now: Duration) {
+        let Some(conn) = self
+            .conns
+            .get_mut(slot as usize)
+            .and_then(Option::as_mut)
+            .filter(|c| c.gen == gen && !c.closing)
+        else {
+            return;
+        };
+        let mut input = data;
+        let mut welcome = None;
+        let mut close = false;
+        loop {
+            match conn.decoder.decode(&mut input) {
+                Ok(Some(Frame::Welcome(w))) => welcome = Some(w.heartbeat_ms),
+                Ok(Some(Frame::Pong(p))) if p.len() == 8 => {
+                    self.counts.pongs += 1;
+                    let planned =
+                        Duration::from_nanos(u64::from_be_bytes(p.try_into().expect("8 bytes")));
+                    self.rtt
+                        .saturating_record(micros(now.saturating_sub(planned)));
+                }
+                Ok(Some(Frame::Ping(p))) => {
+                    Frame::Pong(p)
+                        .encode_to_vec(&mut conn.queued)
+                        .expect("valid PONG");
+                }
+                Ok(Some(Frame::Error(s) | Frame::GoAway(s))) => {
+                    *self.counts.errors.entry(s.code.0).or_default() += 1;
+                    close = s.code.is_fatal();
+                }
+                Ok(Some(_)) => {}
+                Ok(None) => break,
+                Err(_) => {
+                    close = true;
+                    break;
+                }
+            }
+        }
+        conn.decoder.release_idle_buffer();
+        if let Some(heartbeat_ms) = welcome {
+            if !conn.welcomed {
+                conn.welcomed = true;
+                self.counts.connected += 1;
+                self.connect
+                    .saturating_record(micros(now.saturating_sub(conn.started)));
+                let period = match self.pinging {
+                    Pinging::Heartbeat => Duration::from_millis(u64::from(heartbeat_ms.max(1))),
+                    Pinging::Rate(hz) => Duration::from_secs_f64(1.0 / hz),
+                };
+                let mut schedule = Schedule::jittered(period, &mut self.rng);
+                schedule = Schedule::new(period, now + schedule.next());
+                conn.schedule = Some(schedule);
+            }
+        }
+        if close {
+            conn.closing = true;
+        }
+        self.dirty.push(slot);
+    }
+
+    /// The multishot receive of `slot` ended.
+    pub fn recv_ended(&mut self, slot: u32, gen: u32, end: RecvEnd) {
+        let counts = &mut self.counts;
+        let Some(conn) = self
+            .conns
+            .get_mut(slot as usize)
+            .and_then(Option::as_mut)
+            .filter(|c| c.gen == gen)
+        else {
+            return;
+        };
+        conn.recv_armed = false;
+        match end {
+            RecvEnd::Cancelled | RecvEnd::NoBuffers | RecvEnd::Stopped => {}
+            RecvEnd::Eof | RecvEnd::Error(_) => {
+                let errno = if let RecvEnd::Error(e) = end { e } else { 0 };
+                if conn.welcomed {
+                    counts.dropped += 1;
+                } else {
+                    *counts.failed.entry(errno).or_default() += 1;
+                }
+                conn.closing = true;
+            }
+        }
+        self.dirty.push(slot);
+    }
+
+    /// A send on `slot` completed.
+    pub fn sent(&mut self, slot: u32, gen: u32, buf: Vec<u8>, result: i32) {
+        let counts = &mut self.counts;
+        let Some(conn) = self
+            .conns
+            .get_mut(slot as usize)
+            .and_then(Option::as_mut)
+            .filter(|c| c.gen == gen)
+        else {
+            return;
+        };
+        conn.sending = false;
+        match usize::try_from(result) {
+            Ok(n) if n == buf.len() => {}
+            Ok(n) if n > 0 => {
+                // A short send: the rest goes first.
+                let mut rest = buf[n..].to_vec();
+                rest.extend_from_slice(&conn.queued);
+                conn.queued = rest;
+            }
+            _ => {
+                if !conn.welcomed && !conn.closing {
+                    *counts.failed.entry(-result).or_default() += 1;
+                }
+                conn.closing = true;
+            }
+        }
+        self.dirty.push(slot);
+    }
+
+    /// Sends the PINGs due by `now`.
+    pub fn tick(&mut self, now: Duration) {
+        for (slot, conn) in self.conns.iter_mut().enumerate() {
+            let Some(conn) = conn.as_mut() else { continue };
+            let Some(schedule) = conn.schedule.as_mut() else {
+                continue;
+            };
+            if conn.closing || schedule.next() > now {
+                continue;
+            }
+            self.due.clear();
+            schedule.due(now, &mut self.due);
+            for planned in &self.due {
+                let stamp = (planned.as_nanos() as u64).to_be_bytes();
+                Frame::Ping(&stamp)
+                    .encode_to_vec(&mut conn.queued)
+                    .expect("valid PING");
+                self.counts.pings += 1;
+            }
+            self.dirty.push(slot as u32);
+        }
+    }
+
+    /// Closes every connection (the end of a run).
+    pub fn close_all(&mut self) {
+        for (slot, conn) in self.conns.iter_mut().enumerate() {
+            if let Some(conn) = conn.as_mut() {
+                conn.closing = true;
+                self.dirty.push(slot as u32);
+            }
+        }
+    }
+
+    /// The engine actions due now.
+    pub fn poll_actions(&mut self, actions: &mut Vec<Action>) {
+        self.dirty.sort_unstable();
+        self.dirty.dedup();
+        for slot in self.dirty.drain(..) {
+            let idx = slot as usize;
+            let Some(conn) = self.conns.get_mut(idx).and_then(Option::as_mut) else {
+                continue;
+            };
+            let gen = conn.gen;
+            if conn.closing {
+                // The slot is closed only once its receive and send have ended:
+                // the engine may reuse it at once.
+                if conn.recv_armed || conn.sending {
+                    if !conn.cancel_sent {
+                        conn.cancel_sent = true;
+                        actions.push(Action::Cancel {
+                            slot,
+                            gen,
+                            recv: conn.recv_armed,
+                            send: conn.sending,
+                        });
+                    }
+                    continue;
+                }
+                self.conns[idx] = None;
+                actions.push(Action::Close { slot });
+                continue;
+            }
+            if !conn.recv_armed {
+                conn.recv_armed = true;
+                actions.push(Action::ArmRecv { slot, gen });
+            }
+            if !conn.sending && !conn.queued.is_empty() {
+                conn.sending = true;
+                actions.push(Action::Send {
+                    slot,
+                    gen,
+                    buf: std::mem::take(&mut conn.queued),
+                });
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proto::Welcome;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    fn welcome(heartbeat_ms: u32) -> Vec<u8> {
+        let mut out = Vec::new();
+        Frame::Welcome(Welcome {
+            conn_id: 1,
+            heartbeat_ms,
+            idle_timeout_ms: 3 * heartbeat_ms,
+            max_payload: 65536,
+            shard: 0,
+        })
+        .encode_to_vec(&mut out)
+        .unwrap();
+        out
+    }
+
+    fn sends(actions: &[Action]) -> Vec<Vec<u8>> {
+        actions
+            .iter()
+            .filter_map(|a| {
+                if let Action::Send { buf, .. } = a {
+                    Some(buf.clone())
+                } else {
+                    None
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn hello_then_welcome_then_pings_on_schedule() {
+        let mut c = ClientCore::new(Pinging::Rate(100.0), 0, 1);
+        c.installed(0, Duration::ZERO);
+        let mut actions = Vec::new();
+        c.poll_actions(&mut actions);
+        assert!(matches!(actions[0], Action::ArmRecv { slot: 0, gen: 1 }));
+        let hello = &sends(&actions)[0];
+        assert_eq!(hello[4], 0x01, "HELLO first");
+        c.sent(0, 1, hello.clone(), hello.len() as i32);
+        c.received(0, 1, &welcome(10_000), 3 * MS);
+        assert_eq!(c.counts.connected, 1);
+        assert!(
+            c.connect.equivalent(c.connect.max(), 3000),
+            "connect latency in microseconds"
+        );
+        // 100 PINGs a second for 1 s, after a jittered phase below 10 ms.
+        let mut pings = 0;
+        for ms in 3..1013 {
+            c.tick(ms * MS);
+            let mut actions = Vec::new();
+            c.poll_actions(&mut actions);
+            for buf in sends(&actions) {
+                pings += buf.len() / 16;
+                c.sent(0, 1, buf.clone(), buf.len() as i32);
+            }
+        }
+        assert!((99..=101).contains(&pings), "{pings}");
+        assert_eq!(c.counts.pings, pings as u64);
+    }
+
+    #[test]
+    fn rtt_is_measured_from_the_planned_time() {
+        let mut c = ClientCore::new(Pinging::Rate(10.0), 0, 1);
+        c.installed(0, Duration::ZERO);
+        c.received(0, 1, &welcome(10_000), MS);
+        let planned = Duration::from_millis(50);
+        let mut pong = Vec::new();
+        Frame::Pong(&(planned.as_nanos() as u64).to_be_bytes())
+            .encode_to_vec(&mut pong)
+            .unwrap();
+        c.received(0, 1, &pong, Duration::from_millis(250));
+        assert_eq!(c.counts.pongs, 1);
+        let rtt = c.rtt.max();
+        assert!((199_000..=201_000).contains(&rtt), "{rtt}");
+    }
+
+    #[test]
+    fn failures_before_and_after_welcome_are_counted_apart() {
+        let mut c = ClientCore::new(Pinging::Heartbeat, 0, 1);
+        c.installed(0, Duration::ZERO);
+        c.installed(1, Duration::ZERO);
+        c.recv_ended(0, 1, RecvEnd::Error(libc_econnrefused()));
+        c.received(1, 2, &welcome(1000), MS);
+        c.recv_ended(1, 2, RecvEnd::Eof);
+        // Neither had an armed receive or a send in flight in this test.
+        assert_eq!(c.counts.failed.get(&libc_econnrefused()), Some(&1));
+        assert_eq!(c.counts.dropped, 1);
+        let mut actions = Vec::new();
+        c.poll_actions(&mut actions);
+        assert!(actions.contains(&Action::Close { slot: 0 }));
+        assert!(actions.contains(&Action::Close { slot: 1 }));
+        assert_eq!(c.open(), 0);
+    }
+
+    fn libc_econnrefused() -> i32 {
+        111
+    }
+
+    #[test]
+    fn server_pings_are_answered_and_errors_counted() {
+        let mut c = ClientCore::new(Pinging::Heartbeat, 0, 1);
+        c.installed(0, Duration::ZERO);
+        let mut bytes = welcome(1000);
+        Frame::Ping(b"srv").encode_to_vec(&mut bytes).unwrap();
+        Frame::Error(proto::Status {
+            code: proto::ErrorCode::LIMIT,
+            reason: "x",
+        })
+        .encode_to_vec(&mut bytes)
+        .unwrap();
+        c.received(0, 1, &bytes, MS);
+        let mut actions = Vec::new();
+        c.poll_actions(&mut actions);
+        let sent = sends(&actions).concat();
+        assert!(
+            sent.windows(3).any(|w| w == b"srv"),
+            "PONG with the server's payload"
+        );
+        assert_eq!(c.counts.errors.get(&5), Some(&1));
+        assert_eq!(c.open(), 1, "LIMIT is not fatal");
+    }
+}

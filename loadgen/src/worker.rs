@@ -1,0 +1,216 @@
+//! One load-generator worker: a thread with its own io_uring ring and its share
+//! of the connections. Sockets are created, bound (`IP_BIND_ADDRESS_NO_PORT`)
+//! and connected with the ordinary calls, then moved into the ring's
+//! fixed-file table, so their process fds are closed at once: the worker holds
+//! more connections than `RLIMIT_NOFILE`.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::OwnedFd;
+use std::time::{Duration, Instant};
+
+use engine::{sys, Completion, Engine, EngineConfig, RecvEnd, RingMode};
+use hdrhistogram::Histogram;
+use socket2::{Domain, Socket, Type};
+
+use crate::client::{ClientCore, Counts, Pinging};
+use crate::sources::spread;
+
+/// What one worker does.
+#[derive(Clone, Debug)]
+pub struct WorkerSpec {
+    /// Server addresses, used round-robin.
+    pub targets: Vec<SocketAddr>,
+    /// Source addresses, used round-robin.
+    pub sources: Vec<IpAddr>,
+    /// Connections this worker opens.
+    pub conns: usize,
+    /// This worker's index and the number of workers: connection `k` of this
+    /// worker is connection `index + k * workers` of the run, for spreading.
+    pub index: usize,
+    /// Number of workers.
+    pub workers: usize,
+    /// Connections opened per second by this worker.
+    pub connect_rate: f64,
+    /// How long to hold the connections once all are open.
+    pub hold: Duration,
+    /// How connections ping.
+    pub pinging: Pinging,
+    /// Heartbeat asked for in HELLO (0: the server's default).
+    pub heartbeat_ms: u32,
+    /// Fixed-file slots of the worker's ring (at most `RLIMIT_NOFILE`).
+    pub slots: u32,
+    /// Seed of the jitter.
+    pub seed: u64,
+}
+
+/// What a worker measured.
+#[derive(Debug)]
+pub struct WorkerResult {
+    /// Counters, including connects that failed before reaching the ring.
+    pub counts: Counts,
+    /// Connect latency, microseconds.
+    pub connect: Histogram<u64>,
+    /// PING round trips from their planned time, microseconds.
+    pub rtt: Histogram<u64>,
+    /// Most connections open at once.
+    pub peak_open: usize,
+}
+
+/// Most `connect()` calls one loop turn makes, so that a ramp never starves
+/// the completions.
+const CONNECTS_PER_TURN: usize = 256;
+
+/// Runs the worker to the end: ramp, hold, close.
+pub fn run(spec: &WorkerSpec) -> Result<WorkerResult, String> {
+    let cfg = EngineConfig {
+        sq_entries: 4096,
+        slots: spec.slots,
+        buffers: 1024,
+        buffer_size: 4096,
+        mode: RingMode::Defer,
+        batch_wait_us: 0,
+    };
+    let wake = sys::eventfd().map_err(|e| format!("eventfd: {e}"))?;
+    let mut engine = Engine::new(&cfg, None, wake).map_err(|e| e.to_string())?;
+    let mut core = ClientCore::new(spec.pinging, spec.heartbeat_ms, spec.seed);
+    let mut actions = Vec::new();
+    let mut connect_failures: HashMap<i32, u64> = HashMap::new();
+    let start = Instant::now();
+    let ramp = Duration::from_secs_f64(spec.conns as f64 / spec.connect_rate);
+    let end = ramp + spec.hold;
+    let mut made = 0usize;
+    let mut peak_open = 0;
+    let mut closing_since: Option<Instant> = None;
+    loop {
+        let now = start.elapsed();
+        if closing_since.is_none() {
+            let want = ((now.as_secs_f64() * spec.connect_rate) as usize).min(spec.conns);
+            let mut turn = 0;
+            while made < want && turn < CONNECTS_PER_TURN && engine.free_slots() > 0 {
+                let i = spec.index + made * spec.workers;
+                let (source, target) = spread(i, &spec.sources, &spec.targets);
+                made += 1;
+                turn += 1;
+                match open_socket(source, target) {
+                    Ok(fd) => match engine.install(fd) {
+                        Ok(Some(slot)) => core.installed(slot, start.elapsed()),
+                        // The worker's fixed-file table is full.
+                        Ok(None) => *connect_failures.entry(libc::EMFILE).or_default() += 1,
+                        Err(e) => {
+                            *connect_failures
+                                .entry(e.raw_os_error().unwrap_or(-1))
+                                .or_default() += 1
+                        }
+                    },
+                    Err(e) => {
+                        *connect_failures
+                            .entry(e.raw_os_error().unwrap_or(-1))
+                            .or_default() += 1
+                    }
+                }
+            }
+            if now >= end {
+                core.close_all();
+                closing_since = Some(Instant::now());
+            }
+        }
+        let wait = if made < spec.conns {
+            Duration::from_micros(500)
+        } else {
+            Duration::from_millis(1)
+        };
+        engine
+            .submit_and_wait(wait)
+            .map_err(|e| format!("io_uring_enter: {e}"))?;
+        let now = start.elapsed();
+        for i in 0..engine.reap() {
+            match engine.completion(i) {
+                Completion::Received {
+                    slot,
+                    gen,
+                    buf,
+                    more,
+                } => {
+                    core.received(slot, gen, engine.data(&buf), now);
+                    engine.recycle(buf);
+                    if !more {
+                        core.recv_ended(slot, gen, RecvEnd::Stopped);
+                    }
+                }
+                Completion::RecvEnded { slot, gen, end } => core.recv_ended(slot, gen, end),
+                Completion::Sent {
+                    slot,
+                    gen,
+                    buf,
+                    result,
+                } => core.sent(slot, gen, buf, result),
+                Completion::Accepted { .. } | Completion::AcceptEnded { .. } => {}
+                Completion::Woken | Completion::Done => {}
+            }
+        }
+        engine.commit_buffers();
+        core.tick(now);
+        core.poll_actions(&mut actions);
+        for action in actions.drain(..) {
+            engine.execute(action);
+        }
+        peak_open = peak_open.max(core.open());
+        if let Some(since) = closing_since {
+            if core.open() == 0 || since.elapsed() > Duration::from_secs(3) {
+                break;
+            }
+        }
+    }
+    let _ = engine.submit_and_wait(Duration::ZERO);
+    let mut counts = core.counts.clone();
+    for (errno, n) in connect_failures {
+        *counts.failed.entry(errno).or_default() += n;
+    }
+    Ok(WorkerResult {
+        counts,
+        connect: core.connect.clone(),
+        rtt: core.rtt.clone(),
+        peak_open,
+    })
+}
+
+/// A non-blocking TCP socket bound to `source` (port chosen at connect time)
+/// and connecting to `target`.
+fn open_socket(source: IpAddr, target: SocketAddr) -> io::Result<OwnedFd> {
+    let socket = Socket::new(Domain::for_address(target), Type::STREAM, None)?;
+    socket.set_nonblocking(true)?;
+    socket.set_tcp_nodelay(true)?;
+    socket.set_reuse_address(true)?;
+    if source.is_ipv4() {
+        sys::set_bind_address_no_port(&socket)?;
+    }
+    socket.bind(&SocketAddr::new(source, 0).into())?;
+    match socket.connect(&target.into()) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {} // the ring waits for it
+        Err(e) => return Err(e),
+    }
+    Ok(OwnedFd::from(socket))
+}
+
+/// Connections of `total` that worker `index` of `workers` opens.
+pub fn share(total: usize, index: usize, workers: usize) -> usize {
+    total / workers + usize::from(index < total % workers)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shares_add_up() {
+        for (total, workers) in [(10, 3), (100_000, 2), (1, 4), (0, 2)] {
+            let sum: usize = (0..workers).map(|i| share(total, i, workers)).sum();
+            assert_eq!(sum, total);
+        }
+        assert_eq!(share(10, 0, 3), 4);
+        assert_eq!(share(10, 2, 3), 3);
+    }
+}
