@@ -9,7 +9,8 @@
 //! jittered phase. Each PING carries its planned send time, so its round-trip
 //! time is measured from when it should have left, not when it did.
 
-use std::collections::HashMap;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
 use std::time::Duration;
 
 use engine::{Action, RecvEnd};
@@ -64,6 +65,9 @@ pub struct ClientCore {
     heartbeat_ms: u32,
     rng: fastrand::Rng,
     due: Vec<Duration>,
+    /// When each scheduled connection next pings: (time, slot, generation).
+    /// A heap, so a tick costs what falls due, not the number of connections.
+    timers: BinaryHeap<Reverse<(Duration, u32, u32)>>,
     dirty: Vec<u32>,
     next_gen: u32,
     /// Connect latency (connect() to WELCOME), microseconds.
@@ -92,6 +96,7 @@ impl ClientCore {
             heartbeat_ms,
             rng: fastrand::Rng::with_seed(seed),
             due: Vec::new(),
+            timers: BinaryHeap::new(),
             dirty: Vec::new(),
             next_gen: 1,
             connect: histogram(),
@@ -188,6 +193,7 @@ impl ClientCore {
                 };
                 let mut schedule = Schedule::jittered(period, &mut self.rng);
                 schedule = Schedule::new(period, now + schedule.next());
+                self.timers.push(Reverse((schedule.next(), slot, gen)));
                 conn.schedule = Some(schedule);
             }
         }
@@ -256,14 +262,20 @@ impl ClientCore {
 
     /// Sends the PINGs due by `now`.
     pub fn tick(&mut self, now: Duration) {
-        for (slot, conn) in self.conns.iter_mut().enumerate() {
-            let Some(conn) = conn.as_mut() else { continue };
+        while let Some(&Reverse((at, slot, gen))) = self.timers.peek() {
+            if at > now {
+                break;
+            }
+            self.timers.pop();
+            let Some(conn) = self.conns.get_mut(slot as usize).and_then(Option::as_mut) else {
+                continue;
+            };
+            if conn.gen != gen || conn.closing {
+                continue; // a connection gone since: its timer lapses
+            }
             let Some(schedule) = conn.schedule.as_mut() else {
                 continue;
             };
-            if conn.closing || schedule.next() > now {
-                continue;
-            }
             self.due.clear();
             schedule.due(now, &mut self.due);
             for planned in &self.due {
@@ -273,7 +285,8 @@ impl ClientCore {
                     .expect("valid PING");
                 self.counts.pings += 1;
             }
-            self.dirty.push(slot as u32);
+            self.timers.push(Reverse((schedule.next(), slot, gen)));
+            self.dirty.push(slot);
         }
     }
 

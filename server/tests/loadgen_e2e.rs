@@ -31,7 +31,10 @@ fn a_worker_holds_3000_connections_and_every_ping_is_answered() {
     let c = &result.counts;
     assert_eq!(c.connected, 3000, "{c:?}");
     assert_eq!(result.peak_open, 3000);
-    assert!(c.failed.is_empty() && c.dropped == 0 && c.errors.is_empty(), "{c:?}");
+    assert!(
+        c.failed.is_empty() && c.dropped == 0 && c.errors.is_empty(),
+        "{c:?}"
+    );
     // About 3,000 x 5/s x 2 s; only those sent in the last moment may miss a PONG.
     assert!(c.pings >= 25_000, "{c:?}");
     assert!(c.pings - c.pongs <= 3000, "{c:?}");
