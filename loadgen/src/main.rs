@@ -1,8 +1,9 @@
 //! `loadgen`: the ringroom load generator. See the README.
 //!
-//! This first version runs the `idle` and `ping` scenarios against a server
-//! given with `--target`; the `rooms` scenario, the embedded server, presets,
-//! reconnects and the full results folder come next.
+//! This version runs the `idle` and `ping` scenarios and the `c10k` and `c100k`
+//! presets, against `--target` or, without it, a server of its own: this same
+//! binary re-executed with `--internal-server` (the server's options follow).
+//! The `rooms` scenario, reconnects and per-interval logs come next.
 #![forbid(unsafe_code)]
 
 use std::net::{IpAddr, SocketAddr};
@@ -27,31 +28,34 @@ struct Args {
     #[argh(option)]
     target: Vec<SocketAddr>,
 
-    /// connections to open (default 1000)
-    #[argh(option, default = "1000")]
-    conns: usize,
+    /// connections to open (default 1000; c10k 10000; c100k 100000)
+    #[argh(option)]
+    conns: Option<usize>,
 
-    /// connections opened per second, in all (default 5000)
-    #[argh(option, default = "5000.0")]
-    connect_rate: f64,
+    /// connections opened per second, in all (default 5000; c100k 20000)
+    #[argh(option)]
+    connect_rate: Option<f64>,
 
-    /// seconds to hold the connections once all are open (default 10)
-    #[argh(option, default = "10")]
-    duration: u64,
+    /// seconds to hold the connections once all are open (default 10; c10k
+    /// 15; c100k 60)
+    #[argh(option)]
+    duration: Option<u64>,
 
     /// source addresses: addresses, ranges (127.0.0.2-127.0.0.40) and CIDRs,
-    /// comma-separated (default 127.0.0.1)
-    #[argh(option, default = "String::from(\"127.0.0.1\")")]
-    source: String,
+    /// comma-separated (default 127.0.0.1; c10k 127.0.0.2-127.0.0.9; c100k
+    /// 127.0.1.0/26)
+    #[argh(option)]
+    source: Option<String>,
 
-    /// idle (heartbeats at the granted interval) or ping (a fixed rate)
-    /// (default ping)
-    #[argh(option, default = "String::from(\"ping\")")]
+    /// idle (heartbeats at the granted interval), ping (a fixed rate), or the
+    /// presets c10k (10,000 connections pinging 3/s for 15 s) and c100k
+    /// (100,000 idle connections for 60 s) (default c10k)
+    #[argh(option, default = "String::from(\"c10k\")")]
     scenario: String,
 
-    /// PINGs per second per connection in the ping scenario (default 1)
-    #[argh(option, default = "1.0")]
-    ping_rate: f64,
+    /// PINGs per second per connection in the ping scenario (default 1; c10k 3)
+    #[argh(option)]
+    ping_rate: Option<f64>,
 
     /// heartbeat to ask for in HELLO, ms (default 0: the server's)
     #[argh(option, default = "0")]
@@ -70,7 +74,47 @@ struct Args {
     out: Option<std::path::PathBuf>,
 }
 
+/// A run's settings once the preset and the flags are combined.
+struct Plan {
+    idle: bool,
+    conns: usize,
+    connect_rate: f64,
+    duration: u64,
+    source: String,
+    ping_rate: f64,
+}
+
+fn plan(args: &Args) -> Result<Plan, String> {
+    let (idle, conns, rate, duration, source, ping) = match args.scenario.as_str() {
+        "c10k" => (false, 10_000, 10_000.0, 15, "127.0.0.2-127.0.0.9", 3.0),
+        "c100k" => (true, 100_000, 20_000.0, 60, "127.0.1.0/26", 1.0),
+        "ping" => (false, 1000, 5000.0, 10, "127.0.0.1", 1.0),
+        "idle" => (true, 1000, 5000.0, 10, "127.0.0.1", 1.0),
+        other => {
+            return Err(format!(
+                "unknown --scenario {other:?}: idle, ping, c10k or c100k"
+            ))
+        }
+    };
+    let plan = Plan {
+        idle,
+        conns: args.conns.unwrap_or(conns),
+        connect_rate: args.connect_rate.unwrap_or(rate),
+        duration: args.duration.unwrap_or(duration),
+        source: args.source.clone().unwrap_or_else(|| source.to_string()),
+        ping_rate: args.ping_rate.unwrap_or(ping),
+    };
+    if plan.conns == 0 || plan.connect_rate <= 0.0 || plan.ping_rate <= 0.0 {
+        return Err("--conns, --connect-rate and --ping-rate must be positive".into());
+    }
+    Ok(plan)
+}
+
 fn main() -> ExitCode {
+    let raw: Vec<String> = std::env::args().collect();
+    if raw.get(1).map(String::as_str) == Some("--internal-server") {
+        return internal_server(&raw[2..]);
+    }
     let args: Args = argh::from_env();
     match run(args) {
         Ok(()) => ExitCode::SUCCESS,
@@ -81,28 +125,93 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(args: Args) -> Result<(), String> {
-    if args.target.is_empty() {
-        return Err(
-            "give the server with --target HOST:PORT (starting one itself is not built yet)".into(),
-        );
-    }
-    let pinging = match args.scenario.as_str() {
-        "idle" => Pinging::Heartbeat,
-        "ping" if args.ping_rate > 0.0 => Pinging::Rate(args.ping_rate),
-        "ping" => return Err("--ping-rate must be positive".into()),
-        other => {
-            return Err(format!(
-                "unknown --scenario {other:?} (idle or ping in this version)"
-            ))
+/// This binary, run as the server: `loadgen --internal-server [server options]`.
+fn internal_server(rest: &[String]) -> ExitCode {
+    let rest: Vec<&str> = rest.iter().map(String::as_str).collect();
+    match <ringroom_server::config::Args as FromArgs>::from_args(&["ringroom-server"], &rest) {
+        Ok(args) => ringroom_server::server::main(args),
+        Err(early) => {
+            println!("{}", early.output);
+            ExitCode::from(u8::from(early.status.is_err()))
         }
-    };
-    if args.connect_rate <= 0.0 || args.conns == 0 {
-        return Err("--conns and --connect-rate must be positive".into());
     }
-    let sources: Vec<IpAddr> = parse_sources(&args.source)?;
+}
+
+/// The server this run started, if it started one.
+struct OwnServer {
+    child: std::process::Child,
+}
+
+impl OwnServer {
+    /// Starts this binary as the server on loopback, sized for `conns`.
+    fn start(conns: usize) -> Result<(Self, SocketAddr), String> {
+        use std::io::BufRead;
+        let exe = std::env::current_exe().map_err(|e| format!("cannot find this binary: {e}"))?;
+        let max_conns = (conns + conns / 10 + 100).to_string();
+        let mut child = std::process::Command::new(exe)
+            .args([
+                "--internal-server",
+                "--listen",
+                "127.0.0.1:0",
+                "--metrics",
+                "off",
+            ])
+            .args([
+                "--discovery",
+                "off",
+                "--stats-interval",
+                "0",
+                "--max-conns",
+                &max_conns,
+            ])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("cannot start the server: {e}"))?;
+        let mut line = String::new();
+        let stdout = child.stdout.take().expect("piped");
+        std::io::BufReader::new(stdout)
+            .read_line(&mut line)
+            .map_err(|e| format!("server: {e}"))?;
+        let addr = line
+            .find("listen ")
+            .and_then(|at| line[at + 7..].split([',', ' ']).next())
+            .and_then(|a| a.parse().ok())
+            .ok_or_else(|| format!("the server did not start: {line}"))?;
+        println!("started {}", line.trim_end());
+        Ok((Self { child }, addr))
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGTERM (through kill(1)), then wait; a server that does not stop in 10 s is killed.
+    fn stop(mut self) {
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status();
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(10) {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn run(args: Args) -> Result<(), String> {
+    let plan = plan(&args)?;
+    let pinging = if plan.idle {
+        Pinging::Heartbeat
+    } else {
+        Pinging::Rate(plan.ping_rate)
+    };
+    let sources: Vec<IpAddr> = parse_sources(&plan.source)?;
     let ports = local_port_range()?;
-    let capacity = Capacity::new(sources.len(), args.target.len(), ports);
+    let capacity = Capacity::new(sources.len(), args.target.len().max(1), ports);
     println!(
         "capacity: {} source(s) x {} target(s) x {} ports (ip_local_port_range {}-{}) = {} connections",
         capacity.sources,
@@ -112,34 +221,52 @@ fn run(args: Args) -> Result<(), String> {
         ports.1,
         capacity.total()
     );
-    capacity.check(args.conns as u64)?;
+    capacity.check(plan.conns as u64)?;
+    let (own_server, targets, server_pid) = if args.target.is_empty() {
+        let (server, addr) = OwnServer::start(plan.conns)?;
+        let pid = server.pid();
+        (Some(server), vec![addr], Some(pid))
+    } else {
+        (None, args.target.clone(), args.server_pid)
+    };
+    let result = drive(&args, &plan, pinging, sources, targets, server_pid);
+    if let Some(server) = own_server {
+        server.stop();
+    }
+    result
+}
 
+fn drive(
+    args: &Args,
+    plan: &Plan,
+    pinging: Pinging,
+    sources: Vec<IpAddr>,
+    targets: Vec<SocketAddr>,
+    server_pid: Option<u32>,
+) -> Result<(), String> {
     let nofile =
         rlimit::increase_nofile_limit(u64::MAX).map_err(|e| format!("RLIMIT_NOFILE: {e}"))?;
     let cores = core_affinity::get_core_ids().unwrap_or_default();
     let mut workers = args.workers.unwrap_or(cores.len().max(1)).max(1);
     // Each worker's table is capped by RLIMIT_NOFILE: add workers until the shares fit.
     let table = nofile.min(1 << 20) as usize;
-    while args.conns.div_ceil(workers) > table.saturating_sub(16) {
+    while plan.conns.div_ceil(workers) > table.saturating_sub(16) {
         workers += 1;
     }
     let before = procstat::sample(None)?;
-    let server_before = args
-        .server_pid
-        .map(|p| procstat::sample(Some(p)))
-        .transpose()?;
+    let server_before = server_pid.map(|p| procstat::sample(Some(p))).transpose()?;
     let started = Instant::now();
     let handles: Vec<_> = (0..workers)
         .map(|index| {
-            let conns = share(args.conns, index, workers);
+            let conns = share(plan.conns, index, workers);
             let spec = WorkerSpec {
-                targets: args.target.clone(),
+                targets: targets.clone(),
                 sources: sources.clone(),
                 conns,
                 index,
                 workers,
-                connect_rate: args.connect_rate / workers as f64,
-                hold: Duration::from_secs(args.duration),
+                connect_rate: plan.connect_rate / workers as f64,
+                hold: Duration::from_secs(plan.duration),
                 pinging,
                 heartbeat_ms: args.heartbeat_ms,
                 slots: (conns + 16).min(table) as u32,
@@ -170,27 +297,27 @@ fn run(args: Args) -> Result<(), String> {
     let elapsed = started.elapsed();
     let after = procstat::sample(None)?;
     let own_cpu = after.cpu.saturating_sub(before.cpu);
-    let server_cpu = match (args.server_pid, server_before) {
+    let server_cpu = match (server_pid, server_before) {
         (Some(pid), Some(b)) => procstat::sample(Some(pid))
             .ok()
             .map(|a| (a.cpu.saturating_sub(b.cpu), a.rss, a.peak_rss)),
         _ => None,
     };
     print_summary(
-        &args, workers, &counts, &connect, &rtt, peak, elapsed, own_cpu, server_cpu,
+        args, plan, workers, &counts, &connect, &rtt, peak, elapsed, own_cpu, server_cpu,
     );
     if let Some(dir) = &args.out {
         write_results(
-            dir, &args, workers, &counts, &connect, &rtt, own_cpu, server_cpu,
+            dir, args, plan, &targets, workers, &counts, &connect, &rtt, own_cpu, server_cpu,
         )
         .map_err(|e| format!("cannot write results to {}: {e}", dir.display()))?;
         println!("results in {}", dir.display());
     }
     let lost = counts.pings.saturating_sub(counts.pongs);
-    if counts.connected < args.conns as u64 {
+    if counts.connected < plan.conns as u64 {
         return Err(format!(
             "only {} of {} connections came up",
-            counts.connected, args.conns
+            counts.connected, plan.conns
         ));
     }
     if counts.dropped > 0 {
@@ -225,6 +352,7 @@ fn ms(h: &Histogram<u64>, q: f64) -> f64 {
 #[allow(clippy::too_many_arguments)]
 fn print_summary(
     args: &Args,
+    plan: &Plan,
     workers: usize,
     counts: &Counts,
     connect: &Histogram<u64>,
@@ -243,7 +371,7 @@ fn print_summary(
     println!("| metric | value |\n|---|---|");
     println!(
         "| connections up / asked | {} / {} |",
-        counts.connected, args.conns
+        counts.connected, plan.conns
     );
     println!("| peak open | {peak} |");
     println!(
@@ -291,6 +419,8 @@ fn print_summary(
 fn write_results(
     dir: &std::path::Path,
     args: &Args,
+    plan: &Plan,
+    targets: &[SocketAddr],
     workers: usize,
     counts: &Counts,
     connect: &Histogram<u64>,
@@ -306,7 +436,7 @@ fn write_results(
         )?;
         let interval = report::Interval {
             start: Duration::ZERO,
-            length: Duration::from_secs(args.duration),
+            length: Duration::from_secs(plan.duration),
             histogram: h.clone(),
         };
         report::write_hlog(
@@ -327,9 +457,10 @@ fn write_results(
     };
     let summary = serde_json::json!({
         "config": {
-            "targets": args.target.iter().map(ToString::to_string).collect::<Vec<_>>(),
-            "conns": args.conns, "connect_rate": args.connect_rate, "duration_s": args.duration,
-            "source": args.source, "scenario": args.scenario, "ping_rate": args.ping_rate,
+            "targets": targets.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            "embedded_server": args.target.is_empty(),
+            "conns": plan.conns, "connect_rate": plan.connect_rate, "duration_s": plan.duration,
+            "source": plan.source, "scenario": args.scenario, "idle": plan.idle, "ping_rate": plan.ping_rate,
             "heartbeat_ms": args.heartbeat_ms, "workers": workers,
         },
         "machine": {

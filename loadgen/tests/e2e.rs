@@ -1,0 +1,160 @@
+//! The load generator's engine against the server, both over loopback: every
+//! connection comes up through a client ring whose sockets live in its
+//! fixed-file table, and every PING scheduled is answered.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use loadgen::client::Pinging;
+use loadgen::sources::parse_sources;
+use loadgen::worker::{run, WorkerSpec};
+
+#[test]
+fn a_worker_holds_3000_connections_and_every_ping_is_answered() {
+    let (mut server, addr) = start_server();
+    let spec = WorkerSpec {
+        targets: vec![addr],
+        sources: parse_sources("127.0.0.20-127.0.0.21").unwrap(),
+        conns: 3000,
+        index: 0,
+        workers: 1,
+        connect_rate: 10_000.0,
+        hold: Duration::from_secs(2),
+        pinging: Pinging::Rate(5.0),
+        heartbeat_ms: 0,
+        slots: 3016,
+        seed: 1,
+    };
+    let result = run(&spec).unwrap();
+    let c = &result.counts;
+    assert_eq!(c.connected, 3000, "{c:?}");
+    assert_eq!(result.peak_open, 3000);
+    assert!(
+        c.failed.is_empty() && c.dropped == 0 && c.errors.is_empty(),
+        "{c:?}"
+    );
+    // About 3,000 x 5/s x 2 s; only those sent in the last moment may miss a PONG.
+    assert!(c.pings >= 25_000, "{c:?}");
+    assert!(c.pings - c.pongs <= 3000, "{c:?}");
+    assert_eq!(result.rtt.len(), c.pongs);
+    assert_eq!(result.connect.len(), 3000);
+    server.kill().unwrap();
+    server.wait().unwrap();
+}
+
+/// The server, as loadgen starts it: its own binary re-executed as the server.
+fn start_server() -> (Child, SocketAddr) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_loadgen"))
+        .args([
+            "--internal-server",
+            "--listen",
+            "127.0.0.1:0",
+            "--metrics",
+            "off",
+            "--discovery",
+            "off",
+        ])
+        .args(["--stats-interval", "0"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let at = line.find("listen ").expect("the ready line") + 7;
+    let addr = line[at..]
+        .split([',', ' '])
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    (child, addr)
+}
+
+#[test]
+fn one_command_runs_a_scenario_with_its_own_server() {
+    let out = std::env::temp_dir().join(format!("loadgen-e2e-{}", std::process::id()));
+    let run = Command::new(env!("CARGO_BIN_EXE_loadgen"))
+        .args([
+            "--scenario",
+            "ping",
+            "--conns",
+            "500",
+            "--ping-rate",
+            "10",
+            "--duration",
+            "2",
+        ])
+        .args(["--source", "127.0.0.30-127.0.0.31", "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(
+        stdout.contains("| connections up / asked | 500 / 500 |"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("| server CPU-s |"),
+        "the embedded server is measured: {stdout}"
+    );
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["counts"]["connected"], 500);
+    for file in ["connect.hgrm", "ping-rtt.hgrm", "ping-rtt.hlog", "plot.svg"] {
+        assert!(out.join(file).exists(), "{file}");
+    }
+    std::fs::remove_dir_all(&out).unwrap();
+}
+
+#[test]
+fn a_run_that_cannot_fit_is_refused_before_it_starts() {
+    let run = Command::new(env!("CARGO_BIN_EXE_loadgen"))
+        .args([
+            "--target",
+            "127.0.0.1:9",
+            "--conns",
+            "40000",
+            "--source",
+            "127.0.0.1",
+        ])
+        .output()
+        .unwrap();
+    assert!(!run.status.success());
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(stderr.contains("do not fit"), "{stderr}");
+    assert!(stderr.contains("source addresses"), "{stderr}");
+}
+
+#[test]
+fn a_refused_target_is_counted_not_fatal() {
+    // A port nobody listens on: every connect fails with ECONNREFUSED.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = closed.local_addr().unwrap();
+    drop(closed);
+    let spec = WorkerSpec {
+        targets: vec![addr],
+        sources: parse_sources("127.0.0.1").unwrap(),
+        conns: 20,
+        index: 0,
+        workers: 1,
+        connect_rate: 1000.0,
+        hold: Duration::from_millis(200),
+        pinging: Pinging::Heartbeat,
+        heartbeat_ms: 0,
+        slots: 32,
+        seed: 1,
+    };
+    let result = run(&spec).unwrap();
+    assert_eq!(result.counts.connected, 0);
+    let refused: u64 = result.counts.failed.values().sum();
+    assert_eq!(refused, 20, "{:?}", result.counts.failed);
+}
