@@ -18,7 +18,7 @@ use io_uring::types::{CancelBuilder, Fd, Fixed, SubmitArgs, Timespec};
 use io_uring::{cqueue, opcode, squeue, IoUring, Probe};
 
 use bufring::BufRing;
-pub use bufring::RecvBuf;
+use bufring::RecvBuf;
 
 /// What the engine must do next. `gen` tells a slot's successive connections apart.
 #[derive(Debug, PartialEq, Eq)]
@@ -133,9 +133,9 @@ impl std::fmt::Display for StartError {
     }
 }
 
-/// What a completion meant.
+/// What a completion meant, before receive buffers are resolved to bytes.
 #[derive(Debug)]
-pub enum Completion {
+enum Completion {
     /// A connection was accepted into `slot`. `more`: the accept is still armed.
     Accepted {
         /// The connection's direct-descriptor slot.
@@ -183,6 +183,54 @@ pub enum Completion {
     Woken,
     /// Completions of cancels, shutdowns and closes: nothing to do.
     Done,
+}
+
+/// What happened, as the ring's owner sees it.
+#[derive(Debug)]
+pub enum Event<'a> {
+    /// A connection was accepted into `slot`; `more`: the accept is still armed.
+    Accepted {
+        /// The connection's direct-descriptor slot.
+        slot: u32,
+        /// Whether the multishot accept goes on.
+        more: bool,
+    },
+    /// The multishot accept failed or stopped.
+    AcceptEnded {
+        /// The error, e.g. ENFILE when the fixed-file table is full.
+        errno: i32,
+    },
+    /// Bytes arrived on `slot`.
+    Received {
+        /// Slot.
+        slot: u32,
+        /// Connection generation.
+        gen: u32,
+        /// The bytes, lent until the handler returns.
+        data: &'a [u8],
+    },
+    /// The multishot receive ended.
+    RecvEnded {
+        /// Slot.
+        slot: u32,
+        /// Connection generation.
+        gen: u32,
+        /// Why.
+        end: RecvEnd,
+    },
+    /// A send completed: `result` bytes, or -errno.
+    Sent {
+        /// Slot.
+        slot: u32,
+        /// Connection generation.
+        gen: u32,
+        /// The buffer the send carried.
+        buf: Vec<u8>,
+        /// Bytes sent or -errno.
+        result: i32,
+    },
+    /// The wake-up eventfd fired.
+    Woken,
 }
 
 /// What an operation was, packed in its user data with the slot and generation.
@@ -532,8 +580,62 @@ impl Engine {
         }
     }
 
+    /// Hands every completion that is ready to `each`, as an [`Event`], and
+    /// returns how many there were. Received bytes are lent to `each` and the
+    /// buffer goes back to the kernel right after; a multishot receive that
+    /// stopped after its data is reported as `RecvEnded(Stopped)` after it.
+    /// Recycled buffers are published before this returns, so a receive
+    /// re-armed after ENOBUFS finds them.
+    pub fn drain_completions(&mut self, mut each: impl FnMut(Event<'_>)) -> usize {
+        let n = self.reap();
+        for i in 0..n {
+            match self.completion(i) {
+                Completion::Accepted { slot, more } => each(Event::Accepted { slot, more }),
+                Completion::AcceptEnded { errno } => each(Event::AcceptEnded { errno }),
+                Completion::Received {
+                    slot,
+                    gen,
+                    buf,
+                    more,
+                } => {
+                    each(Event::Received {
+                        slot,
+                        gen,
+                        data: self.bufs.data(&buf),
+                    });
+                    self.bufs.recycle(buf);
+                    if !more {
+                        each(Event::RecvEnded {
+                            slot,
+                            gen,
+                            end: RecvEnd::Stopped,
+                        });
+                    }
+                }
+                Completion::RecvEnded { slot, gen, end } => {
+                    each(Event::RecvEnded { slot, gen, end })
+                }
+                Completion::Sent {
+                    slot,
+                    gen,
+                    buf,
+                    result,
+                } => each(Event::Sent {
+                    slot,
+                    gen,
+                    buf,
+                    result,
+                }),
+                Completion::Woken => each(Event::Woken),
+                Completion::Done => {}
+            }
+        }
+        self.bufs.commit();
+        n
+    }
+
     /// Copies the completions that are ready out of the queue; returns how many.
-    pub fn reap(&mut self) -> usize {
+    fn reap(&mut self) -> usize {
         self.cqes.clear();
         let mut cq = self.ring.completion();
         cq.sync();
@@ -544,7 +646,7 @@ impl Engine {
     }
 
     /// The meaning of completion `i` of the last [`Engine::reap`].
-    pub fn completion(&mut self, i: usize) -> Completion {
+    fn completion(&mut self, i: usize) -> Completion {
         let (ud, res, flags) = self.cqes[i];
         let more = cqueue::more(flags);
         let (kind, slot, gen) = unpack(ud);
@@ -609,21 +711,6 @@ impl Engine {
             Some(Kind::Shutdown | Kind::Cancel) | None => Completion::Done,
         }
     }
-
-    /// The bytes of a received buffer.
-    pub fn data(&self, buf: &RecvBuf) -> &[u8] {
-        self.bufs.data(buf)
-    }
-
-    /// Gives a receive buffer back (visible to the kernel after [`Engine::commit_buffers`]).
-    pub fn recycle(&mut self, buf: RecvBuf) {
-        self.bufs.recycle(buf);
-    }
-
-    /// Publishes recycled receive buffers.
-    pub fn commit_buffers(&mut self) {
-        self.bufs.commit();
-    }
 }
 
 impl Drop for Engine {
@@ -672,19 +759,16 @@ mod tests {
 
     use std::io::{Read, Write};
 
-    /// Drives the ring until `done` says so (at most 2 s).
-    fn run_until(engine: &mut Engine, mut done: impl FnMut(&mut Engine, Completion) -> bool) {
+    /// Drives the ring until `done` says so, after an event or a turn (at most 2 s).
+    fn run_until(
+        engine: &mut Engine,
+        mut on_event: impl FnMut(Event<'_>),
+        mut done: impl FnMut(&Engine) -> bool,
+    ) {
         let start = std::time::Instant::now();
-        loop {
+        while !done(engine) {
             engine.submit_and_wait(Duration::from_millis(50)).unwrap();
-            for i in 0..engine.reap() {
-                let c = engine.completion(i);
-                if done(engine, c) {
-                    engine.commit_buffers();
-                    return;
-                }
-            }
-            engine.commit_buffers();
+            engine.drain_completions(&mut on_event);
             assert!(start.elapsed() < Duration::from_secs(2), "timed out");
         }
     }
@@ -713,17 +797,17 @@ mod tests {
         });
         peer.write_all(b"world").unwrap();
         let (mut got, mut sent) = (Vec::new(), false);
-        run_until(&mut engine, |engine, c| {
-            match c {
-                Completion::Received { buf, .. } => {
-                    got.extend_from_slice(engine.data(&buf));
-                    engine.recycle(buf);
-                }
-                Completion::Sent { result, .. } => sent = result == 5,
+        let mut cancelled = false;
+        let start = std::time::Instant::now();
+        while !(got == b"world" && sent) {
+            engine.submit_and_wait(Duration::from_millis(50)).unwrap();
+            engine.drain_completions(|e| match e {
+                Event::Received { data, .. } => got.extend_from_slice(data),
+                Event::Sent { result, .. } => sent = result == 5,
                 _ => {}
-            }
-            got == b"world" && sent
-        });
+            });
+            assert!(start.elapsed() < Duration::from_secs(2), "timed out");
+        }
         let mut hello = [0u8; 5];
         peer.read_exact(&mut hello).unwrap();
         assert_eq!(&hello, b"hello");
@@ -734,17 +818,22 @@ mod tests {
             recv: true,
             send: false,
         });
-        run_until(&mut engine, |_, c| {
-            matches!(
-                c,
-                Completion::RecvEnded {
-                    end: RecvEnd::Cancelled,
-                    ..
-                }
-            )
-        });
+        let start = std::time::Instant::now();
+        while !cancelled {
+            engine.submit_and_wait(Duration::from_millis(50)).unwrap();
+            engine.drain_completions(|e| {
+                cancelled |= matches!(
+                    e,
+                    Event::RecvEnded {
+                        end: RecvEnd::Cancelled,
+                        ..
+                    }
+                );
+            });
+            assert!(start.elapsed() < Duration::from_secs(2), "timed out");
+        }
         engine.execute(Action::Close { slot });
-        run_until(&mut engine, |engine, _| engine.free_slots() == 4);
+        run_until(&mut engine, |_| {}, |engine| engine.free_slots() == 4);
         let mut eof = [0u8; 1];
         assert_eq!(peer.read(&mut eof).unwrap(), 0, "the peer sees the close");
     }

@@ -10,7 +10,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::os::fd::OwnedFd;
 use std::time::{Duration, Instant};
 
-use engine::{sys, Completion, Engine, EngineConfig, RecvEnd, RingMode};
+use engine::{sys, Engine, EngineConfig, Event, RingMode};
 use hdrhistogram::Histogram;
 use socket2::{Domain, Socket, Type};
 
@@ -125,32 +125,17 @@ pub fn run(spec: &WorkerSpec) -> Result<WorkerResult, String> {
             .submit_and_wait(wait)
             .map_err(|e| format!("io_uring_enter: {e}"))?;
         let now = start.elapsed();
-        for i in 0..engine.reap() {
-            match engine.completion(i) {
-                Completion::Received {
-                    slot,
-                    gen,
-                    buf,
-                    more,
-                } => {
-                    core.received(slot, gen, engine.data(&buf), now);
-                    engine.recycle(buf);
-                    if !more {
-                        core.recv_ended(slot, gen, RecvEnd::Stopped);
-                    }
-                }
-                Completion::RecvEnded { slot, gen, end } => core.recv_ended(slot, gen, end),
-                Completion::Sent {
-                    slot,
-                    gen,
-                    buf,
-                    result,
-                } => core.sent(slot, gen, buf, result),
-                Completion::Accepted { .. } | Completion::AcceptEnded { .. } => {}
-                Completion::Woken | Completion::Done => {}
-            }
-        }
-        engine.commit_buffers();
+        engine.drain_completions(|event| match event {
+            Event::Received { slot, gen, data } => core.received(slot, gen, data, now),
+            Event::RecvEnded { slot, gen, end } => core.recv_ended(slot, gen, end),
+            Event::Sent {
+                slot,
+                gen,
+                buf,
+                result,
+            } => core.sent(slot, gen, buf, result),
+            Event::Accepted { .. } | Event::AcceptEnded { .. } | Event::Woken => {}
+        });
         core.tick(now);
         core.poll_actions(&mut actions);
         for action in actions.drain(..) {

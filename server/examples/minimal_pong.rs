@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use proto::{FrameType, HEADER_LEN};
 use ringroom_server::core::{Action, RecvEnd};
-use ringroom_server::engine::{sys, Completion, Engine, EngineConfig, RingMode};
+use ringroom_server::engine::{sys, Engine, EngineConfig, Event, RingMode};
 
 fn main() {
     let addr: SocketAddr = std::env::args()
@@ -52,85 +52,73 @@ fn main() {
     // Per slot: bytes waiting while a send is in flight.
     let mut waiting: Vec<Option<Vec<u8>>> = (0..cfg.slots).map(|_| None).collect();
     let mut sending = vec![false; cfg.slots as usize];
+    let mut actions = Vec::new();
     loop {
         engine.submit_and_wait(Duration::from_secs(1)).unwrap();
-        for i in 0..engine.reap() {
-            match engine.completion(i) {
-                Completion::Accepted { slot, more } => {
-                    engine.execute(Action::ArmRecv { slot, gen: 0 });
-                    if !more {
-                        engine.arm_accept();
-                    }
-                }
-                Completion::AcceptEnded { .. } => engine.arm_accept(),
-                Completion::Received {
-                    slot,
-                    gen,
-                    buf,
-                    more,
-                } => {
-                    // Each PING becomes a PONG; anything else (the HELLO) is dropped.
-                    let data = engine.data(&buf);
-                    let mut bytes = Vec::with_capacity(data.len());
-                    let mut at = 0;
-                    while at + HEADER_LEN <= data.len() {
-                        let len = u32::from_be_bytes(data[at..at + 4].try_into().unwrap()) as usize;
-                        let end = (at + HEADER_LEN + len).min(data.len());
-                        if data[at + 4] == FrameType::Ping as u8 {
-                            bytes.extend_from_slice(&data[at..end]);
-                            let pong = bytes.len() - (end - at) + 4;
-                            bytes[pong] = FrameType::Pong as u8;
-                        }
-                        at = end;
-                    }
-                    engine.recycle(buf);
-                    if bytes.is_empty() {
-                        if !more {
-                            engine.execute(Action::ArmRecv { slot, gen });
-                        }
-                        continue;
-                    }
-                    let s = slot as usize;
-                    if sending[s] {
-                        waiting[s]
-                            .get_or_insert_with(Vec::new)
-                            .extend_from_slice(&bytes);
-                    } else {
-                        sending[s] = true;
-                        engine.execute(Action::Send {
-                            slot,
-                            gen,
-                            buf: bytes,
-                        });
-                    }
-                    if !more {
-                        engine.execute(Action::ArmRecv { slot, gen });
-                    }
-                }
-                Completion::RecvEnded { slot, gen, end } => match end {
-                    RecvEnd::NoBuffers | RecvEnd::Stopped => {
-                        engine.execute(Action::ArmRecv { slot, gen })
-                    }
-                    _ => {
-                        if !sending[slot as usize] {
-                            engine.execute(Action::Close { slot });
-                        }
-                    }
-                },
-                Completion::Sent { slot, gen, .. } => {
-                    let s = slot as usize;
-                    match waiting[s].take() {
-                        Some(bytes) => engine.execute(Action::Send {
-                            slot,
-                            gen,
-                            buf: bytes,
-                        }),
-                        None => sending[s] = false,
-                    }
-                }
-                Completion::Woken | Completion::Done => {}
+        let mut rearm_accept = false;
+        engine.drain_completions(|event| match event {
+            Event::Accepted { slot, more } => {
+                actions.push(Action::ArmRecv { slot, gen: 0 });
+                rearm_accept |= !more;
             }
+            Event::AcceptEnded { .. } => rearm_accept = true,
+            Event::Received { slot, gen, data } => {
+                // Each PING becomes a PONG; anything else (the HELLO) is dropped.
+                let mut bytes = Vec::with_capacity(data.len());
+                let mut at = 0;
+                while at + HEADER_LEN <= data.len() {
+                    let len = u32::from_be_bytes(data[at..at + 4].try_into().unwrap()) as usize;
+                    let end = (at + HEADER_LEN + len).min(data.len());
+                    if data[at + 4] == FrameType::Ping as u8 {
+                        bytes.extend_from_slice(&data[at..end]);
+                        let pong = bytes.len() - (end - at) + 4;
+                        bytes[pong] = FrameType::Pong as u8;
+                    }
+                    at = end;
+                }
+                let s = slot as usize;
+                if bytes.is_empty() {
+                } else if sending[s] {
+                    waiting[s]
+                        .get_or_insert_with(Vec::new)
+                        .extend_from_slice(&bytes);
+                } else {
+                    sending[s] = true;
+                    actions.push(Action::Send {
+                        slot,
+                        gen,
+                        buf: bytes,
+                    });
+                }
+            }
+            Event::RecvEnded { slot, gen, end } => match end {
+                RecvEnd::NoBuffers | RecvEnd::Stopped => {
+                    actions.push(Action::ArmRecv { slot, gen })
+                }
+                _ => {
+                    if !sending[slot as usize] {
+                        actions.push(Action::Close { slot });
+                    }
+                }
+            },
+            Event::Sent { slot, gen, .. } => {
+                let s = slot as usize;
+                match waiting[s].take() {
+                    Some(bytes) => actions.push(Action::Send {
+                        slot,
+                        gen,
+                        buf: bytes,
+                    }),
+                    None => sending[s] = false,
+                }
+            }
+            Event::Woken => {}
+        });
+        if rearm_accept {
+            engine.arm_accept();
         }
-        engine.commit_buffers();
+        for action in actions.drain(..) {
+            engine.execute(action);
+        }
     }
 }

@@ -8,10 +8,10 @@ use std::time::{Duration, Instant};
 use std::collections::VecDeque;
 
 use crate::broadcast::{Broadcast, Inbox};
-use crate::core::{Action, Admission, Limits, RecvEnd, ShardCore};
+use crate::core::{Action, Admission, Limits, ShardCore};
 use crate::metrics::ShardMetrics;
 use crate::rooms::Registry;
-use engine::{Completion, Engine, EngineConfig, StartError};
+use engine::{Engine, EngineConfig, Event, StartError};
 
 /// Everything a shard thread is started with.
 pub struct ShardSpec {
@@ -85,53 +85,38 @@ pub fn run(spec: ShardSpec, ready: impl FnOnce(Result<(), StartError>)) {
             );
         }
 
-        let n = engine.reap();
+        let mut woken = false;
+        let mut rearm_accept = false;
+        let n = engine.drain_completions(|event| match event {
+            Event::Accepted { slot, more } => {
+                core.accepted(slot, now);
+                rearm_accept |= !more;
+            }
+            Event::AcceptEnded { errno } => {
+                if errno != libc::ECANCELED {
+                    spec.metrics.accept_errors.inc();
+                    // ENFILE: the table is full. Retry after a tick, by
+                    // which time closes may have freed slots.
+                    accept_retry_at = Some(now + core.limits().tick_ms);
+                }
+            }
+            Event::Received { slot, gen, data } => core.received(slot, gen, data, now),
+            Event::RecvEnded { slot, gen, end } => core.recv_ended(slot, gen, end),
+            Event::Sent {
+                slot,
+                gen,
+                buf,
+                result,
+            } => core.sent(slot, gen, buf, result),
+            Event::Woken => woken = true,
+        });
         if n > 0 {
             spec.metrics.batches.inc();
             spec.metrics.completions.add(n as u64);
         }
-        let mut woken = false;
-        for i in 0..n {
-            match engine.completion(i) {
-                Completion::Accepted { slot, more } => {
-                    core.accepted(slot, now);
-                    if !more && stop_deadline.is_none() {
-                        engine.arm_accept();
-                    }
-                }
-                Completion::AcceptEnded { errno } => {
-                    if errno != libc::ECANCELED {
-                        spec.metrics.accept_errors.inc();
-                        // ENFILE: the table is full. Retry after a tick, by
-                        // which time closes may have freed slots.
-                        accept_retry_at = Some(now + core.limits().tick_ms);
-                    }
-                }
-                Completion::Received {
-                    slot,
-                    gen,
-                    buf,
-                    more,
-                } => {
-                    core.received(slot, gen, engine.data(&buf), now);
-                    engine.recycle(buf);
-                    if !more {
-                        core.recv_ended(slot, gen, RecvEnd::Stopped);
-                    }
-                }
-                Completion::RecvEnded { slot, gen, end } => core.recv_ended(slot, gen, end),
-                Completion::Sent {
-                    slot,
-                    gen,
-                    buf,
-                    result,
-                } => core.sent(slot, gen, buf, result),
-                Completion::Woken => woken = true,
-                Completion::Done => {}
-            }
+        if rearm_accept && stop_deadline.is_none() {
+            engine.arm_accept();
         }
-        // Buffers go back before any receive is re-armed after ENOBUFS.
-        engine.commit_buffers();
 
         if woken {
             spec.inboxes[me].drain(|message| core.deliver_remote(&message, now));
