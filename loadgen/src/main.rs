@@ -69,7 +69,8 @@ struct Args {
     #[argh(option)]
     server_pid: Option<u32>,
 
-    /// folder for the results (summary.json, .hgrm, .hlog, plot.svg)
+    /// folder for the results: summary.json, .hgrm, .hlog, plot.svg
+    /// (default bench-results/local/SCENARIO-TIMESTAMP/)
     #[argh(option)]
     out: Option<std::path::PathBuf>,
 }
@@ -306,13 +307,17 @@ fn drive(
     print_summary(
         args, plan, workers, &counts, &connect, &rtt, peak, elapsed, own_cpu, server_cpu,
     );
-    if let Some(dir) = &args.out {
-        write_results(
-            dir, args, plan, &targets, workers, &counts, &connect, &rtt, own_cpu, server_cpu,
-        )
-        .map_err(|e| format!("cannot write results to {}: {e}", dir.display()))?;
-        println!("results in {}", dir.display());
-    }
+    let dir = args.out.clone().unwrap_or_else(|| {
+        let stamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        std::path::PathBuf::from(format!("bench-results/local/{}-{stamp}", args.scenario))
+    });
+    write_results(
+        &dir, args, plan, &targets, workers, &counts, &connect, &rtt, own_cpu, server_cpu,
+    )
+    .map_err(|e| format!("cannot write results to {}: {e}", dir.display()))?;
+    println!("results in {}", dir.display());
     let lost = counts.pings.saturating_sub(counts.pongs);
     if counts.connected < plan.conns as u64 {
         return Err(format!(

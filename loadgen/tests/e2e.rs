@@ -74,21 +74,14 @@ fn start_server() -> (Child, SocketAddr) {
     (child, addr)
 }
 
+/// The README's one command: C10K end to end, 15 s, with the server it starts.
+/// loadgen exits non-zero unless all 10,000 connections came up, none dropped
+/// and every PING was answered (but those in flight at the very end).
 #[test]
-fn one_command_runs_a_scenario_with_its_own_server() {
+fn one_command_runs_c10k_with_its_own_server() {
     let out = std::env::temp_dir().join(format!("loadgen-e2e-{}", std::process::id()));
     let run = Command::new(env!("CARGO_BIN_EXE_loadgen"))
-        .args([
-            "--scenario",
-            "ping",
-            "--conns",
-            "500",
-            "--ping-rate",
-            "10",
-            "--duration",
-            "2",
-        ])
-        .args(["--source", "127.0.0.30-127.0.0.31", "--out"])
+        .args(["--scenario", "c10k", "--out"])
         .arg(&out)
         .output()
         .unwrap();
@@ -99,16 +92,26 @@ fn one_command_runs_a_scenario_with_its_own_server() {
         String::from_utf8_lossy(&run.stderr)
     );
     assert!(
-        stdout.contains("| connections up / asked | 500 / 500 |"),
+        stdout.contains("| connections up / asked | 10000 / 10000 |"),
         "{stdout}"
     );
+    assert!(stdout.contains("| dropped after WELCOME | 0 |"), "{stdout}");
     assert!(
         stdout.contains("| server CPU-s |"),
         "the embedded server is measured: {stdout}"
     );
     let summary: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.join("summary.json")).unwrap()).unwrap();
-    assert_eq!(summary["counts"]["connected"], 500);
+    assert_eq!(summary["counts"]["connected"], 10_000);
+    let (pings, pongs) = (
+        summary["counts"]["pings"].as_u64().unwrap(),
+        summary["counts"]["pongs"].as_u64().unwrap(),
+    );
+    assert!(pings > 400_000, "10,000 x 3/s x 15 s: {pings}");
+    assert!(
+        pings - pongs < 500,
+        "only the last PINGs may be in flight: {pings} sent, {pongs} answered"
+    );
     for file in ["connect.hgrm", "ping-rtt.hgrm", "ping-rtt.hlog", "plot.svg"] {
         assert!(out.join(file).exists(), "{file}");
     }
