@@ -1,0 +1,115 @@
+//! In a network namespace of its own, with `net.ipv4.ip_local_port_range`
+//! narrowed to 1,000 ports (net.* sysctls are per namespace, so the machine is
+//! untouched): 4,500 connections to one server do not fit from one source
+//! address and are refused before the run; from five, all 4,500 come up.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+
+/// Deletes the namespace (and so everything in it) when the test ends.
+struct Netns(String);
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
+fn ip_netns_exec(ns: &str) -> Command {
+    let mut c = Command::new("ip");
+    c.args(["netns", "exec", ns]);
+    c
+}
+
+#[test]
+fn a_narrow_port_range_needs_more_source_addresses() {
+    let ns = Netns(format!("rr-ports-{}", std::process::id()));
+    let made = Command::new("ip")
+        .args(["netns", "add", &ns.0])
+        .status()
+        .unwrap();
+    assert!(
+        made.success(),
+        "this test needs root and iproute2 to make a network namespace"
+    );
+    assert!(ip_netns_exec(&ns.0)
+        .args(["ip", "link", "set", "lo", "up"])
+        .status()
+        .unwrap()
+        .success());
+    let range = ip_netns_exec(&ns.0)
+        .args(["sysctl", "-w", "net.ipv4.ip_local_port_range=40000 40999"])
+        .output()
+        .unwrap();
+    assert!(
+        range.status.success(),
+        "{}",
+        String::from_utf8_lossy(&range.stderr)
+    );
+
+    let loadgen = env!("CARGO_BIN_EXE_loadgen");
+    let mut server = ip_netns_exec(&ns.0)
+        .args([
+            loadgen,
+            "--internal-server",
+            "--listen",
+            "127.0.0.1:0",
+            "--metrics",
+            "off",
+        ])
+        .args(["--discovery", "off", "--stats-interval", "0"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(server.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let at = line.find("listen ").expect("the server's ready line") + 7;
+    let addr = line[at..].split([',', ' ']).next().unwrap().to_string();
+
+    let run = |sources: &str| {
+        let out =
+            std::env::temp_dir().join(format!("rr-netns-{}-{}", std::process::id(), sources.len()));
+        let result = ip_netns_exec(&ns.0)
+            .args([
+                loadgen, "--target", &addr, "--conns", "4500", "--source", sources,
+            ])
+            .args([
+                "--scenario",
+                "idle",
+                "--duration",
+                "1",
+                "--connect-rate",
+                "20000",
+                "--out",
+            ])
+            .arg(&out)
+            .output()
+            .unwrap();
+        let _ = std::fs::remove_dir_all(&out);
+        result
+    };
+
+    let one = run("127.0.0.2");
+    assert!(!one.status.success());
+    let stderr = String::from_utf8_lossy(&one.stderr);
+    assert!(stderr.contains("4500 connections do not fit"), "{stderr}");
+    assert!(stderr.contains("1000 ports"), "{stderr}");
+
+    let five = run("127.0.0.2-127.0.0.6");
+    let stdout = String::from_utf8_lossy(&five.stdout);
+    assert!(
+        five.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&five.stderr)
+    );
+    assert!(stdout.contains("x 1000 ports"), "{stdout}");
+    assert!(
+        stdout.contains("| connections up / asked | 4500 / 4500 |"),
+        "{stdout}"
+    );
+
+    let _ = server.kill();
+    let _ = server.wait();
+}
