@@ -74,6 +74,8 @@ pub struct ClientCore {
     pub connect: Histogram<u64>,
     /// PING round trips from their planned send time, microseconds.
     pub rtt: Histogram<u64>,
+    /// The same, for the current interval only (the worker takes and resets it).
+    pub interval_rtt: Histogram<u64>,
     /// Counters.
     pub counts: Counts,
 }
@@ -101,6 +103,7 @@ impl ClientCore {
             next_gen: 1,
             connect: histogram(),
             rtt: histogram(),
+            interval_rtt: histogram(),
             counts: Counts::default(),
         }
     }
@@ -160,8 +163,9 @@ impl ClientCore {
                     self.counts.pongs += 1;
                     let planned =
                         Duration::from_nanos(u64::from_be_bytes(p.try_into().expect("8 bytes")));
-                    self.rtt
-                        .saturating_record(micros(now.saturating_sub(planned)));
+                    let rtt = micros(now.saturating_sub(planned));
+                    self.rtt.saturating_record(rtt);
+                    self.interval_rtt.saturating_record(rtt);
                 }
                 Ok(Some(Frame::Ping(p))) => {
                     Frame::Pong(p)

@@ -14,8 +14,11 @@ use argh::FromArgs;
 use hdrhistogram::Histogram;
 use loadgen::client::{Counts, Pinging};
 use loadgen::sources::{local_port_range, parse_sources, Capacity};
-use loadgen::worker::{self, share, WorkerSpec};
+use loadgen::worker::{self, share, Progress, WorkerSpec, INTERVAL};
 use loadgen::{procstat, report};
+use std::io::IsTerminal;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -257,6 +260,8 @@ fn drive(
     let before = procstat::sample(None)?;
     let server_before = server_pid.map(|p| procstat::sample(Some(p))).transpose()?;
     let started = Instant::now();
+    let started_at = std::time::SystemTime::now();
+    let progress: Vec<Arc<Progress>> = (0..workers).map(|_| Arc::default()).collect();
     let handles: Vec<_> = (0..workers)
         .map(|index| {
             let conns = share(plan.conns, index, workers);
@@ -272,6 +277,7 @@ fn drive(
                 heartbeat_ms: args.heartbeat_ms,
                 slots: (conns + 16).min(table) as u32,
                 seed: 0x5eed + index as u64,
+                progress: progress[index].clone(),
             };
             let core = (!cores.is_empty()).then(|| cores[index % cores.len()]);
             std::thread::spawn(move || {
@@ -282,9 +288,11 @@ fn drive(
             })
         })
         .collect();
+    show_progress(&handles, &progress, plan.conns, started);
     let mut counts = Counts::default();
     let mut connect = Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3).expect("bounds");
     let mut rtt = connect.clone();
+    let mut intervals: Vec<Histogram<u64>> = Vec::new();
     let mut peak = 0;
     for handle in handles {
         let result = handle
@@ -293,6 +301,13 @@ fn drive(
         merge(&mut counts, &result.counts);
         connect.add(&result.connect).map_err(|e| format!("{e:?}"))?;
         rtt.add(&result.rtt).map_err(|e| format!("{e:?}"))?;
+        for (i, h) in result.intervals.iter().enumerate() {
+            if i == intervals.len() {
+                intervals.push(h.clone());
+            } else {
+                intervals[i].add(h).map_err(|e| format!("{e:?}"))?;
+            }
+        }
         peak += result.peak_open;
     }
     let elapsed = started.elapsed();
@@ -313,8 +328,12 @@ fn drive(
             .map_or(0, |d| d.as_secs());
         std::path::PathBuf::from(format!("bench-results/local/{}-{stamp}", args.scenario))
     });
+    let run = Run {
+        started_at,
+        intervals,
+    };
     write_results(
-        &dir, args, plan, &targets, workers, &counts, &connect, &rtt, own_cpu, server_cpu,
+        &dir, args, plan, &targets, workers, &counts, &connect, &rtt, own_cpu, server_cpu, &run,
     )
     .map_err(|e| format!("cannot write results to {}: {e}", dir.display()))?;
     println!("results in {}", dir.display());
@@ -432,6 +451,7 @@ fn write_results(
     rtt: &Histogram<u64>,
     own_cpu: Duration,
     server: Option<(Duration, u64, u64)>,
+    run: &Run,
 ) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
     for (name, h) in [("connect", connect), ("ping-rtt", rtt)] {
@@ -439,15 +459,28 @@ fn write_results(
             &mut std::fs::File::create(dir.join(format!("{name}.hgrm")))?,
             h,
         )?;
-        let interval = report::Interval {
-            start: Duration::ZERO,
-            length: Duration::from_secs(plan.duration),
-            histogram: h.clone(),
+        // The connect log is one interval (the ramp); RTTs have one per second.
+        let intervals: Vec<report::Interval> = if name == "connect" {
+            vec![report::Interval {
+                start: Duration::ZERO,
+                length: Duration::from_secs(plan.duration),
+                histogram: h.clone(),
+            }]
+        } else {
+            run.intervals
+                .iter()
+                .enumerate()
+                .map(|(i, h)| report::Interval {
+                    start: INTERVAL * i as u32,
+                    length: INTERVAL,
+                    histogram: h.clone(),
+                })
+                .collect()
         };
         report::write_hlog(
             &mut std::fs::File::create(dir.join(format!("{name}.hlog")))?,
-            std::time::SystemTime::now(),
-            &[interval],
+            run.started_at,
+            &intervals,
         )?;
     }
     std::fs::write(
@@ -489,4 +522,57 @@ fn write_results(
         dir.join("summary.json"),
         serde_json::to_string_pretty(&summary)? + "\n",
     )
+}
+
+/// What the results files need besides the totals.
+struct Run {
+    started_at: std::time::SystemTime,
+    /// RTT histograms of each second, all workers added.
+    intervals: Vec<Histogram<u64>>,
+}
+
+/// A live line while the workers run: connections, PONGs a second, the last
+/// second's RTT p99, errors. Only on a terminal.
+fn show_progress<T>(
+    handles: &[std::thread::JoinHandle<T>],
+    progress: &[Arc<Progress>],
+    conns: usize,
+    started: Instant,
+) {
+    let tty = std::io::stdout().is_terminal();
+    let mut last_pongs = 0;
+    let mut next = INTERVAL;
+    while !handles.iter().all(|h| h.is_finished()) {
+        std::thread::sleep(Duration::from_millis(50));
+        if !tty || started.elapsed() < next {
+            continue;
+        }
+        next += INTERVAL;
+        let sum = |f: fn(&Progress) -> &std::sync::atomic::AtomicU64| {
+            progress
+                .iter()
+                .map(|p| f(p).load(Ordering::Relaxed))
+                .sum::<u64>()
+        };
+        let pongs = sum(|p| &p.pongs);
+        let p99 = progress
+            .iter()
+            .map(|p| p.p99_us.load(Ordering::Relaxed))
+            .max()
+            .unwrap_or(0);
+        print!(
+            "\r{:>5}s  up {}/{}  PONGs/s {}  p99 {:.2} ms  errors {}   ",
+            started.elapsed().as_secs(),
+            sum(|p| &p.connected),
+            conns,
+            pongs.saturating_sub(last_pongs),
+            p99 as f64 / 1000.0,
+            sum(|p| &p.errors)
+        );
+        let _ = std::io::Write::flush(&mut std::io::stdout());
+        last_pongs = pongs;
+    }
+    if tty {
+        println!();
+    }
 }

@@ -8,6 +8,8 @@ use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::OwnedFd;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use engine::{sys, Engine, EngineConfig, Event, RingMode};
@@ -43,7 +45,25 @@ pub struct WorkerSpec {
     pub slots: u32,
     /// Seed of the jitter.
     pub seed: u64,
+    /// Where the worker reports its progress every second.
+    pub progress: Arc<Progress>,
 }
+
+/// Live figures a worker publishes every second, for the progress line.
+#[derive(Debug, Default)]
+pub struct Progress {
+    /// Connections that got WELCOME.
+    pub connected: AtomicU64,
+    /// PONGs received.
+    pub pongs: AtomicU64,
+    /// Failed connects plus dropped connections.
+    pub errors: AtomicU64,
+    /// RTT p99 of the last second, microseconds.
+    pub p99_us: AtomicU64,
+}
+
+/// Length of one interval of the interval log and of the progress line.
+pub const INTERVAL: Duration = Duration::from_secs(1);
 
 /// What a worker measured.
 #[derive(Debug)]
@@ -56,6 +76,8 @@ pub struct WorkerResult {
     pub rtt: Histogram<u64>,
     /// Most connections open at once.
     pub peak_open: usize,
+    /// RTTs of each successive second of the run.
+    pub intervals: Vec<Histogram<u64>>,
 }
 
 /// Most `connect()` calls one loop turn makes, so that a ramp never starves
@@ -83,6 +105,8 @@ pub fn run(spec: &WorkerSpec) -> Result<WorkerResult, String> {
     let mut made = 0usize;
     let mut peak_open = 0;
     let mut closing_since: Option<Instant> = None;
+    let mut intervals = Vec::new();
+    let mut next_interval = INTERVAL;
     loop {
         let now = start.elapsed();
         if closing_since.is_none() {
@@ -142,6 +166,22 @@ pub fn run(spec: &WorkerSpec) -> Result<WorkerResult, String> {
             engine.execute(action);
         }
         peak_open = peak_open.max(core.open());
+        if now >= next_interval {
+            next_interval += INTERVAL;
+            let p = &spec.progress;
+            let c = &core.counts;
+            p.connected.store(c.connected, Ordering::Relaxed);
+            p.pongs.store(c.pongs, Ordering::Relaxed);
+            let errors = c.failed.values().sum::<u64>() + c.dropped;
+            p.errors.store(
+                errors + connect_failures.values().sum::<u64>(),
+                Ordering::Relaxed,
+            );
+            p.p99_us
+                .store(core.interval_rtt.value_at_quantile(0.99), Ordering::Relaxed);
+            intervals.push(core.interval_rtt.clone());
+            core.interval_rtt.reset();
+        }
         if let Some(since) = closing_since {
             if core.open() == 0 || since.elapsed() > Duration::from_secs(3) {
                 break;
@@ -153,11 +193,13 @@ pub fn run(spec: &WorkerSpec) -> Result<WorkerResult, String> {
     for (errno, n) in connect_failures {
         *counts.failed.entry(errno).or_default() += n;
     }
+    intervals.push(core.interval_rtt.clone());
     Ok(WorkerResult {
         counts,
         connect: core.connect.clone(),
         rtt: core.rtt.clone(),
         peak_open,
+        intervals,
     })
 }
 

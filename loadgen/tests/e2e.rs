@@ -26,6 +26,7 @@ fn a_worker_holds_3000_connections_and_every_ping_is_answered() {
         heartbeat_ms: 0,
         slots: 3016,
         seed: 1,
+        progress: Default::default(),
     };
     let result = run(&spec).unwrap();
     let c = &result.counts;
@@ -155,6 +156,7 @@ fn a_refused_target_is_counted_not_fatal() {
         heartbeat_ms: 0,
         slots: 32,
         seed: 1,
+        progress: Default::default(),
     };
     let result = run(&spec).unwrap();
     assert_eq!(result.counts.connected, 0);
