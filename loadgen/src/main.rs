@@ -314,9 +314,13 @@ fn drive(
     let after = procstat::sample(None)?;
     let own_cpu = after.cpu.saturating_sub(before.cpu);
     let server_cpu = match (server_pid, server_before) {
-        (Some(pid), Some(b)) => procstat::sample(Some(pid))
-            .ok()
-            .map(|a| (a.cpu.saturating_sub(b.cpu), a.rss, a.peak_rss)),
+        (Some(pid), Some(b)) => procstat::sample(Some(pid)).ok().map(|a| {
+            (
+                a.cpu.saturating_sub(b.cpu),
+                a.rss,
+                a.peak_rss.saturating_sub(b.rss),
+            )
+        }),
         _ => None,
     };
     print_summary(
@@ -422,12 +426,12 @@ fn print_summary(
         rtt.max() as f64 / 1000.0
     );
     println!("| loadgen CPU-s | {:.2} |", own_cpu.as_secs_f64());
-    if let Some((cpu, rss, peak_rss)) = server {
+    if let Some((cpu, rss, growth)) = server {
         println!("| server CPU-s | {:.2} |", cpu.as_secs_f64());
         println!(
-            "| server RSS / peak | {} / {} KiB |",
+            "| server RSS / peak growth per connection | {} KiB / {} B |",
             rss / 1024,
-            peak_rss / 1024
+            growth / counts.connected.max(1)
         );
         if let Some(per) = procstat::cpu_per_million(cpu, counts.pongs) {
             println!("| server CPU-s per million PONGs | {per:.2} |");
@@ -504,6 +508,10 @@ fn write_results(
         "machine": {
             "kernel": std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim(),
             "cores": std::thread::available_parallelism().map_or(0, |n| n.get()),
+            "cpu_model": cpu_model(),
+            "memory_kib": meminfo_kib("MemTotal:"),
+            "rlimit_nofile": rlimit::getrlimit(rlimit::Resource::NOFILE).map(|(soft, _)| soft).ok(),
+            "ip_local_port_range": local_port_range().ok(),
         },
         "counts": {
             "connected": counts.connected, "dropped": counts.dropped,
@@ -511,9 +519,15 @@ fn write_results(
             "errors_by_code": counts.errors.iter().map(|(k, v)| (k.to_string(), v)).collect::<std::collections::BTreeMap<_, _>>(),
             "pings": counts.pings, "pongs": counts.pongs,
         },
+        "rates": {
+            "pings_per_s": counts.pings as f64 / plan.duration.max(1) as f64,
+            "pongs_per_s": counts.pongs as f64 / plan.duration.max(1) as f64,
+        },
         "loadgen_cpu_s": own_cpu.as_secs_f64(),
-        "server": server.map(|(cpu, rss, peak)| serde_json::json!({
-            "cpu_s": cpu.as_secs_f64(), "rss_bytes": rss, "peak_rss_bytes": peak,
+        "loadgen_cpu_s_per_million_pongs": procstat::cpu_per_million(own_cpu, counts.pongs),
+        "server": server.map(|(cpu, rss, growth)| serde_json::json!({
+            "cpu_s": cpu.as_secs_f64(), "rss_bytes": rss, "peak_rss_growth_bytes": growth,
+            "peak_rss_growth_bytes_per_connection": growth / counts.connected.max(1),
             "cpu_s_per_million_pongs": procstat::cpu_per_million(cpu, counts.pongs),
         })),
         "latency": { "connect": percentiles(connect), "ping_rtt": percentiles(rtt) },
@@ -575,4 +589,22 @@ fn show_progress<T>(
     if tty {
         println!();
     }
+}
+
+/// The CPU model from /proc/cpuinfo.
+fn cpu_model() -> Option<String> {
+    let info = std::fs::read_to_string("/proc/cpuinfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with("model name"))?;
+    Some(line.split_once(':')?.1.trim().to_string())
+}
+
+/// A field of /proc/meminfo, in KiB.
+fn meminfo_kib(key: &str) -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    info.lines()
+        .find_map(|l| l.strip_prefix(key))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }
