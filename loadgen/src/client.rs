@@ -43,7 +43,16 @@ pub struct Counts {
     pub pings: u64,
     /// PONGs received.
     pub pongs: u64,
+    /// Connections closed because the server answered nothing for its idle timeout.
+    pub dead_server: u64,
+    /// Reconnects started (after a drop or a failed connect).
+    pub reconnects: u64,
 }
+
+/// First reconnect delay; it doubles with each failed attempt, up to [`MAX_BACKOFF`].
+pub const BASE_BACKOFF: Duration = Duration::from_millis(100);
+/// Longest reconnect delay.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(10);
 
 struct Conn {
     gen: u32,
@@ -56,6 +65,12 @@ struct Conn {
     started: Duration,
     welcomed: bool,
     schedule: Option<Schedule>,
+    /// Failed connects in a row before this one.
+    attempt: u32,
+    last_rx: Duration,
+    idle_timeout: Duration,
+    /// The loss was handled (counted, reconnect scheduled).
+    lost: bool,
 }
 
 /// One worker's connections.
@@ -70,6 +85,11 @@ pub struct ClientCore {
     timers: BinaryHeap<Reverse<(Duration, u32, u32)>>,
     dirty: Vec<u32>,
     next_gen: u32,
+    /// Reconnects waiting for their time: (due, attempt).
+    reconnects: BinaryHeap<Reverse<(Duration, u32)>>,
+    reconnect: bool,
+    stopping: bool,
+    clock: Duration,
     /// Connect latency (connect() to WELCOME), microseconds.
     pub connect: Histogram<u64>,
     /// PING round trips from their planned send time, microseconds.
@@ -101,6 +121,10 @@ impl ClientCore {
             timers: BinaryHeap::new(),
             dirty: Vec::new(),
             next_gen: 1,
+            reconnects: BinaryHeap::new(),
+            reconnect: true,
+            stopping: false,
+            clock: Duration::ZERO,
             connect: histogram(),
             rtt: histogram(),
             interval_rtt: histogram(),
@@ -113,8 +137,66 @@ impl ClientCore {
         self.conns.iter().filter(|c| c.is_some()).count()
     }
 
-    /// A socket whose `connect()` started at `started` now sits in `slot`.
-    pub fn installed(&mut self, slot: u32, started: Duration) {
+    /// Turns reconnecting off (on by default).
+    pub fn set_reconnect(&mut self, on: bool) {
+        self.reconnect = on;
+    }
+
+    /// Reconnects due by `now`: the attempt number of each, oldest first. The
+    /// worker opens a socket for each and passes the attempt to [`ClientCore::installed`].
+    pub fn due_reconnects(&mut self, now: Duration, out: &mut Vec<u32>) {
+        while let Some(&Reverse((at, attempt))) = self.reconnects.peek() {
+            if at > now || self.stopping {
+                break;
+            }
+            self.reconnects.pop();
+            self.counts.reconnects += 1;
+            out.push(attempt);
+        }
+    }
+
+    /// A connect that failed before reaching the ring (`connect()` itself
+    /// refused): counts it, and schedules a retry.
+    pub fn connect_failed(&mut self, attempt: u32, errno: i32) {
+        *self.counts.failed.entry(errno).or_default() += 1;
+        self.schedule_reconnect(attempt + 1);
+    }
+
+    /// Jittered exponential backoff: `BASE_BACKOFF * 2^attempt`, capped, times
+    /// a random factor in [0.5, 1.5) so clients do not reconnect in step.
+    fn schedule_reconnect(&mut self, attempt: u32) {
+        if !self.reconnect || self.stopping {
+            return;
+        }
+        let delay = BASE_BACKOFF
+            .saturating_mul(1 << attempt.min(16))
+            .min(MAX_BACKOFF);
+        let delay = delay.mul_f64(0.5 + self.rng.f64());
+        self.reconnects.push(Reverse((self.clock + delay, attempt)));
+    }
+
+    /// A connection is lost: count it once, and reconnect (a connection that
+    /// got WELCOME starts over at attempt 0; a failed connect backs off more).
+    fn lose(conn: &mut Conn, counts: &mut Counts, errno: i32) -> Option<u32> {
+        if conn.closing || conn.lost {
+            // Closed by us (the end of the run), or counted already.
+            conn.closing = true;
+            return None;
+        }
+        conn.closing = true;
+        conn.lost = true;
+        if conn.welcomed {
+            counts.dropped += 1;
+            Some(0)
+        } else {
+            *counts.failed.entry(errno).or_default() += 1;
+            Some(conn.attempt + 1)
+        }
+    }
+
+    /// A socket whose `connect()` started at `started` now sits in `slot`;
+    /// `attempt` is 0 for a first connect.
+    pub fn installed(&mut self, slot: u32, started: Duration, attempt: u32) {
         let idx = slot as usize;
         if idx >= self.conns.len() {
             self.conns.resize_with(idx + 1, || None);
@@ -139,6 +221,10 @@ impl ClientCore {
             started,
             welcomed: false,
             schedule: None,
+            attempt,
+            last_rx: started,
+            idle_timeout: Duration::MAX,
+            lost: false,
         });
         self.dirty.push(slot);
     }
@@ -153,12 +239,16 @@ impl ClientCore {
         else {
             return;
         };
+        conn.last_rx = now;
         let mut input = data;
         let mut welcome = None;
         let mut close = false;
         loop {
             match conn.decoder.decode(&mut input) {
-                Ok(Some(Frame::Welcome(w))) => welcome = Some(w.heartbeat_ms),
+                Ok(Some(Frame::Welcome(w))) => {
+                    welcome = Some(w.heartbeat_ms);
+                    conn.idle_timeout = Duration::from_millis(u64::from(w.idle_timeout_ms));
+                }
                 Ok(Some(Frame::Pong(p))) if p.len() == 8 => {
                     self.counts.pongs += 1;
                     let planned =
@@ -201,8 +291,14 @@ impl ClientCore {
                 conn.schedule = Some(schedule);
             }
         }
-        if close {
-            conn.closing = true;
+        let retry = if close {
+            Self::lose(conn, &mut self.counts, 0)
+        } else {
+            None
+        };
+        if let Some(attempt) = retry {
+            self.clock = self.clock.max(now);
+            self.schedule_reconnect(attempt);
         }
         self.dirty.push(slot);
     }
@@ -219,17 +315,13 @@ impl ClientCore {
             return;
         };
         conn.recv_armed = false;
-        match end {
-            RecvEnd::Cancelled | RecvEnd::NoBuffers | RecvEnd::Stopped => {}
-            RecvEnd::Eof | RecvEnd::Error(_) => {
-                let errno = if let RecvEnd::Error(e) = end { e } else { 0 };
-                if conn.welcomed {
-                    counts.dropped += 1;
-                } else {
-                    *counts.failed.entry(errno).or_default() += 1;
-                }
-                conn.closing = true;
-            }
+        let retry = match end {
+            RecvEnd::Cancelled | RecvEnd::NoBuffers | RecvEnd::Stopped => None,
+            RecvEnd::Eof => Self::lose(conn, counts, 0),
+            RecvEnd::Error(errno) => Self::lose(conn, counts, errno),
+        };
+        if let Some(attempt) = retry {
+            self.schedule_reconnect(attempt);
         }
         self.dirty.push(slot);
     }
@@ -255,10 +347,10 @@ impl ClientCore {
                 conn.queued = rest;
             }
             _ => {
-                if !conn.welcomed && !conn.closing {
-                    *counts.failed.entry(-result).or_default() += 1;
+                if let Some(attempt) = Self::lose(conn, counts, -result) {
+                    self.dirty.push(slot);
+                    return self.schedule_reconnect(attempt);
                 }
-                conn.closing = true;
             }
         }
         self.dirty.push(slot);
@@ -266,6 +358,7 @@ impl ClientCore {
 
     /// Sends the PINGs due by `now`.
     pub fn tick(&mut self, now: Duration) {
+        self.clock = now;
         while let Some(&Reverse((at, slot, gen))) = self.timers.peek() {
             if at > now {
                 break;
@@ -276,6 +369,15 @@ impl ClientCore {
             };
             if conn.gen != gen || conn.closing {
                 continue; // a connection gone since: its timer lapses
+            }
+            if now.saturating_sub(conn.last_rx) > conn.idle_timeout {
+                // Nothing from the server for its own idle timeout: dead.
+                self.counts.dead_server += 1;
+                if let Some(attempt) = Self::lose(conn, &mut self.counts, 0) {
+                    self.schedule_reconnect(attempt);
+                }
+                self.dirty.push(slot);
+                continue;
             }
             let Some(schedule) = conn.schedule.as_mut() else {
                 continue;
@@ -296,6 +398,8 @@ impl ClientCore {
 
     /// Closes every connection (the end of a run).
     pub fn close_all(&mut self) {
+        self.stopping = true;
+        self.reconnects.clear();
         for (slot, conn) in self.conns.iter_mut().enumerate() {
             if let Some(conn) = conn.as_mut() {
                 conn.closing = true;
@@ -386,7 +490,7 @@ mod tests {
     #[test]
     fn hello_then_welcome_then_pings_on_schedule() {
         let mut c = ClientCore::new(Pinging::Rate(100.0), 0, 1);
-        c.installed(0, Duration::ZERO);
+        c.installed(0, Duration::ZERO, 0);
         let mut actions = Vec::new();
         c.poll_actions(&mut actions);
         assert!(matches!(actions[0], Action::ArmRecv { slot: 0, gen: 1 }));
@@ -417,7 +521,7 @@ mod tests {
     #[test]
     fn rtt_is_measured_from_the_planned_time() {
         let mut c = ClientCore::new(Pinging::Rate(10.0), 0, 1);
-        c.installed(0, Duration::ZERO);
+        c.installed(0, Duration::ZERO, 0);
         c.received(0, 1, &welcome(10_000), MS);
         let planned = Duration::from_millis(50);
         let mut pong = Vec::new();
@@ -433,8 +537,8 @@ mod tests {
     #[test]
     fn failures_before_and_after_welcome_are_counted_apart() {
         let mut c = ClientCore::new(Pinging::Heartbeat, 0, 1);
-        c.installed(0, Duration::ZERO);
-        c.installed(1, Duration::ZERO);
+        c.installed(0, Duration::ZERO, 0);
+        c.installed(1, Duration::ZERO, 0);
         c.recv_ended(0, 1, RecvEnd::Error(libc_econnrefused()));
         c.received(1, 2, &welcome(1000), MS);
         c.recv_ended(1, 2, RecvEnd::Eof);
@@ -452,10 +556,90 @@ mod tests {
         111
     }
 
+    fn welcome_with_idle(heartbeat_ms: u32, idle_timeout_ms: u32) -> Vec<u8> {
+        let mut out = Vec::new();
+        Frame::Welcome(Welcome {
+            conn_id: 1,
+            heartbeat_ms,
+            idle_timeout_ms,
+            max_payload: 65536,
+            shard: 0,
+        })
+        .encode_to_vec(&mut out)
+        .unwrap();
+        out
+    }
+
+    #[test]
+    fn a_silent_server_is_taken_for_dead_and_the_client_reconnects() {
+        let mut c = ClientCore::new(Pinging::Heartbeat, 0, 3);
+        c.installed(0, Duration::ZERO, 0);
+        c.received(0, 1, &welcome_with_idle(100, 300), MS);
+        let mut due = Vec::new();
+        for ms in 2..=300 {
+            c.tick(ms * MS);
+        }
+        assert_eq!(c.counts.dead_server, 0, "not before the idle timeout");
+        let mut dead_at = None;
+        for ms in 301..=450 {
+            c.tick(ms * MS);
+            if c.counts.dead_server == 1 && dead_at.is_none() {
+                dead_at = Some(ms * MS);
+            }
+        }
+        let dead_at = dead_at.expect("taken for dead within a heartbeat after the timeout");
+        assert!(dead_at <= 401 * MS, "{dead_at:?}");
+        assert_eq!(c.counts.dropped, 1);
+        // Attempt 0 after a connection that worked: 100 ms x [0.5, 1.5).
+        c.due_reconnects(dead_at + 49 * MS, &mut due);
+        assert!(due.is_empty(), "not at once");
+        c.due_reconnects(dead_at + 150 * MS, &mut due);
+        assert_eq!(due, [0]);
+        assert_eq!(c.counts.reconnects, 1);
+    }
+
+    #[test]
+    fn failed_connects_back_off_exponentially_with_jitter() {
+        let mut c = ClientCore::new(Pinging::Heartbeat, 0, 3);
+        let mut due = Vec::new();
+        // Attempt 3 fails: the next, attempt 4, waits 100 ms x 2^4 x [0.5, 1.5).
+        c.tick(Duration::from_secs(10));
+        c.connect_failed(3, 111);
+        c.due_reconnects(Duration::from_secs(10) + 790 * MS, &mut due);
+        assert!(due.is_empty(), "{due:?}");
+        c.due_reconnects(Duration::from_secs(13), &mut due);
+        assert_eq!(due, [4]);
+        // The delay is capped at 10 s however many attempts failed.
+        c.connect_failed(30, 111);
+        due.clear();
+        c.due_reconnects(Duration::from_secs(10 + 16), &mut due);
+        assert_eq!(due, [31]);
+    }
+
+    #[test]
+    fn no_reconnects_once_the_run_is_closing_or_when_off() {
+        let mut c = ClientCore::new(Pinging::Heartbeat, 0, 3);
+        c.installed(0, Duration::ZERO, 0);
+        c.received(0, 1, &welcome(1000), MS);
+        c.close_all();
+        c.recv_ended(0, 1, RecvEnd::Eof);
+        assert_eq!(c.counts.dropped, 0, "closed by us, not dropped");
+        let mut due = Vec::new();
+        c.due_reconnects(Duration::from_secs(60), &mut due);
+        assert!(due.is_empty());
+
+        let mut off = ClientCore::new(Pinging::Heartbeat, 0, 3);
+        off.set_reconnect(false);
+        off.connect_failed(0, 111);
+        off.due_reconnects(Duration::from_secs(60), &mut due);
+        assert!(due.is_empty());
+        assert_eq!(off.counts.failed.get(&111), Some(&1));
+    }
+
     #[test]
     fn server_pings_are_answered_and_errors_counted() {
         let mut c = ClientCore::new(Pinging::Heartbeat, 0, 1);
-        c.installed(0, Duration::ZERO);
+        c.installed(0, Duration::ZERO, 0);
         let mut bytes = welcome(1000);
         Frame::Ping(b"srv").encode_to_vec(&mut bytes).unwrap();
         Frame::Error(proto::Status {

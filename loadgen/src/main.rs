@@ -68,6 +68,11 @@ struct Args {
     #[argh(option)]
     workers: Option<usize>,
 
+    /// do not reconnect lost or failed connections (by default they reconnect
+    /// with jittered exponential backoff, and are counted)
+    #[argh(switch)]
+    no_reconnect: bool,
+
     /// process id of the server, to report its CPU time and memory
     #[argh(option)]
     server_pid: Option<u32>,
@@ -278,6 +283,7 @@ fn drive(
                 slots: (conns + 16).min(table) as u32,
                 seed: 0x5eed + index as u64,
                 progress: progress[index].clone(),
+                reconnect: !args.no_reconnect,
             };
             let core = (!cores.is_empty()).then(|| cores[index % cores.len()]);
             std::thread::spawn(move || {
@@ -365,6 +371,8 @@ fn merge(into: &mut Counts, from: &Counts) {
     into.dropped += from.dropped;
     into.pings += from.pings;
     into.pongs += from.pongs;
+    into.dead_server += from.dead_server;
+    into.reconnects += from.reconnects;
     for (k, v) in &from.failed {
         *into.failed.entry(*k).or_default() += v;
     }
@@ -407,6 +415,10 @@ fn print_summary(
         counts.failed
     );
     println!("| dropped after WELCOME | {} |", counts.dropped);
+    println!(
+        "| dead server (no reply within the idle timeout) / reconnects | {} / {} |",
+        counts.dead_server, counts.reconnects
+    );
     println!("| ERROR/GOAWAY (code: count) | {:?} |", counts.errors);
     println!(
         "| PINGs sent / PONGs | {} / {} |",
@@ -518,6 +530,7 @@ fn write_results(
             "failed_by_errno": counts.failed.iter().map(|(k, v)| (k.to_string(), v)).collect::<std::collections::BTreeMap<_, _>>(),
             "errors_by_code": counts.errors.iter().map(|(k, v)| (k.to_string(), v)).collect::<std::collections::BTreeMap<_, _>>(),
             "pings": counts.pings, "pongs": counts.pongs,
+            "dead_server": counts.dead_server, "reconnects": counts.reconnects,
         },
         "rates": {
             "pings_per_s": counts.pings as f64 / plan.duration.max(1) as f64,

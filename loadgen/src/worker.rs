@@ -4,7 +4,6 @@
 //! fixed-file table, so their process fds are closed at once: the worker holds
 //! more connections than `RLIMIT_NOFILE`.
 
-use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::OwnedFd;
@@ -47,6 +46,8 @@ pub struct WorkerSpec {
     pub seed: u64,
     /// Where the worker reports its progress every second.
     pub progress: Arc<Progress>,
+    /// Reconnect lost and failed connections with jittered exponential backoff.
+    pub reconnect: bool,
 }
 
 /// Live figures a worker publishes every second, for the progress line.
@@ -97,8 +98,10 @@ pub fn run(spec: &WorkerSpec) -> Result<WorkerResult, String> {
     let wake = sys::eventfd().map_err(|e| format!("eventfd: {e}"))?;
     let mut engine = Engine::new(&cfg, None, wake).map_err(|e| e.to_string())?;
     let mut core = ClientCore::new(spec.pinging, spec.heartbeat_ms, spec.seed);
+    core.set_reconnect(spec.reconnect);
+    let mut retries = Vec::new();
+    let mut extra = 0usize; // reconnects so far: they take the next spreading indices
     let mut actions = Vec::new();
-    let mut connect_failures: HashMap<i32, u64> = HashMap::new();
     let start = Instant::now();
     let ramp = Duration::from_secs_f64(spec.conns as f64 / spec.connect_rate);
     let end = ramp + spec.hold;
@@ -112,27 +115,36 @@ pub fn run(spec: &WorkerSpec) -> Result<WorkerResult, String> {
         if closing_since.is_none() {
             let want = ((now.as_secs_f64() * spec.connect_rate) as usize).min(spec.conns);
             let mut turn = 0;
-            while made < want && turn < CONNECTS_PER_TURN && engine.free_slots() > 0 {
-                let i = spec.index + made * spec.workers;
-                let (source, target) = spread(i, &spec.sources, &spec.targets);
-                made += 1;
+            retries.clear();
+            core.due_reconnects(now, &mut retries);
+            let fresh = want.saturating_sub(made);
+            let mut attempts = retries.iter().copied().chain(std::iter::repeat_n(0, fresh));
+            while turn < CONNECTS_PER_TURN && engine.free_slots() > 0 {
+                let Some(attempt) = attempts.next() else {
+                    break;
+                };
+                let i = spec.index + (made + extra) * spec.workers;
+                if turn < retries.len() {
+                    extra += 1;
+                } else {
+                    made += 1;
+                }
                 turn += 1;
-                match open_socket(source, target) {
+                let (source, target) = spread(i, &spec.sources, &spec.targets);
+                let failed = match open_socket(source, target) {
                     Ok(fd) => match engine.install(fd) {
-                        Ok(Some(slot)) => core.installed(slot, start.elapsed()),
-                        // The worker's fixed-file table is full.
-                        Ok(None) => *connect_failures.entry(libc::EMFILE).or_default() += 1,
-                        Err(e) => {
-                            *connect_failures
-                                .entry(e.raw_os_error().unwrap_or(-1))
-                                .or_default() += 1
+                        Ok(Some(slot)) => {
+                            core.installed(slot, start.elapsed(), attempt);
+                            None
                         }
+                        // The worker's fixed-file table is full.
+                        Ok(None) => Some(libc::EMFILE),
+                        Err(e) => Some(e.raw_os_error().unwrap_or(-1)),
                     },
-                    Err(e) => {
-                        *connect_failures
-                            .entry(e.raw_os_error().unwrap_or(-1))
-                            .or_default() += 1
-                    }
+                    Err(e) => Some(e.raw_os_error().unwrap_or(-1)),
+                };
+                if let Some(errno) = failed {
+                    core.connect_failed(attempt, errno);
                 }
             }
             if now >= end {
@@ -173,10 +185,7 @@ pub fn run(spec: &WorkerSpec) -> Result<WorkerResult, String> {
             p.connected.store(c.connected, Ordering::Relaxed);
             p.pongs.store(c.pongs, Ordering::Relaxed);
             let errors = c.failed.values().sum::<u64>() + c.dropped;
-            p.errors.store(
-                errors + connect_failures.values().sum::<u64>(),
-                Ordering::Relaxed,
-            );
+            p.errors.store(errors, Ordering::Relaxed);
             p.p99_us
                 .store(core.interval_rtt.value_at_quantile(0.99), Ordering::Relaxed);
             intervals.push(core.interval_rtt.clone());
@@ -189,10 +198,7 @@ pub fn run(spec: &WorkerSpec) -> Result<WorkerResult, String> {
         }
     }
     let _ = engine.submit_and_wait(Duration::ZERO);
-    let mut counts = core.counts.clone();
-    for (errno, n) in connect_failures {
-        *counts.failed.entry(errno).or_default() += n;
-    }
+    let counts = core.counts.clone();
     intervals.push(core.interval_rtt.clone());
     Ok(WorkerResult {
         counts,

@@ -27,6 +27,7 @@ fn a_worker_holds_3000_connections_and_every_ping_is_answered() {
         slots: 3016,
         seed: 1,
         progress: Default::default(),
+        reconnect: false,
     };
     let result = run(&spec).unwrap();
     let c = &result.counts;
@@ -157,9 +158,25 @@ fn a_refused_target_is_counted_not_fatal() {
         slots: 32,
         seed: 1,
         progress: Default::default(),
+        reconnect: false,
     };
     let result = run(&spec).unwrap();
     assert_eq!(result.counts.connected, 0);
     let refused: u64 = result.counts.failed.values().sum();
     assert_eq!(refused, 20, "{:?}", result.counts.failed);
+
+    // With reconnects on, they back off and try again, and are counted.
+    let result = run(&WorkerSpec {
+        reconnect: true,
+        hold: Duration::from_millis(600),
+        ..spec
+    })
+    .unwrap();
+    assert!(result.counts.reconnects > 0, "{:?}", result.counts);
+    let failed: u64 = result.counts.failed.values().sum();
+    assert_eq!(
+        failed,
+        20 + result.counts.reconnects,
+        "every attempt failed and was counted"
+    );
 }
