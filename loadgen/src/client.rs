@@ -18,6 +18,34 @@ use hdrhistogram::Histogram;
 use proto::{Decoder, Frame, Hello};
 
 use crate::schedule::Schedule;
+use crate::verify::SeqCheck;
+
+/// The `rooms` scenario: connection `g` (of the whole run) joins room
+/// `g % rooms`; connections `0..rooms` also publish to theirs.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RoomPlan {
+    /// Rooms.
+    pub rooms: u64,
+    /// Connections in the run (for the members per room).
+    pub conns: u64,
+    /// Time between two publishes of one publisher.
+    pub period: Duration,
+    /// Body size; at least 16 (planned time and sequence number).
+    pub payload: usize,
+    /// When publishing starts (after the ramp), since the run's epoch.
+    pub start: Duration,
+}
+
+impl RoomPlan {
+    fn name(room: u64) -> String {
+        format!("room{room}")
+    }
+
+    /// Members of `room`: the connections whose index is `room` modulo `rooms`.
+    pub fn members(&self, room: u64) -> u64 {
+        (self.conns.saturating_sub(room)).div_ceil(self.rooms)
+    }
+}
 
 /// How a connection pings.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -47,6 +75,14 @@ pub struct Counts {
     pub dead_server: u64,
     /// Reconnects started (after a drop or a failed connect).
     pub reconnects: u64,
+    /// JOINED received.
+    pub joined: u64,
+    /// PUBLISHes sent.
+    pub published: u64,
+    /// MESSAGEs that the publishes sent should bring (members but the publisher).
+    pub expected: u64,
+    /// MESSAGEs received.
+    pub delivered: u64,
 }
 
 /// First reconnect delay; it doubles with each failed attempt, up to [`MAX_BACKOFF`].
@@ -67,6 +103,10 @@ struct Conn {
     schedule: Option<Schedule>,
     /// Failed connects in a row before this one.
     attempt: u32,
+    /// Its room, and the publishing schedule if it publishes.
+    room: Option<u64>,
+    publishing: Option<Schedule>,
+    seq: u64,
     last_rx: Duration,
     idle_timeout: Duration,
     /// The loss was handled (counted, reconnect scheduled).
@@ -90,6 +130,13 @@ pub struct ClientCore {
     reconnect: bool,
     stopping: bool,
     clock: Duration,
+    room_plan: Option<RoomPlan>,
+    publish_timers: BinaryHeap<Reverse<(Duration, u32, u32)>>,
+    publishing_stopped: bool,
+    /// Delivery latency from the planned publish time, microseconds.
+    pub delivery: Histogram<u64>,
+    /// Order, loss and duplicate checks of received messages.
+    pub order: SeqCheck,
     /// Connect latency (connect() to WELCOME), microseconds.
     pub connect: Histogram<u64>,
     /// PING round trips from their planned send time, microseconds.
@@ -125,6 +172,11 @@ impl ClientCore {
             reconnect: true,
             stopping: false,
             clock: Duration::ZERO,
+            room_plan: None,
+            publish_timers: BinaryHeap::new(),
+            publishing_stopped: false,
+            delivery: histogram(),
+            order: SeqCheck::default(),
             connect: histogram(),
             rtt: histogram(),
             interval_rtt: histogram(),
@@ -135,6 +187,18 @@ impl ClientCore {
     /// Connections held (connecting or open).
     pub fn open(&self) -> usize {
         self.conns.iter().filter(|c| c.is_some()).count()
+    }
+
+    /// Runs the `rooms` scenario.
+    pub fn set_rooms(&mut self, plan: RoomPlan) {
+        assert!(plan.rooms > 0 && plan.payload >= 16);
+        self.room_plan = Some(plan);
+    }
+
+    /// No more PUBLISHes (the run is ending; what was sent may still arrive).
+    pub fn stop_publishing(&mut self) {
+        self.publishing_stopped = true;
+        self.publish_timers.clear();
     }
 
     /// Turns reconnecting off (on by default).
@@ -197,6 +261,12 @@ impl ClientCore {
     /// A socket whose `connect()` started at `started` now sits in `slot`;
     /// `attempt` is 0 for a first connect.
     pub fn installed(&mut self, slot: u32, started: Duration, attempt: u32) {
+        self.installed_as(slot, started, attempt, u64::MAX);
+    }
+
+    /// Like [`ClientCore::installed`], for connection `index` of the whole run
+    /// (its room and whether it publishes follow from it).
+    pub fn installed_as(&mut self, slot: u32, started: Duration, attempt: u32, index: u64) {
         let idx = slot as usize;
         if idx >= self.conns.len() {
             self.conns.resize_with(idx + 1, || None);
@@ -210,6 +280,25 @@ impl ClientCore {
         })
         .encode_to_vec(&mut queued)
         .expect("a valid HELLO");
+        let mut room = None;
+        let mut publishing = None;
+        if let Some(plan) = &self.room_plan {
+            if index != u64::MAX {
+                let r = index % plan.rooms;
+                let name = RoomPlan::name(r);
+                Frame::Join(proto::Room::new(&name).expect("a valid room"))
+                    .encode_to_vec(&mut queued)
+                    .expect("a valid JOIN");
+                room = Some(r);
+                if index < plan.rooms && !self.publishing_stopped {
+                    let phase = Schedule::jittered(plan.period, &mut self.rng).next();
+                    let schedule = Schedule::new(plan.period, plan.start + phase);
+                    self.publish_timers
+                        .push(Reverse((schedule.next(), slot, gen)));
+                    publishing = Some(schedule);
+                }
+            }
+        }
         self.conns[idx] = Some(Conn {
             gen,
             decoder: Decoder::new(u32::MAX),
@@ -222,6 +311,9 @@ impl ClientCore {
             welcomed: false,
             schedule: None,
             attempt,
+            room,
+            publishing,
+            seq: 0,
             last_rx: started,
             idle_timeout: Duration::MAX,
             lost: false,
@@ -261,6 +353,25 @@ impl ClientCore {
                     Frame::Pong(p)
                         .encode_to_vec(&mut conn.queued)
                         .expect("valid PONG");
+                }
+                Ok(Some(Frame::Joined(_))) => self.counts.joined += 1,
+                Ok(Some(Frame::Message(m))) if m.body.len() >= 16 => {
+                    let planned = u64::from_be_bytes(m.body[..8].try_into().expect("8 bytes"));
+                    let seq = u64::from_be_bytes(m.body[8..16].try_into().expect("8 bytes"));
+                    let latency = micros(now.saturating_sub(Duration::from_nanos(planned)));
+                    self.delivery.saturating_record(latency);
+                    self.counts.delivered += 1;
+                    let room = m
+                        .room
+                        .as_str()
+                        .trim_start_matches("room")
+                        .parse()
+                        .unwrap_or(u64::MAX);
+                    // One stream per (publisher, room) as seen by this receiver.
+                    self.order.record(
+                        (m.from_conn_id, room.wrapping_mul(1 << 32) | u64::from(slot)),
+                        seq,
+                    );
                 }
                 Ok(Some(Frame::Error(s) | Frame::GoAway(s))) => {
                     *self.counts.errors.entry(s.code.0).or_default() += 1;
@@ -359,6 +470,7 @@ impl ClientCore {
     /// Sends the PINGs due by `now`.
     pub fn tick(&mut self, now: Duration) {
         self.clock = now;
+        self.publish_due(now);
         while let Some(&Reverse((at, slot, gen))) = self.timers.peek() {
             if at > now {
                 break;
@@ -396,9 +508,55 @@ impl ClientCore {
         }
     }
 
+    /// Sends the PUBLISHes due by `now`, each carrying its planned time and
+    /// sequence number.
+    fn publish_due(&mut self, now: Duration) {
+        let Some(plan) = self.room_plan.clone() else {
+            return;
+        };
+        let mut body = vec![0u8; plan.payload];
+        while let Some(&Reverse((at, slot, gen))) = self.publish_timers.peek() {
+            if at > now {
+                break;
+            }
+            self.publish_timers.pop();
+            let Some(conn) = self.conns.get_mut(slot as usize).and_then(Option::as_mut) else {
+                continue;
+            };
+            if conn.gen != gen || conn.closing {
+                continue;
+            }
+            let (Some(room), Some(schedule)) = (conn.room, conn.publishing.as_mut()) else {
+                continue;
+            };
+            let name = RoomPlan::name(room);
+            self.due.clear();
+            schedule.due(now, &mut self.due);
+            for planned in &self.due {
+                body[..8].copy_from_slice(&(planned.as_nanos() as u64).to_be_bytes());
+                body[8..16].copy_from_slice(&conn.seq.to_be_bytes());
+                conn.seq += 1;
+                Frame::Publish(proto::Publish {
+                    room: proto::Room::new(&name).expect("a valid room"),
+                    body: &body,
+                    echo: false,
+                    fragment: proto::Fragment::default(),
+                })
+                .encode_to_vec(&mut conn.queued)
+                .expect("a valid PUBLISH");
+                self.counts.published += 1;
+                self.counts.expected += plan.members(room).saturating_sub(1);
+            }
+            self.publish_timers
+                .push(Reverse((schedule.next(), slot, gen)));
+            self.dirty.push(slot);
+        }
+    }
+
     /// Closes every connection (the end of a run).
     pub fn close_all(&mut self) {
         self.stopping = true;
+        self.stop_publishing();
         self.reconnects.clear();
         for (slot, conn) in self.conns.iter_mut().enumerate() {
             if let Some(conn) = conn.as_mut() {

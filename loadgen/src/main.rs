@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use argh::FromArgs;
 use hdrhistogram::Histogram;
-use loadgen::client::{Counts, Pinging};
+use loadgen::client::{Counts, Pinging, RoomPlan};
 use loadgen::sources::{local_port_range, parse_sources, Capacity};
 use loadgen::worker::{self, share, Progress, WorkerSpec, INTERVAL};
 use loadgen::{procstat, report};
@@ -60,6 +60,19 @@ struct Args {
     #[argh(option)]
     ping_rate: Option<f64>,
 
+    /// rooms in the rooms scenario: connection i joins room i % rooms, and the
+    /// first member of each room publishes (default 100)
+    #[argh(option, default = "100")]
+    rooms: u64,
+
+    /// PUBLISHes per second per room in the rooms scenario (default 1)
+    #[argh(option, default = "1.0")]
+    publish_rate: f64,
+
+    /// PUBLISH body size in bytes, at least 16 (default 64)
+    #[argh(option, default = "64")]
+    payload: usize,
+
     /// heartbeat to ask for in HELLO, ms (default 0: the server's)
     #[argh(option, default = "0")]
     heartbeat_ms: u32,
@@ -99,9 +112,10 @@ fn plan(args: &Args) -> Result<Plan, String> {
         "c100k" => (true, 100_000, 20_000.0, 60, "127.0.1.0/26", 1.0),
         "ping" => (false, 1000, 5000.0, 10, "127.0.0.1", 1.0),
         "idle" => (true, 1000, 5000.0, 10, "127.0.0.1", 1.0),
+        "rooms" => (true, 1000, 5000.0, 10, "127.0.0.1", 1.0),
         other => {
             return Err(format!(
-                "unknown --scenario {other:?}: idle, ping, c10k or c100k"
+                "unknown --scenario {other:?}: idle, ping, rooms, c10k or c100k"
             ))
         }
     };
@@ -266,6 +280,29 @@ fn drive(
     let server_before = server_pid.map(|p| procstat::sample(Some(p))).transpose()?;
     let started = Instant::now();
     let started_at = std::time::SystemTime::now();
+    let rooms = (args.scenario == "rooms")
+        .then(|| -> Result<RoomPlan, String> {
+            if args.rooms == 0
+                || args.rooms > plan.conns as u64
+                || args.publish_rate <= 0.0
+                || args.payload < 16
+            {
+                return Err(
+                    "rooms: need 1 <= --rooms <= --conns, --publish-rate > 0, --payload >= 16"
+                        .into(),
+                );
+            }
+            Ok(RoomPlan {
+                rooms: args.rooms,
+                conns: plan.conns as u64,
+                period: Duration::from_secs_f64(1.0 / args.publish_rate),
+                payload: args.payload,
+                // Publishing starts a second after the ramp, once every member has joined.
+                start: Duration::from_secs_f64(plan.conns as f64 / plan.connect_rate)
+                    + Duration::from_secs(1),
+            })
+        })
+        .transpose()?;
     let progress: Vec<Arc<Progress>> = (0..workers).map(|_| Arc::default()).collect();
     let handles: Vec<_> = (0..workers)
         .map(|index| {
@@ -284,6 +321,8 @@ fn drive(
                 seed: 0x5eed + index as u64,
                 progress: progress[index].clone(),
                 reconnect: !args.no_reconnect,
+                rooms: rooms.clone(),
+                epoch: started,
             };
             let core = (!cores.is_empty()).then(|| cores[index % cores.len()]);
             std::thread::spawn(move || {
@@ -299,6 +338,8 @@ fn drive(
     let mut connect = Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3).expect("bounds");
     let mut rtt = connect.clone();
     let mut intervals: Vec<Histogram<u64>> = Vec::new();
+    let mut delivery = connect.clone();
+    let mut order = [0u64; 3]; // late, duplicates, missing
     let mut peak = 0;
     for handle in handles {
         let result = handle
@@ -314,6 +355,12 @@ fn drive(
                 intervals[i].add(h).map_err(|e| format!("{e:?}"))?;
             }
         }
+        delivery
+            .add(&result.delivery)
+            .map_err(|e| format!("{e:?}"))?;
+        order[0] += result.late;
+        order[1] += result.duplicates;
+        order[2] += result.missing;
         peak += result.peak_open;
     }
     let elapsed = started.elapsed();
@@ -338,15 +385,49 @@ fn drive(
             .map_or(0, |d| d.as_secs());
         std::path::PathBuf::from(format!("bench-results/local/{}-{stamp}", args.scenario))
     });
+    if rooms.is_some() {
+        println!(
+            "| rooms: published / expected / delivered | {} / {} / {} |",
+            counts.published, counts.expected, counts.delivered
+        );
+        println!(
+            "| rooms: late / duplicate / missing | {} / {} / {} |",
+            order[0], order[1], order[2]
+        );
+        println!(
+            "| delivery ms p50 / p99 / p99.9 / max | {:.3} / {:.3} / {:.3} / {:.3} |",
+            ms(&delivery, 0.5),
+            ms(&delivery, 0.99),
+            ms(&delivery, 0.999),
+            delivery.max() as f64 / 1000.0
+        );
+    }
     let run = Run {
         started_at,
         intervals,
+        delivery: rooms.is_some().then_some(delivery),
+        order,
     };
     write_results(
         &dir, args, plan, &targets, workers, &counts, &connect, &rtt, own_cpu, server_cpu, &run,
     )
     .map_err(|e| format!("cannot write results to {}: {e}", dir.display()))?;
     println!("results in {}", dir.display());
+    if rooms.is_some() {
+        if order[0] + order[1] > 0 {
+            return Err(format!(
+                "room messages out of order ({}) or duplicated ({})",
+                order[0], order[1]
+            ));
+        }
+        if counts.delivered < counts.expected {
+            return Err(format!(
+                "{} of {} room messages not delivered",
+                counts.expected - counts.delivered,
+                counts.expected
+            ));
+        }
+    }
     let lost = counts.pings.saturating_sub(counts.pongs);
     if counts.connected < plan.conns as u64 {
         return Err(format!(
@@ -373,6 +454,10 @@ fn merge(into: &mut Counts, from: &Counts) {
     into.pongs += from.pongs;
     into.dead_server += from.dead_server;
     into.reconnects += from.reconnects;
+    into.joined += from.joined;
+    into.published += from.published;
+    into.expected += from.expected;
+    into.delivered += from.delivered;
     for (k, v) in &from.failed {
         *into.failed.entry(*k).or_default() += v;
     }
@@ -470,13 +555,17 @@ fn write_results(
     run: &Run,
 ) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
-    for (name, h) in [("connect", connect), ("ping-rtt", rtt)] {
+    let mut metrics = vec![("connect", connect), ("ping-rtt", rtt)];
+    if let Some(d) = &run.delivery {
+        metrics.push(("delivery", d));
+    }
+    for (name, h) in metrics.iter().copied() {
         report::write_hgrm(
             &mut std::fs::File::create(dir.join(format!("{name}.hgrm")))?,
             h,
         )?;
-        // The connect log is one interval (the ramp); RTTs have one per second.
-        let intervals: Vec<report::Interval> = if name == "connect" {
+        // Connect and delivery logs are one interval; RTTs have one per second.
+        let intervals: Vec<report::Interval> = if name != "ping-rtt" {
             vec![report::Interval {
                 start: Duration::ZERO,
                 length: Duration::from_secs(plan.duration),
@@ -501,7 +590,7 @@ fn write_results(
     }
     std::fs::write(
         dir.join("plot.svg"),
-        report::plot_svg("loadgen", &[("connect", connect), ("ping RTT", rtt)]),
+        report::plot_svg(&format!("loadgen {}", args.scenario), &metrics),
     )?;
     let percentiles = |h: &Histogram<u64>| {
         serde_json::json!({
@@ -543,7 +632,16 @@ fn write_results(
             "peak_rss_growth_bytes_per_connection": growth / counts.connected.max(1),
             "cpu_s_per_million_pongs": procstat::cpu_per_million(cpu, counts.pongs),
         })),
-        "latency": { "connect": percentiles(connect), "ping_rtt": percentiles(rtt) },
+        "latency": {
+            "connect": percentiles(connect),
+            "ping_rtt": percentiles(rtt),
+            "delivery": run.delivery.as_ref().map(percentiles),
+        },
+        "rooms": run.delivery.as_ref().map(|_| serde_json::json!({
+            "rooms": args.rooms, "publish_rate": args.publish_rate, "payload": args.payload,
+            "published": counts.published, "expected": counts.expected, "delivered": counts.delivered,
+            "late": run.order[0], "duplicates": run.order[1], "missing": run.order[2],
+        })),
     });
     std::fs::write(
         dir.join("summary.json"),
@@ -556,6 +654,10 @@ struct Run {
     started_at: std::time::SystemTime,
     /// RTT histograms of each second, all workers added.
     intervals: Vec<Histogram<u64>>,
+    /// Room delivery latency, in the rooms scenario.
+    delivery: Option<Histogram<u64>>,
+    /// Room messages late, duplicated, missing.
+    order: [u64; 3],
 }
 
 /// A live line while the workers run: connections, PONGs a second, the last

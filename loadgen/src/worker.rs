@@ -15,7 +15,7 @@ use engine::{sys, Engine, EngineConfig, Event, RingMode};
 use hdrhistogram::Histogram;
 use socket2::{Domain, Socket, Type};
 
-use crate::client::{ClientCore, Counts, Pinging};
+use crate::client::{ClientCore, Counts, Pinging, RoomPlan};
 use crate::sources::spread;
 
 /// What one worker does.
@@ -48,6 +48,11 @@ pub struct WorkerSpec {
     pub progress: Arc<Progress>,
     /// Reconnect lost and failed connections with jittered exponential backoff.
     pub reconnect: bool,
+    /// The `rooms` scenario, if this is one.
+    pub rooms: Option<RoomPlan>,
+    /// The run's common time origin: publish times are stamped against it, so
+    /// a receiver on another worker measures from the same clock.
+    pub epoch: Instant,
 }
 
 /// Live figures a worker publishes every second, for the progress line.
@@ -79,7 +84,18 @@ pub struct WorkerResult {
     pub peak_open: usize,
     /// RTTs of each successive second of the run.
     pub intervals: Vec<Histogram<u64>>,
+    /// Room message delivery latency, microseconds.
+    pub delivery: Histogram<u64>,
+    /// Room messages that arrived out of order, twice, or not (yet).
+    pub late: u64,
+    /// See `late`.
+    pub duplicates: u64,
+    /// See `late`.
+    pub missing: u64,
 }
+
+/// Time between the last PUBLISH and closing, so messages in flight arrive.
+pub const PUBLISH_GRACE: Duration = Duration::from_secs(1);
 
 /// Most `connect()` calls one loop turn makes, so that a ramp never starves
 /// the completions.
@@ -99,10 +115,13 @@ pub fn run(spec: &WorkerSpec) -> Result<WorkerResult, String> {
     let mut engine = Engine::new(&cfg, None, wake).map_err(|e| e.to_string())?;
     let mut core = ClientCore::new(spec.pinging, spec.heartbeat_ms, spec.seed);
     core.set_reconnect(spec.reconnect);
+    if let Some(plan) = &spec.rooms {
+        core.set_rooms(plan.clone());
+    }
     let mut retries = Vec::new();
     let mut extra = 0usize; // reconnects so far: they take the next spreading indices
     let mut actions = Vec::new();
-    let start = Instant::now();
+    let start = spec.epoch;
     let ramp = Duration::from_secs_f64(spec.conns as f64 / spec.connect_rate);
     let end = ramp + spec.hold;
     let mut made = 0usize;
@@ -134,7 +153,7 @@ pub fn run(spec: &WorkerSpec) -> Result<WorkerResult, String> {
                 let failed = match open_socket(source, target) {
                     Ok(fd) => match engine.install(fd) {
                         Ok(Some(slot)) => {
-                            core.installed(slot, start.elapsed(), attempt);
+                            core.installed_as(slot, start.elapsed(), attempt, i as u64);
                             None
                         }
                         // The worker's fixed-file table is full.
@@ -147,7 +166,15 @@ pub fn run(spec: &WorkerSpec) -> Result<WorkerResult, String> {
                     core.connect_failed(attempt, errno);
                 }
             }
+            let grace = if spec.rooms.is_some() {
+                PUBLISH_GRACE
+            } else {
+                Duration::ZERO
+            };
             if now >= end {
+                core.stop_publishing();
+            }
+            if now >= end + grace {
                 core.close_all();
                 closing_since = Some(Instant::now());
             }
@@ -206,6 +233,10 @@ pub fn run(spec: &WorkerSpec) -> Result<WorkerResult, String> {
         rtt: core.rtt.clone(),
         peak_open,
         intervals,
+        delivery: core.delivery.clone(),
+        late: core.order.late,
+        duplicates: core.order.duplicates,
+        missing: core.order.missing(),
     })
 }
 

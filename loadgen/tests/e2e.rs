@@ -28,6 +28,8 @@ fn a_worker_holds_3000_connections_and_every_ping_is_answered() {
         seed: 1,
         progress: Default::default(),
         reconnect: false,
+        rooms: None,
+        epoch: std::time::Instant::now(),
     };
     let result = run(&spec).unwrap();
     let c = &result.counts;
@@ -159,6 +161,8 @@ fn a_refused_target_is_counted_not_fatal() {
         seed: 1,
         progress: Default::default(),
         reconnect: false,
+        rooms: None,
+        epoch: std::time::Instant::now(),
     };
     let result = run(&spec).unwrap();
     assert_eq!(result.counts.connected, 0);
@@ -179,4 +183,59 @@ fn a_refused_target_is_counted_not_fatal() {
         20 + result.counts.reconnects,
         "every attempt failed and was counted"
     );
+}
+
+/// The rooms scenario with its own server: every member of 20 rooms gets every
+/// message of its room's publisher, in order, once (loadgen exits non-zero
+/// otherwise), and the delivery latency is recorded.
+#[test]
+fn rooms_scenario_delivers_everything_in_order() {
+    let out = std::env::temp_dir().join(format!("loadgen-rooms-{}", std::process::id()));
+    let run = Command::new(env!("CARGO_BIN_EXE_loadgen"))
+        .args([
+            "--scenario",
+            "rooms",
+            "--conns",
+            "1000",
+            "--rooms",
+            "20",
+            "--publish-rate",
+            "10",
+        ])
+        .args([
+            "--duration",
+            "3",
+            "--source",
+            "127.0.0.40-127.0.0.41",
+            "--out",
+        ])
+        .arg(&out)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("summary.json")).unwrap()).unwrap();
+    let rooms = &summary["rooms"];
+    let published = rooms["published"].as_u64().unwrap();
+    // Publishing starts a second after the ramp and stops at the end of the
+    // hold: 20 rooms x 10/s x about 2 s.
+    assert!(published >= 350, "{published}");
+    assert_eq!(
+        rooms["expected"],
+        published * 49,
+        "50 members a room, less the publisher"
+    );
+    assert_eq!(rooms["delivered"], rooms["expected"]);
+    assert_eq!(
+        (rooms["late"].as_u64(), rooms["duplicates"].as_u64()),
+        (Some(0), Some(0))
+    );
+    assert!(summary["latency"]["delivery"]["count"].as_u64().unwrap() >= published * 49);
+    assert!(out.join("delivery.hgrm").exists());
+    std::fs::remove_dir_all(&out).unwrap();
 }
