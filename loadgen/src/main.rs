@@ -530,8 +530,14 @@ fn print_summary(
             rss / 1024,
             growth / counts.connected.max(1)
         );
-        if let Some(per) = procstat::cpu_per_million(cpu, counts.pongs) {
-            println!("| server CPU-s per million PONGs | {per:.2} |");
+        // Per million of the scenario's own messages (ramp included).
+        let (events, what) = match args.scenario.as_str() {
+            "rooms" => (counts.delivered, "room deliveries"),
+            _ if !plan.idle => (counts.pongs, "PONGs"),
+            _ => (0, ""),
+        };
+        if let Some(per) = procstat::cpu_per_million(cpu, events) {
+            println!("| server CPU-s per million {what} | {per:.2} |");
         }
     }
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
@@ -631,6 +637,7 @@ fn write_results(
             "cpu_s": cpu.as_secs_f64(), "rss_bytes": rss, "peak_rss_growth_bytes": growth,
             "peak_rss_growth_bytes_per_connection": growth / counts.connected.max(1),
             "cpu_s_per_million_pongs": procstat::cpu_per_million(cpu, counts.pongs),
+            "cpu_s_per_million_deliveries": procstat::cpu_per_million(cpu, counts.delivered),
         })),
         "latency": {
             "connect": percentiles(connect),
