@@ -133,54 +133,18 @@ impl std::fmt::Display for StartError {
     }
 }
 
-/// What a completion meant, before receive buffers are resolved to bytes.
+/// What a completion meant, before a receive buffer is lent as bytes.
 #[derive(Debug)]
 enum Completion {
-    /// A connection was accepted into `slot`. `more`: the accept is still armed.
-    Accepted {
-        /// The connection's direct-descriptor slot.
-        slot: u32,
-        /// Whether the multishot accept goes on.
-        more: bool,
-    },
-    /// The multishot accept failed or stopped (`errno` 0 if it just stopped).
-    AcceptEnded {
-        /// The error, e.g. ENFILE when the fixed-file table is full.
-        errno: i32,
-    },
-    /// Data arrived; `more`: the multishot receive goes on.
+    /// Data in a provided buffer; `more`: the multishot receive goes on.
     Received {
-        /// Slot.
         slot: u32,
-        /// Connection generation.
         gen: u32,
-        /// The data, to be recycled.
         buf: RecvBuf,
-        /// Whether the receive is still armed.
         more: bool,
     },
-    /// The multishot receive ended.
-    RecvEnded {
-        /// Slot.
-        slot: u32,
-        /// Connection generation.
-        gen: u32,
-        /// Why.
-        end: RecvEnd,
-    },
-    /// A send completed: `result` bytes, or -errno.
-    Sent {
-        /// Slot.
-        slot: u32,
-        /// Connection generation.
-        gen: u32,
-        /// The buffer the send carried.
-        buf: Vec<u8>,
-        /// Bytes sent or -errno.
-        result: i32,
-    },
-    /// The wake-up eventfd fired.
-    Woken,
+    /// Anything else the owner hears of.
+    Event(Event<'static>),
     /// Completions of cancels, shutdowns and closes: nothing to do.
     Done,
 }
@@ -474,7 +438,7 @@ impl Engine {
 
     /// Arms a read of the wake-up eventfd: it completes when another thread
     /// writes to it (an inbox went non-empty, or the server is stopping), and
-    /// resets its counter. Re-arm after each [`Completion::Woken`].
+    /// resets its counter. Re-arm after each [`Event::Woken`].
     pub fn arm_wake(&mut self) {
         let entry = opcode::Read::new(Fd(self.wake.as_raw_fd()), self.wake_buf.as_mut_ptr(), 8)
             .build()
@@ -590,8 +554,7 @@ impl Engine {
         let n = self.reap();
         for i in 0..n {
             match self.completion(i) {
-                Completion::Accepted { slot, more } => each(Event::Accepted { slot, more }),
-                Completion::AcceptEnded { errno } => each(Event::AcceptEnded { errno }),
+                Completion::Event(event) => each(event),
                 Completion::Received {
                     slot,
                     gen,
@@ -612,21 +575,6 @@ impl Engine {
                         });
                     }
                 }
-                Completion::RecvEnded { slot, gen, end } => {
-                    each(Event::RecvEnded { slot, gen, end })
-                }
-                Completion::Sent {
-                    slot,
-                    gen,
-                    buf,
-                    result,
-                } => each(Event::Sent {
-                    slot,
-                    gen,
-                    buf,
-                    result,
-                }),
-                Completion::Woken => each(Event::Woken),
                 Completion::Done => {}
             }
         }
@@ -655,14 +603,14 @@ impl Engine {
                 if !more {
                     self.accepting = false;
                 }
-                if res >= 0 {
-                    Completion::Accepted {
+                Completion::Event(if res >= 0 {
+                    Event::Accepted {
                         slot: res as u32,
                         more,
                     }
                 } else {
-                    Completion::AcceptEnded { errno: -res }
-                }
+                    Event::AcceptEnded { errno: -res }
+                })
             }
             Some(Kind::Recv) => {
                 if res > 0 {
@@ -686,21 +634,21 @@ impl Engine {
                         libc::ECANCELED => RecvEnd::Cancelled,
                         e => RecvEnd::Error(e),
                     };
-                    Completion::RecvEnded { slot, gen, end }
+                    Completion::Event(Event::RecvEnded { slot, gen, end })
                 }
             }
             Some(Kind::Send) => {
                 let buf = self.sends[slot as usize]
                     .take()
                     .expect("a send completion has its buffer");
-                Completion::Sent {
+                Completion::Event(Event::Sent {
                     slot,
                     gen,
                     buf,
                     result: res,
-                }
+                })
             }
-            Some(Kind::Wake) => Completion::Woken,
+            Some(Kind::Wake) => Completion::Event(Event::Woken),
             Some(Kind::Close) => {
                 // A slot this engine handed out is free again once closed.
                 if self.installs {

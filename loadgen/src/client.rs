@@ -417,12 +417,7 @@ impl ClientCore {
     /// The multishot receive of `slot` ended.
     pub fn recv_ended(&mut self, slot: u32, gen: u32, end: RecvEnd) {
         let counts = &mut self.counts;
-        let Some(conn) = self
-            .conns
-            .get_mut(slot as usize)
-            .and_then(Option::as_mut)
-            .filter(|c| c.gen == gen)
-        else {
+        let Some(conn) = conn_of(&mut self.conns, slot, gen) else {
             return;
         };
         conn.recv_armed = false;
@@ -440,12 +435,7 @@ impl ClientCore {
     /// A send on `slot` completed.
     pub fn sent(&mut self, slot: u32, gen: u32, buf: Vec<u8>, result: i32) {
         let counts = &mut self.counts;
-        let Some(conn) = self
-            .conns
-            .get_mut(slot as usize)
-            .and_then(Option::as_mut)
-            .filter(|c| c.gen == gen)
-        else {
+        let Some(conn) = conn_of(&mut self.conns, slot, gen) else {
             return;
         };
         conn.sending = false;
@@ -609,6 +599,15 @@ impl ClientCore {
             }
         }
     }
+}
+
+/// The connection in `slot` if it is generation `gen` (a free function, so that
+/// the caller can borrow the counters beside it).
+fn conn_of(conns: &mut [Option<Conn>], slot: u32, gen: u32) -> Option<&mut Conn> {
+    conns
+        .get_mut(slot as usize)?
+        .as_mut()
+        .filter(|c| c.gen == gen)
 }
 
 #[cfg(test)]
