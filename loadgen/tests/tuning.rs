@@ -1,0 +1,158 @@
+//! `tuning/limits.sh check` against a fake /proc/sys tree and limits file, so
+//! the OK/LOW logic and the exit code are tested whatever this machine's
+//! settings are.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// Values that meet the c10k profile.
+const GOOD: [(&str, &str); 13] = [
+    ("fs/nr_open", "1048576"),
+    ("fs/file-max", "9999999"),
+    ("net/core/somaxconn", "4096"),
+    ("net/ipv4/tcp_max_syn_backlog", "8192"),
+    ("net/core/netdev_max_backlog", "1000"),
+    ("net/ipv4/ip_local_port_range", "1024\t65535"),
+    ("net/ipv4/tcp_tw_reuse", "1"),
+    ("net/ipv4/tcp_fin_timeout", "30"),
+    ("net/ipv4/tcp_max_tw_buckets", "262144"),
+    ("net/ipv4/tcp_mem", "100000\t200000\t400000"),
+    ("net/netfilter/nf_conntrack_max", "262144"),
+    ("kernel/io_uring_disabled", "0"),
+    ("vm/max_map_count", "65530"),
+];
+
+struct Fake {
+    dir: PathBuf,
+}
+
+impl Fake {
+    fn new(name: &str) -> Fake {
+        let dir = std::env::temp_dir().join(format!("rr-limits-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        for (key, value) in GOOD {
+            let path = dir.join("sys").join(key);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, format!("{value}\n")).unwrap();
+        }
+        let limits = "Limit                     Soft Limit           Hard Limit           Units\n\
+                      Max open files            100000               200000               files\n";
+        std::fs::write(dir.join("limits"), limits).unwrap();
+        Fake { dir }
+    }
+
+    fn set(&self, key: &str, value: &str) {
+        std::fs::write(self.dir.join("sys").join(key), format!("{value}\n")).unwrap();
+    }
+
+    fn check(&self, profile: &str) -> Output {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tuning/limits.sh");
+        Command::new("bash")
+            .arg(script)
+            .args(["check", "--profile", profile, "--sysctl-root"])
+            .arg(self.dir.join("sys"))
+            .arg("--limits-file")
+            .arg(self.dir.join("limits"))
+            .output()
+            .unwrap()
+    }
+}
+
+impl Drop for Fake {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn row<'a>(stdout: &'a str, setting: &str) -> &'a str {
+    stdout
+        .lines()
+        .find(|l| l.starts_with(setting))
+        .unwrap_or_else(|| panic!("no {setting} row in\n{stdout}"))
+}
+
+#[test]
+fn settings_that_meet_the_profile_pass() {
+    let fake = Fake::new("good");
+    let out = fake.check("c10k");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(!stdout.contains("LOW"), "{stdout}");
+    assert!(row(&stdout, "nofile soft").contains("100000"));
+    assert!(row(&stdout, "net.ipv4.tcp_mem").contains(&format!("{} bytes", 400000 * 4096)));
+}
+
+#[test]
+fn each_low_setting_is_reported_with_its_reason_and_fails_the_check() {
+    let cases = [
+        (
+            "net/core/somaxconn",
+            "128",
+            "net.core.somaxconn",
+            "listen() backlog",
+        ),
+        (
+            "net/ipv4/ip_local_port_range",
+            "40000 40999",
+            "net.ipv4.ip_local_port_range",
+            "ephemeral ports",
+        ),
+        (
+            "net/ipv4/tcp_mem",
+            "10 20 30",
+            "net.ipv4.tcp_mem",
+            "tcp_mem counts pages",
+        ),
+        (
+            "kernel/io_uring_disabled",
+            "2",
+            "kernel.io_uring_disabled",
+            "ringroom",
+        ),
+        (
+            "net/ipv4/tcp_fin_timeout",
+            "120",
+            "net.ipv4.tcp_fin_timeout",
+            "FIN_WAIT2",
+        ),
+    ];
+    for (key, value, setting, reason) in cases {
+        let fake = Fake::new("low");
+        fake.set(key, value);
+        let out = fake.check("c10k");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(1), "{setting}: {stdout}");
+        assert!(row(&stdout, setting).ends_with("LOW"), "{stdout}");
+        let why = stdout
+            .lines()
+            .find(|l| l.trim_start().starts_with(&format!("{setting}:")))
+            .unwrap();
+        assert!(why.contains(reason), "{why}");
+        let lows = stdout.lines().filter(|l| l.ends_with("LOW")).count();
+        assert_eq!(lows, 1, "only {setting} is low: {stdout}");
+    }
+}
+
+#[test]
+fn a_low_fd_limit_and_a_bigger_profile() {
+    let fake = Fake::new("c100k");
+    // c100k wants 262,144 fds and wider port ranges than these.
+    let out = fake.check("c100k");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(row(&stdout, "nofile soft").ends_with("LOW"));
+    assert!(row(&stdout, "net.core.somaxconn").ends_with("LOW"));
+}
+
+#[test]
+fn absent_settings_are_not_applicable_and_unknown_profiles_are_refused() {
+    let fake = Fake::new("absent");
+    std::fs::remove_file(fake.dir.join("sys/net/netfilter/nf_conntrack_max")).unwrap();
+    let out = fake.check("c10k");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(row(&stdout, "net.netfilter.nf_conntrack_max").ends_with("n/a"));
+    let out = fake.check("c5m");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("have: c100k c10k c1m"));
+}
