@@ -1,16 +1,20 @@
 #!/usr/bin/env bash
-# Checks the limits a C10K..C1M run needs against a profile (tuning/profiles/*.conf).
+# Checks, raises and restores the limits a C10K..C1M run needs, against a
+# profile (tuning/profiles/*.conf).
 #
-#   tuning/limits.sh check [--profile c10k|c100k|c1m] [--pid PID]
-#                          [--sysctl-root DIR] [--limits-file FILE]
+#   tuning/limits.sh check  [--profile P] [--pid PID]
+#   tuning/limits.sh apply  [--profile P] [--dry-run] [--unit NAME] [--only PREFIX]
+#   tuning/limits.sh revert
 #
-# Prints one table: each setting, its current value, the profile's value, and
-# OK, LOW or n/a (not present here), with one line on why each LOW matters.
-# Exits 1 if anything is LOW. --pid reads that process's fd limits from
-# /proc/PID/limits instead of this shell's; --sysctl-root reads sysctls from a
-# tree other than /proc/sys, and --limits-file a limits file in /proc/PID/limits
-# format (both for tests).
-# `apply` and `revert` come next; this version only checks.
+# check: one table of each setting, its current value, the profile's value and
+# OK, LOW or n/a, one line on why each LOW matters; exit 1 if anything is LOW.
+# apply (root): saves every value it will change to a state file, then sets the
+# sysctls (at once, and in a sysctl.d drop-in), writes a limits.d file for the fd
+# limit and, with --unit, a systemd drop-in; never lowers a limit that is higher;
+# says what it cannot change and why, and goes on. --only net. limits it to
+# settings starting with that prefix. revert: restores exactly the saved values
+# and removes the drop-ins. P is c10k, c100k (default) or c1m.
+# For tests: --sysctl-root DIR, --limits-file FILE, --etc-root DIR, --state FILE.
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -20,21 +24,51 @@ usage() {
 }
 
 cmd=${1:-}
-[ "$cmd" = check ] || usage
+case $cmd in check | apply | revert) ;; *) usage ;; esac
 shift
 profile=c100k
 pid=""
 root=/proc/sys
 limits_file=""
+etc=/etc
+state=/var/lib/ringroom/limits.state
+dry_run=0
+unit=""
+only=""
 while [ $# -gt 0 ]; do
     case $1 in
         --profile) profile=${2:?--profile needs a name}; shift 2 ;;
         --pid) pid=${2:?--pid needs a process id}; shift 2 ;;
         --sysctl-root) root=${2:?--sysctl-root needs a directory}; shift 2 ;;
         --limits-file) limits_file=${2:?--limits-file needs a file}; shift 2 ;;
+        --etc-root) etc=${2:?--etc-root needs a directory}; shift 2 ;;
+        --state) state=${2:?--state needs a file}; shift 2 ;;
+        --dry-run) dry_run=1; shift ;;
+        --unit) unit=${2:?--unit needs a systemd unit name}; shift 2 ;;
+        --only) only=${2:?--only needs a prefix}; shift 2 ;;
         *) usage ;;
     esac
 done
+sysctl_dropin=$etc/sysctl.d/90-ringroom.conf
+limits_dropin=$etc/security/limits.d/90-ringroom.conf
+
+# revert: put back exactly what apply saved, remove what it wrote.
+if [ "$cmd" = revert ]; then
+    [ -r "$state" ] || { echo "limits.sh: nothing to revert (no $state)" >&2; exit 1; }
+    while IFS='=' read -r kind key value; do
+        case $kind in
+            sysctl)
+                if printf '%s\n' "$value" > "$root/${key//.//}" 2>/dev/null; then
+                    echo "restored $key = $value"
+                else
+                    echo "could not restore $key (to $value): not writable here" >&2
+                fi ;;
+            file) rm -f -- "$key" && echo "removed $key" ;;
+        esac
+    done < "$state"
+    rm -f -- "$state"
+    exit 0
+fi
 conf="$here/profiles/$profile.conf"
 if [ ! -r "$conf" ]; then
     have=$(for f in "$here"/profiles/*.conf; do basename "$f" .conf; done | xargs)
@@ -79,6 +113,102 @@ judge() {
         *) echo "limits.sh: unknown rule $rule in $conf" >&2; exit 2 ;;
     esac && echo OK || echo LOW
 }
+
+# The value `rule value` asks for, given `current`; empty if it is met already.
+# Limits are only ever raised (or, for `max` rules, lowered to the bound).
+target() {
+    local rule=$1 value=$2 current=$3
+    local -a f
+    read -r -a f <<< "$current"
+    case $rule in
+        min) [ "${f[0]}" -ge "$value" ] || echo "$value" ;;
+        max) [ "${f[0]}" -le "$value" ] || echo "$value" ;;
+        eq) [ "${f[0]}" -eq "$value" ] || echo "$value" ;;
+        span) [ $(( f[1] - f[0] + 1 )) -ge "$value" ] || echo "1024 65535" ;;
+        mem)
+            local pages=$(( (value + page - 1) / page ))
+            if [ $(( f[2] * page )) -lt "$value" ]; then
+                local pressure=$(( pages * 3 / 4 ))
+                [ "${f[1]}" -gt "$pressure" ] && pressure=${f[1]}
+                echo "${f[0]} $pressure $pages"
+            fi ;;
+    esac
+}
+
+if [ "$cmd" = apply ]; then
+    if [ "$dry_run" = 0 ] && [ -e "$state" ]; then
+        echo "limits.sh: $state exists: an earlier apply was not reverted; run 'limits.sh revert' first" >&2
+        exit 1
+    fi
+    keys=()
+    olds=()
+    news=()
+    nofile_want=""
+    while read -r setting rule value _; do
+        case $setting in ''|'#'*) continue ;; esac
+        [ -z "$only" ] || [[ $setting == "$only"* ]] || continue
+        if [ "$setting" = nofile ]; then
+            nofile_want=$value
+            continue
+        fi
+        current=$(sysctl_value "$setting")
+        [ -n "$current" ] || continue
+        new=$(target "$rule" "$value" "$current")
+        [ -n "$new" ] || continue
+        keys+=("$setting")
+        olds+=("$current")
+        news+=("$new")
+    done < "$conf"
+    if [ "$dry_run" = 1 ]; then
+        for i in "${!keys[@]}"; do
+            echo "would set ${keys[$i]}: ${olds[$i]} -> ${news[$i]}"
+        done
+        [ -n "$nofile_want" ] && echo "would write $limits_dropin: nofile $nofile_want"
+        [ -n "$unit" ] && [ -n "$nofile_want" ] && echo "would write a drop-in for $unit: LimitNOFILE=$nofile_want"
+        exit 0
+    fi
+    # Every old value is saved before anything changes.
+    mkdir -p "$(dirname "$state")"
+    : > "$state"
+    for i in "${!keys[@]}"; do
+        echo "sysctl=${keys[$i]}=${olds[$i]}" >> "$state"
+    done
+    for i in "${!keys[@]}"; do
+        if printf '%s\n' "${news[$i]}" > "$root/${keys[$i]//.//}" 2>/dev/null; then
+            echo "set ${keys[$i]}: ${olds[$i]} -> ${news[$i]}"
+        else
+            echo "cannot set ${keys[$i]} (to ${news[$i]}): /proc/sys is read-only here (a container?) or the setting belongs to the host's namespace; skipped" >&2
+        fi
+    done
+    if [ "${#keys[@]}" -gt 0 ]; then
+        mkdir -p "$(dirname "$sysctl_dropin")"
+        {
+            echo "# Written by ringroom tuning/limits.sh apply --profile $profile; removed by revert."
+            for i in "${!keys[@]}"; do echo "${keys[$i]} = ${news[$i]}"; done
+        } > "$sysctl_dropin"
+        echo "file=$sysctl_dropin" >> "$state"
+        echo "wrote $sysctl_dropin (applied again at boot)"
+    fi
+    if [ -n "$nofile_want" ]; then
+        mkdir -p "$(dirname "$limits_dropin")"
+        printf '# Written by ringroom tuning/limits.sh; removed by revert.\n* soft nofile %s\n* hard nofile %s\nroot soft nofile %s\nroot hard nofile %s\n' \
+            "$nofile_want" "$nofile_want" "$nofile_want" "$nofile_want" > "$limits_dropin"
+        echo "file=$limits_dropin" >> "$state"
+        echo "wrote $limits_dropin: nofile $nofile_want for new login sessions"
+        if [ "$(ulimit -Hn)" != unlimited ] && [ "$(ulimit -Hn)" -lt "$nofile_want" ]; then
+            echo "note: this shell keeps its hard fd limit ($(ulimit -Hn)): raising a running process's hard limit needs CAP_SYS_RESOURCE; start a new session, or run under a unit with LimitNOFILE" >&2
+        fi
+        if [ -n "$unit" ]; then
+            dropin=$etc/systemd/system/$unit.d/90-ringroom.conf
+            mkdir -p "$(dirname "$dropin")"
+            printf '[Service]\nLimitNOFILE=%s\n' "$nofile_want" > "$dropin"
+            echo "file=$dropin" >> "$state"
+            echo "wrote $dropin: run 'systemctl daemon-reload && systemctl restart $unit'"
+        fi
+    fi
+    echo "saved the old values to $state; 'limits.sh revert' restores them"
+    exit 0
+fi
 
 low=0
 rows=()

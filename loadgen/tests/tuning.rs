@@ -156,3 +156,130 @@ fn absent_settings_are_not_applicable_and_unknown_profiles_are_refused() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("have: c100k c10k c1m"));
 }
+
+/// `apply` then `revert` for the net.* settings, inside a network namespace the
+/// test makes (those sysctls are per namespace, so the machine is untouched),
+/// with the drop-ins and the state file in a temporary directory.
+#[test]
+fn apply_then_revert_restores_every_value_exactly() {
+    let ns = format!("rr-tuning-{}", std::process::id());
+    assert!(
+        Command::new("ip")
+            .args(["netns", "add", &ns])
+            .status()
+            .unwrap()
+            .success(),
+        "needs root and iproute2"
+    );
+    struct Del(String);
+    impl Drop for Del {
+        fn drop(&mut self) {
+            let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+        }
+    }
+    let _del = Del(ns.clone());
+    let dir = std::env::temp_dir().join(format!("rr-tuning-etc-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tuning/limits.sh");
+    let in_ns = |args: &[&str]| {
+        Command::new("ip")
+            .args(["netns", "exec", &ns, "bash"])
+            .arg(&script)
+            .args(args)
+            .arg("--etc-root")
+            .arg(dir.join("etc"))
+            .arg("--state")
+            .arg(dir.join("state"))
+            .output()
+            .unwrap()
+    };
+    let read_net = || -> Vec<(String, String)> {
+        [
+            "core/somaxconn",
+            "ipv4/tcp_max_syn_backlog",
+            "ipv4/ip_local_port_range",
+            "ipv4/tcp_fin_timeout",
+            "ipv4/tcp_max_tw_buckets",
+        ]
+        .iter()
+        .map(|k| {
+            let out = Command::new("ip")
+                .args(["netns", "exec", &ns, "cat", &format!("/proc/sys/net/{k}")])
+                .output()
+                .unwrap();
+            (
+                k.to_string(),
+                String::from_utf8_lossy(&out.stdout).trim().to_string(),
+            )
+        })
+        .collect()
+    };
+    let before = read_net();
+
+    let dry = in_ns(&["apply", "--profile", "c100k", "--only", "net.", "--dry-run"]);
+    assert!(dry.status.success());
+    assert!(String::from_utf8_lossy(&dry.stdout).contains("would set net.core.somaxconn"));
+    assert_eq!(read_net(), before, "a dry run changes nothing");
+    assert!(!dir.join("state").exists());
+
+    let apply = in_ns(&["apply", "--profile", "c100k", "--only", "net."]);
+    let stdout = String::from_utf8_lossy(&apply.stdout);
+    assert!(
+        apply.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&apply.stderr)
+    );
+    let after = read_net();
+    let get = |v: &[(String, String)], k: &str| v.iter().find(|(n, _)| n == k).unwrap().1.clone();
+    assert_eq!(get(&after, "core/somaxconn"), "65535");
+    assert_eq!(
+        get(&after, "ipv4/ip_local_port_range")
+            .split_whitespace()
+            .collect::<Vec<_>>(),
+        ["1024", "65535"]
+    );
+    assert_eq!(get(&after, "ipv4/tcp_fin_timeout"), "30");
+    let dropin = std::fs::read_to_string(dir.join("etc/sysctl.d/90-ringroom.conf")).unwrap();
+    assert!(dropin.contains("net.core.somaxconn = 65535"), "{dropin}");
+    assert!(
+        !dropin.contains("vm."),
+        "--only net. keeps to net.*: {dropin}"
+    );
+    // A second apply before a revert would lose the original values: refused.
+    assert_eq!(
+        in_ns(&["apply", "--profile", "c100k", "--only", "net."])
+            .status
+            .code(),
+        Some(1)
+    );
+    // Applying never lowers: check now passes for the net.* settings it set.
+    let check = Command::new("ip")
+        .args(["netns", "exec", &ns, "bash"])
+        .arg(&script)
+        .args(["check", "--profile", "c100k"])
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&check.stdout);
+    assert!(row(&table, "net.core.somaxconn").ends_with("OK"), "{table}");
+
+    let revert = in_ns(&["revert"]);
+    assert!(
+        revert.status.success(),
+        "{}",
+        String::from_utf8_lossy(&revert.stderr)
+    );
+    let restored = read_net();
+    for ((k, b), (_, r)) in before.iter().zip(&restored) {
+        let (b, r): (Vec<&str>, Vec<&str>) = (
+            b.split_whitespace().collect(),
+            r.split_whitespace().collect(),
+        );
+        assert_eq!(b, r, "{k} restored exactly");
+    }
+    assert!(
+        !dir.join("etc/sysctl.d/90-ringroom.conf").exists(),
+        "drop-in removed"
+    );
+    assert!(!dir.join("state").exists(), "state removed");
+    let _ = std::fs::remove_dir_all(&dir);
+}
