@@ -2,7 +2,7 @@
 # Checks, raises and restores the limits a C10K..C1M run needs, against a
 # profile (tuning/profiles/*.conf).
 #
-#   tuning/limits.sh check  [--profile P] [--pid PID]
+#   tuning/limits.sh check  [--profile P] [--pid PID] [--unit NAME]
 #   tuning/limits.sh apply  [--profile P] [--dry-run] [--unit NAME] [--only PREFIX]
 #   tuning/limits.sh revert
 #
@@ -258,6 +258,11 @@ if [ -z "$limits_file" ] && [ -d /run/systemd/system ] && command -v systemctl >
     if [ -n "$default" ]; then
         row "systemd DefaultLimitNOFILE" "$default" ">= $want" "$(judge min "$want" "$default")" \
             "services started by systemd get this fd limit unless their unit sets LimitNOFILE"
+    fi
+    if [ -n "$unit" ]; then
+        limit=$(systemctl show "$unit" --property LimitNOFILE --value 2>/dev/null || true)
+        [ -n "$limit" ] && row "$unit LimitNOFILE" "$limit" ">= $want" "$(judge min "$want" "$limit")" \
+            "the fd limit the server gets when systemd starts it (limits.sh apply --unit $unit)"
     fi
 fi
 
