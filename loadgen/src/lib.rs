@@ -2,6 +2,7 @@
 //! io_uring engine, scenarios and reporting that use them come with the
 //! load-generator issue.
 //!
+//! * [`compare`]: is run B slower than run A, beyond the noise? (Mann-Whitney U on interval p99s)
 //! * [`client`]: a worker's connections, PING schedules and measurements (sans-io).
 //! * [`sources`]: `--source` parsing, the capacity a run's sources, targets and
 //!   port range allow, and spreading connections over them.
@@ -13,6 +14,7 @@
 #![forbid(unsafe_code)]
 
 pub mod client;
+pub mod compare;
 pub mod procstat;
 pub mod report;
 pub mod schedule;

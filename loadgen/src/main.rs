@@ -138,6 +138,24 @@ fn main() -> ExitCode {
     if raw.get(1).map(String::as_str) == Some("--internal-server") {
         return internal_server(&raw[2..]);
     }
+    if raw.get(1).map(String::as_str) == Some("compare") {
+        let rest: Vec<&str> = raw[2..].iter().map(String::as_str).collect();
+        let args = match CompareArgs::from_args(&["loadgen compare"], &rest) {
+            Ok(a) => a,
+            Err(early) => {
+                println!("{}", early.output);
+                return ExitCode::from(u8::from(early.status.is_err()));
+            }
+        };
+        return match compare_runs(&args) {
+            Ok(false) => ExitCode::SUCCESS,
+            Ok(true) => ExitCode::from(1),
+            Err(e) => {
+                eprintln!("loadgen compare: {e}");
+                ExitCode::from(2)
+            }
+        };
+    }
     let args: Args = argh::from_env();
     match run(args) {
         Ok(()) => ExitCode::SUCCESS,
@@ -729,4 +747,140 @@ fn meminfo_kib(key: &str) -> Option<u64> {
         .next()?
         .parse()
         .ok()
+}
+
+/// loadgen compare: is run B slower than run A? Exits 1 on a regression.
+#[derive(FromArgs)]
+struct CompareArgs {
+    /// the baseline result folder (what loadgen --out wrote)
+    #[argh(positional)]
+    a: std::path::PathBuf,
+
+    /// the result folder to judge
+    #[argh(positional)]
+    b: std::path::PathBuf,
+
+    /// smallest slowdown of the median interval p99 that counts, relative
+    /// (default 0.1: 10 %)
+    #[argh(option, default = "0.1")]
+    threshold: f64,
+
+    /// significance level of the Mann-Whitney U test (default 0.01)
+    #[argh(option, default = "0.01")]
+    alpha: f64,
+
+    /// write both runs' percentile curves to this SVG file
+    #[argh(option)]
+    plot: Option<std::path::PathBuf>,
+}
+
+/// Prints the comparison; true if B regressed.
+fn compare_runs(args: &CompareArgs) -> Result<bool, String> {
+    use loadgen::compare::{compare, read_hlog};
+    let total = |hs: &[Histogram<u64>]| -> Result<Histogram<u64>, String> {
+        let mut t = Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3).expect("bounds");
+        for h in hs {
+            t.add(h).map_err(|e| format!("{e:?}"))?;
+        }
+        Ok(t)
+    };
+    let mut regressed = false;
+    let mut curves: Vec<(String, Histogram<u64>)> = Vec::new();
+    println!("A = {}\nB = {}", args.a.display(), args.b.display());
+    for metric in ["ping-rtt", "delivery", "connect"] {
+        let file = format!("{metric}.hlog");
+        let (Ok(ta), Ok(tb)) = (
+            std::fs::read(args.a.join(&file)),
+            std::fs::read(args.b.join(&file)),
+        ) else {
+            continue;
+        };
+        let (ia, ib) = (read_hlog(&ta)?, read_hlog(&tb)?);
+        let (ha, hb) = (total(&ia)?, total(&ib)?);
+        println!("\n{metric} (ms)\n| percentile | A | B | change |\n|---|---|---|---|");
+        for (label, q) in [
+            ("p50", 0.5),
+            ("p90", 0.9),
+            ("p99", 0.99),
+            ("p99.9", 0.999),
+            ("p99.99", 0.9999),
+            ("max", 1.0),
+        ] {
+            let (va, vb) = (
+                ha.value_at_quantile(q) as f64 / 1000.0,
+                hb.value_at_quantile(q) as f64 / 1000.0,
+            );
+            let change = if va > 0.0 {
+                format!("{:+.1} %", (vb / va - 1.0) * 100.0)
+            } else {
+                "-".into()
+            };
+            println!("| {label} | {va:.3} | {vb:.3} | {change} |");
+        }
+        let v = compare(&ia, &ib, args.threshold, args.alpha);
+        match v.p_value {
+            Some(p) => println!(
+                "Mann-Whitney U on per-interval p99 ({} vs {} intervals): median {:.3} -> {:.3} ms, one-sided p = {p:.2e}: {}",
+                ia.len(),
+                ib.len(),
+                v.median_a / 1000.0,
+                v.median_b / 1000.0,
+                if v.regression { "REGRESSION" } else { "no regression" }
+            ),
+            None => println!(
+                "fewer than {} intervals on a side: not tested (no regression declared)",
+                loadgen::compare::MIN_INTERVALS
+            ),
+        }
+        regressed |= v.regression;
+        curves.push((format!("A {metric}"), ha));
+        curves.push((format!("B {metric}"), hb));
+    }
+    if curves.is_empty() {
+        return Err("no interval log (ping-rtt, delivery or connect .hlog) in both folders".into());
+    }
+    // CPU and memory, side by side (reported, not tested: one figure per run).
+    let summary = |dir: &std::path::Path| -> Option<serde_json::Value> {
+        serde_json::from_slice(&std::fs::read(dir.join("summary.json")).ok()?).ok()
+    };
+    if let (Some(sa), Some(sb)) = (summary(&args.a), summary(&args.b)) {
+        println!("\n| figure | A | B | change |\n|---|---|---|---|");
+        for (label, key) in [
+            ("server CPU-s per million PONGs", "cpu_s_per_million_pongs"),
+            (
+                "server CPU-s per million deliveries",
+                "cpu_s_per_million_deliveries",
+            ),
+            (
+                "server RSS growth per connection (B)",
+                "peak_rss_growth_bytes_per_connection",
+            ),
+        ] {
+            let (va, vb) = (sa["server"][key].as_f64(), sb["server"][key].as_f64());
+            if let (Some(va), Some(vb)) = (va, vb) {
+                let change = if va > 0.0 {
+                    format!("{:+.1} %", (vb / va - 1.0) * 100.0)
+                } else {
+                    "-".into()
+                };
+                println!("| {label} | {va:.2} | {vb:.2} | {change} |");
+            }
+        }
+    }
+    if let Some(path) = &args.plot {
+        let refs: Vec<(&str, &Histogram<u64>)> =
+            curves.iter().map(|(n, h)| (n.as_str(), h)).collect();
+        std::fs::write(path, report::plot_svg("A vs B", &refs))
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        println!("\nplot: {}", path.display());
+    }
+    println!(
+        "\n{}",
+        if regressed {
+            "REGRESSION: B is slower than A beyond the noise"
+        } else {
+            "no regression"
+        }
+    );
+    Ok(regressed)
 }

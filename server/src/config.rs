@@ -144,6 +144,11 @@ pub struct Args {
     /// for tests only: shard 0 panics this many milliseconds after start
     #[argh(option, hidden_help)]
     pub test_panic_after_ms: Option<u64>,
+
+    /// for tests only: every shard sleeps this long after each batch of
+    /// completions, an artificial slowdown for the comparer to catch
+    #[argh(option, hidden_help)]
+    pub test_delay_us: Option<u64>,
 }
 
 /// `--tcp-keepalive IDLE,INTVL,CNT`.

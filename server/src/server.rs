@@ -116,6 +116,7 @@ impl Server {
                     .test_panic_after_ms
                     .filter(|_| i == 0)
                     .map(Duration::from_millis),
+                delay: args.test_delay_us.map(Duration::from_micros),
             };
             let core = (!cores.is_empty()).then(|| cores[i % cores.len()]);
             let tx = ready_tx.clone();

@@ -37,6 +37,8 @@ pub struct ShardSpec {
     pub metrics: Arc<ShardMetrics>,
     /// For tests: panic this long after start.
     pub panic_after: Option<Duration>,
+    /// For tests: sleep this long after each batch of completions.
+    pub delay: Option<Duration>,
 }
 
 /// Builds the shard's ring, reports readiness through `ready`, then runs until
@@ -113,6 +115,9 @@ pub fn run(spec: ShardSpec, ready: impl FnOnce(Result<(), StartError>)) {
         if n > 0 {
             spec.metrics.batches.inc();
             spec.metrics.completions.add(n as u64);
+            if let Some(delay) = spec.delay {
+                std::thread::sleep(delay);
+            }
         }
         if rearm_accept && stop_deadline.is_none() {
             engine.arm_accept();

@@ -1,0 +1,213 @@
+//! Comparing two runs: did B get slower than A?
+//!
+//! Latency is compared interval by interval: each run's interval log gives one
+//! p99 per interval, and a Mann-Whitney U test on those two samples says
+//! whether B's intervals are slower than A's by more than run-to-run noise. A
+//! regression needs both: a one-sided p-value under `alpha`, and a median p99
+//! at least `threshold` (relative) above A's, so that a significant but tiny
+//! shift does not fail a build.
+
+use hdrhistogram::serialization::interval_log::{IntervalLogIterator, LogEntry};
+use hdrhistogram::serialization::Deserializer;
+use hdrhistogram::Histogram;
+use statrs::distribution::{ContinuousCDF, Normal};
+
+/// Fewest intervals on each side for the test to decide anything.
+pub const MIN_INTERVALS: usize = 5;
+
+/// The verdict on one metric.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Verdict {
+    /// Median of A's interval p99s, microseconds.
+    pub median_a: f64,
+    /// Median of B's interval p99s, microseconds.
+    pub median_b: f64,
+    /// One-sided p-value that B's intervals are slower (None: too few intervals).
+    pub p_value: Option<f64>,
+    /// Whether this is a regression.
+    pub regression: bool,
+}
+
+/// Reads an interval log: its interval histograms, in order.
+pub fn read_hlog(text: &[u8]) -> Result<Vec<Histogram<u64>>, String> {
+    use base64::Engine as _;
+    let mut out = Vec::new();
+    for entry in IntervalLogIterator::new(text) {
+        if let LogEntry::Interval(i) = entry.map_err(|e| format!("bad interval log: {e:?}"))? {
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(i.encoded_histogram())
+                .map_err(|e| format!("bad histogram encoding: {e}"))?;
+            let h: Histogram<u64> = Deserializer::new()
+                .deserialize(&mut bytes.as_slice())
+                .map_err(|e| format!("bad histogram: {e:?}"))?;
+            out.push(h);
+        }
+    }
+    Ok(out)
+}
+
+/// The p99 of each non-empty interval.
+pub fn interval_p99s(intervals: &[Histogram<u64>]) -> Vec<f64> {
+    intervals
+        .iter()
+        .filter(|h| !h.is_empty())
+        .map(|h| h.value_at_quantile(0.99) as f64)
+        .collect()
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    if s.is_empty() {
+        return 0.0;
+    }
+    let m = s.len() / 2;
+    if s.len() % 2 == 1 {
+        s[m]
+    } else {
+        (s[m - 1] + s[m]) / 2.0
+    }
+}
+
+/// One-sided Mann-Whitney U test that `b` tends to be larger than `a`
+/// (normal approximation with tie correction); the p-value.
+pub fn mann_whitney_greater(a: &[f64], b: &[f64]) -> f64 {
+    let (n1, n2) = (a.len() as f64, b.len() as f64);
+    let mut all: Vec<(f64, bool)> = a
+        .iter()
+        .map(|&x| (x, false))
+        .chain(b.iter().map(|&x| (x, true)))
+        .collect();
+    all.sort_by(|x, y| x.0.total_cmp(&y.0));
+    // Average ranks over ties; the tie correction term.
+    let mut rank_b = 0.0;
+    let mut ties = 0.0;
+    let mut i = 0;
+    while i < all.len() {
+        let mut j = i;
+        while j + 1 < all.len() && all[j + 1].0 == all[i].0 {
+            j += 1;
+        }
+        let rank = (i + j) as f64 / 2.0 + 1.0;
+        let t = (j - i + 1) as f64;
+        ties += t * t * t - t;
+        rank_b += all[i..=j].iter().filter(|x| x.1).count() as f64 * rank;
+        i = j + 1;
+    }
+    let u_b = rank_b - n2 * (n2 + 1.0) / 2.0;
+    let mean = n1 * n2 / 2.0;
+    let n = n1 + n2;
+    let var = n1 * n2 / 12.0 * ((n + 1.0) - ties / (n * (n - 1.0)));
+    if var <= 0.0 {
+        return 1.0; // every value equal: no evidence either way
+    }
+    let z = (u_b - mean - 0.5) / var.sqrt(); // continuity correction
+    1.0 - Normal::new(0.0, 1.0).expect("standard normal").cdf(z)
+}
+
+/// Compares two runs' interval logs of one metric.
+pub fn compare(a: &[Histogram<u64>], b: &[Histogram<u64>], threshold: f64, alpha: f64) -> Verdict {
+    let (pa, pb) = (interval_p99s(a), interval_p99s(b));
+    let (median_a, median_b) = (median(&pa), median(&pb));
+    let enough = pa.len() >= MIN_INTERVALS && pb.len() >= MIN_INTERVALS;
+    let p_value = enough.then(|| mann_whitney_greater(&pa, &pb));
+    let slower = median_b > median_a * (1.0 + threshold);
+    Verdict {
+        median_a,
+        median_b,
+        p_value,
+        regression: slower && p_value.is_some_and(|p| p < alpha),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `n` one-second intervals of 1,000 samples around `center` us, with noise.
+    fn intervals(n: usize, center: f64, seed: u64) -> Vec<Histogram<u64>> {
+        let mut rng = fastrand::Rng::with_seed(seed);
+        (0..n)
+            .map(|_| {
+                let mut h = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap();
+                for _ in 0..1000 {
+                    // An exponential-ish tail: most near the center, a few far out.
+                    let x = center * (1.0 - rng.f64().ln() * 0.3);
+                    h.record(x as u64).unwrap();
+                }
+                h
+            })
+            .collect()
+    }
+
+    #[test]
+    fn identical_distributions_never_flag() {
+        for seed in 0..20 {
+            let a = intervals(30, 1000.0, seed);
+            let b = intervals(30, 1000.0, seed + 100);
+            let v = compare(&a, &b, 0.05, 0.01);
+            assert!(!v.regression, "seed {seed}: {v:?}");
+        }
+    }
+
+    #[test]
+    fn a_twenty_percent_slower_tail_flags() {
+        let a = intervals(30, 1000.0, 1);
+        let b = intervals(30, 1200.0, 2);
+        let v = compare(&a, &b, 0.05, 0.01);
+        assert!(v.regression, "{v:?}");
+        assert!(v.p_value.unwrap() < 1e-6);
+        assert!(v.median_b > v.median_a * 1.15);
+    }
+
+    #[test]
+    fn a_small_shift_within_the_threshold_does_not_flag() {
+        // 3 % slower is real here (many intervals) but under a 10 % threshold.
+        let a = intervals(60, 1000.0, 3);
+        let b = intervals(60, 1030.0, 4);
+        let v = compare(&a, &b, 0.10, 0.01);
+        assert!(!v.regression, "{v:?}");
+    }
+
+    #[test]
+    fn faster_is_never_a_regression_and_few_intervals_decide_nothing() {
+        let a = intervals(30, 1200.0, 5);
+        let b = intervals(30, 1000.0, 6);
+        assert!(!compare(&a, &b, 0.05, 0.01).regression);
+        let v = compare(
+            &intervals(3, 1000.0, 7),
+            &intervals(3, 5000.0, 8),
+            0.05,
+            0.01,
+        );
+        assert_eq!(v.p_value, None);
+        assert!(!v.regression);
+    }
+
+    #[test]
+    fn mann_whitney_matches_a_known_case() {
+        // b entirely above a: the smallest one-sided p-value for 5 vs 5.
+        let p = mann_whitney_greater(&[1.0, 2.0, 3.0, 4.0, 5.0], &[6.0, 7.0, 8.0, 9.0, 10.0]);
+        assert!(p < 0.01, "{p}");
+        let p = mann_whitney_greater(&[6.0, 7.0, 8.0, 9.0, 10.0], &[1.0, 2.0, 3.0, 4.0, 5.0]);
+        assert!(p > 0.99, "{p}");
+        assert_eq!(mann_whitney_greater(&[1.0; 5], &[1.0; 5]), 1.0);
+    }
+
+    #[test]
+    fn an_hlog_written_by_loadgen_is_read_back() {
+        let a = intervals(4, 1000.0, 9);
+        let log: Vec<crate::report::Interval> = a
+            .iter()
+            .enumerate()
+            .map(|(i, h)| crate::report::Interval {
+                start: std::time::Duration::from_secs(i as u64),
+                length: std::time::Duration::from_secs(1),
+                histogram: h.clone(),
+            })
+            .collect();
+        let mut bytes = Vec::new();
+        crate::report::write_hlog(&mut bytes, std::time::SystemTime::now(), &log).unwrap();
+        assert_eq!(read_hlog(&bytes).unwrap(), a);
+    }
+}
