@@ -1,0 +1,87 @@
+//! `loadgen compare` end to end, in a test binary of its own so that no other
+//! test loads the machine while the runs it compares are measured.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
+
+/// Two runs of the same build are not a regression; a run against a server
+/// slowed by its test-only --test-delay-us is.
+#[test]
+fn compare_flags_a_slowed_server_and_not_the_same_build() {
+    let dir = std::env::temp_dir().join(format!("loadgen-compare-{}", std::process::id()));
+    let ping = |out: &str, target: Option<SocketAddr>, source: &str| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_loadgen"));
+        c.args([
+            "--scenario",
+            "ping",
+            "--conns",
+            "500",
+            "--ping-rate",
+            "20",
+            "--duration",
+            "7",
+        ])
+        .args(["--source", source, "--out"])
+        .arg(dir.join(out));
+        if let Some(t) = target {
+            c.args(["--target", &t.to_string()]);
+        }
+        let run = c.output().unwrap();
+        assert!(
+            run.status.success(),
+            "{}",
+            String::from_utf8_lossy(&run.stdout)
+        );
+    };
+    let compare = |a: &str, b: &str| {
+        Command::new(env!("CARGO_BIN_EXE_loadgen"))
+            .arg("compare")
+            .arg(dir.join(a))
+            .arg(dir.join(b))
+            // A shared 2-core VM is noisy: only a slowdown of half the p99 counts.
+            .args(["--threshold", "0.5"])
+            .output()
+            .unwrap()
+    };
+    ping("a", None, "127.0.0.50");
+    ping("b", None, "127.0.0.51");
+    let same = compare("a", "b");
+    let text = String::from_utf8_lossy(&same.stdout);
+    assert_eq!(same.status.code(), Some(0), "{text}");
+    assert!(text.contains("Mann-Whitney U"), "{text}");
+
+    let mut slow = Command::new(env!("CARGO_BIN_EXE_loadgen"))
+        .args([
+            "--internal-server",
+            "--listen",
+            "127.0.0.1:0",
+            "--metrics",
+            "off",
+            "--discovery",
+            "off",
+        ])
+        .args(["--stats-interval", "0", "--test-delay-us", "3000"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(slow.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let at = line.find("listen ").unwrap() + 7;
+    let addr: SocketAddr = line[at..]
+        .split([',', ' '])
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    ping("slow", Some(addr), "127.0.0.52");
+    slow.kill().unwrap();
+    slow.wait().unwrap();
+    let flagged = compare("a", "slow");
+    let text = String::from_utf8_lossy(&flagged.stdout);
+    assert_eq!(flagged.status.code(), Some(1), "{text}");
+    assert!(text.contains("REGRESSION"), "{text}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
