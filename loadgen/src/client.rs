@@ -195,10 +195,12 @@ impl ClientCore {
         self.room_plan = Some(plan);
     }
 
-    /// No more PUBLISHes (the run is ending; what was sent may still arrive).
+    /// No more PUBLISHes or PINGs (the run is ending): what was sent may
+    /// still be answered before the connections close.
     pub fn stop_publishing(&mut self) {
         self.publishing_stopped = true;
         self.publish_timers.clear();
+        self.timers.clear();
     }
 
     /// Turns reconnecting off (on by default).

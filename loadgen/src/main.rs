@@ -459,7 +459,7 @@ fn drive(
             counts.dropped
         ));
     }
-    if matches!(pinging, Pinging::Rate(_)) && lost > counts.pings / 1000 + workers as u64 * 64 {
+    if lost > 0 {
         return Err(format!("{lost} of {} PINGs unanswered", counts.pings));
     }
     Ok(())

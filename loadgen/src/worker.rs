@@ -96,6 +96,8 @@ pub struct WorkerResult {
 
 /// Time between the last PUBLISH and closing, so messages in flight arrive.
 pub const PUBLISH_GRACE: Duration = Duration::from_secs(1);
+/// Time between the last PING and closing, so every PING gets its PONG.
+pub const PING_GRACE: Duration = Duration::from_millis(300);
 
 /// Most `connect()` calls one loop turn makes, so that a ramp never starves
 /// the completions.
@@ -166,10 +168,12 @@ pub fn run(spec: &WorkerSpec) -> Result<WorkerResult, String> {
                     core.connect_failed(attempt, errno);
                 }
             }
+            // Sending stops at the end; the connections close a grace later,
+            // so that everything sent can be answered or delivered.
             let grace = if spec.rooms.is_some() {
                 PUBLISH_GRACE
             } else {
-                Duration::ZERO
+                PING_GRACE
             };
             if now >= end {
                 core.stop_publishing();
