@@ -21,3 +21,10 @@ pub mod schedule;
 pub mod sources;
 pub mod verify;
 pub mod worker;
+
+/// The listen address in the server's ready line (`ringroom-server ready:
+/// listen ADDR, ...`), as `loadgen` and its tests read it.
+pub fn ready_address(line: &str) -> Option<std::net::SocketAddr> {
+    let at = line.find("listen ")? + "listen ".len();
+    line[at..].split([',', ' ']).next()?.parse().ok()
+}

@@ -213,10 +213,7 @@ impl OwnServer {
         std::io::BufReader::new(stdout)
             .read_line(&mut line)
             .map_err(|e| format!("server: {e}"))?;
-        let addr = line
-            .find("listen ")
-            .and_then(|at| line[at + 7..].split([',', ' ']).next())
-            .and_then(|a| a.parse().ok())
+        let addr = loadgen::ready_address(&line)
             .ok_or_else(|| format!("the server did not start: {line}"))?;
         println!("started {}", line.trim_end());
         Ok((Self { child }, addr))

@@ -1,9 +1,10 @@
 //! `loadgen compare` end to end, in a test binary of its own so that no other
 //! test loads the machine while the runs it compares are measured.
 
-use std::io::{BufRead, BufReader};
+mod common;
+
 use std::net::SocketAddr;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 /// Two runs of the same build are not a regression; a run against a server
 /// slowed by its test-only --test-delay-us is.
@@ -51,31 +52,7 @@ fn compare_flags_a_slowed_server_and_not_the_same_build() {
     assert_eq!(same.status.code(), Some(0), "{text}");
     assert!(text.contains("Mann-Whitney U"), "{text}");
 
-    let mut slow = Command::new(env!("CARGO_BIN_EXE_loadgen"))
-        .args([
-            "--internal-server",
-            "--listen",
-            "127.0.0.1:0",
-            "--metrics",
-            "off",
-            "--discovery",
-            "off",
-        ])
-        .args(["--stats-interval", "0", "--test-delay-us", "3000"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(slow.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let at = line.find("listen ").unwrap() + 7;
-    let addr: SocketAddr = line[at..]
-        .split([',', ' '])
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let (mut slow, addr) = common::start_server(&["--test-delay-us", "3000"]);
     ping("slow", Some(addr), "127.0.0.52");
     slow.kill().unwrap();
     slow.wait().unwrap();

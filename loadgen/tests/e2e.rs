@@ -2,9 +2,9 @@
 //! connection comes up through a client ring whose sockets live in its
 //! fixed-file table, and every PING scheduled is answered.
 
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+mod common;
+
+use std::process::Command;
 use std::time::Duration;
 
 use loadgen::client::Pinging;
@@ -13,7 +13,7 @@ use loadgen::worker::{run, WorkerSpec};
 
 #[test]
 fn a_worker_holds_3000_connections_and_every_ping_is_answered() {
-    let (mut server, addr) = start_server();
+    let (mut server, addr) = common::start_server(&[]);
     let spec = WorkerSpec {
         targets: vec![addr],
         sources: parse_sources("127.0.0.20-127.0.0.21").unwrap(),
@@ -46,36 +46,6 @@ fn a_worker_holds_3000_connections_and_every_ping_is_answered() {
     assert_eq!(result.connect.len(), 3000);
     server.kill().unwrap();
     server.wait().unwrap();
-}
-
-/// The server, as loadgen starts it: its own binary re-executed as the server.
-fn start_server() -> (Child, SocketAddr) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_loadgen"))
-        .args([
-            "--internal-server",
-            "--listen",
-            "127.0.0.1:0",
-            "--metrics",
-            "off",
-            "--discovery",
-            "off",
-        ])
-        .args(["--stats-interval", "0"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let at = line.find("listen ").expect("the ready line") + 7;
-    let addr = line[at..]
-        .split([',', ' '])
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
-    (child, addr)
 }
 
 /// The README's one command: C10K end to end, 15 s, with the server it starts.

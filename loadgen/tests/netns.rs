@@ -3,8 +3,9 @@
 //! untouched): 4,500 connections to one server do not fit from one source
 //! address and are refused before the run; from five, all 4,500 come up.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+mod common;
+
+use std::process::Command;
 
 /// Deletes the namespace (and so everything in it) when the test ends.
 struct Netns(String);
@@ -48,26 +49,9 @@ fn a_narrow_port_range_needs_more_source_addresses() {
     );
 
     let loadgen = env!("CARGO_BIN_EXE_loadgen");
-    let mut server = ip_netns_exec(&ns.0)
-        .args([
-            loadgen,
-            "--internal-server",
-            "--listen",
-            "127.0.0.1:0",
-            "--metrics",
-            "off",
-        ])
-        .args(["--discovery", "off", "--stats-interval", "0"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(server.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let at = line.find("listen ").expect("the server's ready line") + 7;
-    let addr = line[at..].split([',', ' ']).next().unwrap().to_string();
-
+    let (mut server, addr) =
+        common::spawn_server(common::server_command(ip_netns_exec(&ns.0), &[]));
+    let addr = addr.to_string();
     let run = |sources: &str| {
         let out =
             std::env::temp_dir().join(format!("rr-netns-{}-{}", std::process::id(), sources.len()));
