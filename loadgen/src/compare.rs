@@ -9,6 +9,8 @@
 
 use hdrhistogram::serialization::interval_log::{IntervalLogIterator, LogEntry};
 use hdrhistogram::serialization::Deserializer;
+use std::path::Path;
+
 use hdrhistogram::Histogram;
 use statrs::distribution::{ContinuousCDF, Normal};
 
@@ -30,20 +32,24 @@ pub struct Verdict {
 
 /// Reads an interval log: its interval histograms, in order.
 pub fn read_hlog(text: &[u8]) -> Result<Vec<Histogram<u64>>, String> {
-    use base64::Engine as _;
     let mut out = Vec::new();
     for entry in IntervalLogIterator::new(text) {
         if let LogEntry::Interval(i) = entry.map_err(|e| format!("bad interval log: {e:?}"))? {
-            let bytes = base64::engine::general_purpose::STANDARD
-                .decode(i.encoded_histogram())
-                .map_err(|e| format!("bad histogram encoding: {e}"))?;
-            let h: Histogram<u64> = Deserializer::new()
-                .deserialize(&mut bytes.as_slice())
-                .map_err(|e| format!("bad histogram: {e:?}"))?;
-            out.push(h);
+            out.push(decode_histogram(i.encoded_histogram())?);
         }
     }
     Ok(out)
+}
+
+/// One histogram as an interval log encodes it (base64 of the V2 compressed form).
+pub fn decode_histogram(encoded: &str) -> Result<Histogram<u64>, String> {
+    use base64::Engine as _;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(encoded)
+        .map_err(|e| format!("bad histogram encoding: {e}"))?;
+    Deserializer::new()
+        .deserialize(&mut bytes.as_slice())
+        .map_err(|e| format!("bad histogram: {e:?}"))
 }
 
 /// The p99 of each non-empty interval.
@@ -118,6 +124,121 @@ pub fn compare(a: &[Histogram<u64>], b: &[Histogram<u64>], threshold: f64, alpha
         p_value,
         regression: slower && p_value.is_some_and(|p| p < alpha),
     }
+}
+
+/// Compares two result folders, printing per latency metric the percentiles
+/// side by side and the test's verdict, then CPU per million and memory per
+/// connection; `plot` gets both runs' percentile curves. True if B regressed.
+pub fn compare_folders(
+    a: &Path,
+    b: &Path,
+    threshold: f64,
+    alpha: f64,
+    plot: Option<&Path>,
+) -> Result<bool, String> {
+    let total = |hs: &[Histogram<u64>]| -> Result<Histogram<u64>, String> {
+        let mut t = Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3).expect("bounds");
+        for h in hs {
+            t.add(h).map_err(|e| format!("{e:?}"))?;
+        }
+        Ok(t)
+    };
+    let mut regressed = false;
+    let mut curves: Vec<(String, Histogram<u64>)> = Vec::new();
+    println!("A = {}\nB = {}", a.display(), b.display());
+    for metric in ["ping-rtt", "delivery", "connect"] {
+        let file = format!("{metric}.hlog");
+        let (Ok(ta), Ok(tb)) = (std::fs::read(a.join(&file)), std::fs::read(b.join(&file))) else {
+            continue;
+        };
+        let (ia, ib) = (read_hlog(&ta)?, read_hlog(&tb)?);
+        let (ha, hb) = (total(&ia)?, total(&ib)?);
+        println!("\n{metric} (ms)\n| percentile | A | B | change |\n|---|---|---|---|");
+        for (label, q) in [
+            ("p50", 0.5),
+            ("p90", 0.9),
+            ("p99", 0.99),
+            ("p99.9", 0.999),
+            ("p99.99", 0.9999),
+            ("max", 1.0),
+        ] {
+            let (va, vb) = (
+                ha.value_at_quantile(q) as f64 / 1000.0,
+                hb.value_at_quantile(q) as f64 / 1000.0,
+            );
+            let change = if va > 0.0 {
+                format!("{:+.1} %", (vb / va - 1.0) * 100.0)
+            } else {
+                "-".into()
+            };
+            println!("| {label} | {va:.3} | {vb:.3} | {change} |");
+        }
+        let v = compare(&ia, &ib, threshold, alpha);
+        match v.p_value {
+            Some(p) => println!(
+                "Mann-Whitney U on per-interval p99 ({} vs {} intervals): median {:.3} -> {:.3} ms, one-sided p = {p:.2e}: {}",
+                ia.len(),
+                ib.len(),
+                v.median_a / 1000.0,
+                v.median_b / 1000.0,
+                if v.regression { "REGRESSION" } else { "no regression" }
+            ),
+            None => println!(
+                "fewer than {} intervals on a side: not tested (no regression declared)",
+                MIN_INTERVALS
+            ),
+        }
+        regressed |= v.regression;
+        curves.push((format!("A {metric}"), ha));
+        curves.push((format!("B {metric}"), hb));
+    }
+    if curves.is_empty() {
+        return Err("no interval log (ping-rtt, delivery or connect .hlog) in both folders".into());
+    }
+    // CPU and memory, side by side (reported, not tested: one figure per run).
+    let summary = |dir: &Path| -> Option<serde_json::Value> {
+        serde_json::from_slice(&std::fs::read(dir.join("summary.json")).ok()?).ok()
+    };
+    if let (Some(sa), Some(sb)) = (summary(a), summary(b)) {
+        println!("\n| figure | A | B | change |\n|---|---|---|---|");
+        for (label, key) in [
+            ("server CPU-s per million PONGs", "cpu_s_per_million_pongs"),
+            (
+                "server CPU-s per million deliveries",
+                "cpu_s_per_million_deliveries",
+            ),
+            (
+                "server RSS growth per connection (B)",
+                "peak_rss_growth_bytes_per_connection",
+            ),
+        ] {
+            let (va, vb) = (sa["server"][key].as_f64(), sb["server"][key].as_f64());
+            if let (Some(va), Some(vb)) = (va, vb) {
+                let change = if va > 0.0 {
+                    format!("{:+.1} %", (vb / va - 1.0) * 100.0)
+                } else {
+                    "-".into()
+                };
+                println!("| {label} | {va:.2} | {vb:.2} | {change} |");
+            }
+        }
+    }
+    if let Some(path) = plot {
+        let refs: Vec<(&str, &Histogram<u64>)> =
+            curves.iter().map(|(n, h)| (n.as_str(), h)).collect();
+        std::fs::write(path, crate::report::plot_svg("A vs B", &refs))
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        println!("\nplot: {}", path.display());
+    }
+    println!(
+        "\n{}",
+        if regressed {
+            "REGRESSION: B is slower than A beyond the noise"
+        } else {
+            "no regression"
+        }
+    );
+    Ok(regressed)
 }
 
 #[cfg(test)]

@@ -15,8 +15,10 @@
 
 pub mod client;
 pub mod compare;
+pub mod index;
 pub mod procstat;
 pub mod report;
+pub mod results;
 pub mod schedule;
 pub mod sources;
 pub mod verify;

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use argh::FromArgs;
 use hdrhistogram::Histogram;
 use loadgen::client::{Counts, Pinging, RoomPlan};
+use loadgen::results::RunRecord;
 use loadgen::sources::{local_port_range, parse_sources, Capacity};
 use loadgen::worker::{self, share, Progress, WorkerSpec, INTERVAL};
 use loadgen::{procstat, report};
@@ -90,6 +91,11 @@ struct Args {
     #[argh(option)]
     server_pid: Option<u32>,
 
+    /// wire protocol: ringroom (default), or a peer server's for comparison:
+    /// redis (RESP), nats or mqtt (3.1.1); peers need --target
+    #[argh(option, default = "String::from(\"ringroom\")")]
+    protocol: String,
+
     /// folder for the results: summary.json, .hgrm, .hlog, plot.svg
     /// (default bench-results/local/SCENARIO-TIMESTAMP/)
     #[argh(option)]
@@ -138,20 +144,20 @@ fn main() -> ExitCode {
     if raw.get(1).map(String::as_str) == Some("--internal-server") {
         return internal_server(&raw[2..]);
     }
-    if raw.get(1).map(String::as_str) == Some("compare") {
+    if let Some(sub @ ("compare" | "merge" | "report")) = raw.get(1).map(String::as_str) {
         let rest: Vec<&str> = raw[2..].iter().map(String::as_str).collect();
-        let args = match CompareArgs::from_args(&["loadgen compare"], &rest) {
-            Ok(a) => a,
-            Err(early) => {
-                println!("{}", early.output);
-                return ExitCode::from(u8::from(early.status.is_err()));
-            }
+        let command = format!("loadgen {sub}");
+        let result = match sub {
+            "compare" => parse::<CompareArgs>(&command, &rest).map(|a| compare_cmd(&a)),
+            "merge" => parse::<MergeArgs>(&command, &rest).map(|a| merge_cmd(&a).map(|()| false)),
+            _ => parse::<ReportArgs>(&command, &rest).map(|a| report_cmd(&a).map(|()| false)),
         };
-        return match compare_runs(&args) {
-            Ok(false) => ExitCode::SUCCESS,
-            Ok(true) => ExitCode::from(1),
-            Err(e) => {
-                eprintln!("loadgen compare: {e}");
+        return match result {
+            Err(code) => code,
+            Ok(Ok(false)) => ExitCode::SUCCESS,
+            Ok(Ok(true)) => ExitCode::from(1),
+            Ok(Err(e)) => {
+                eprintln!("{command}: {e}");
                 ExitCode::from(2)
             }
         };
@@ -394,12 +400,10 @@ fn drive(
     print_summary(
         args, plan, workers, &counts, &connect, &rtt, peak, elapsed, own_cpu, server_cpu,
     );
-    let dir = args.out.clone().unwrap_or_else(|| {
-        let stamp = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        std::path::PathBuf::from(format!("bench-results/local/{}-{stamp}", args.scenario))
-    });
+    let dir = args
+        .out
+        .clone()
+        .unwrap_or_else(|| default_out(&args.scenario));
     if rooms.is_some() {
         println!(
             "| rooms: published / expected / delivered | {} / {} / {} |",
@@ -423,9 +427,10 @@ fn drive(
         delivery: rooms.is_some().then_some(delivery),
         order,
     };
-    write_results(
-        &dir, args, plan, &targets, workers, &counts, &connect, &rtt, own_cpu, server_cpu, &run,
+    record(
+        args, plan, &targets, workers, &counts, &connect, own_cpu, server_cpu, &run,
     )
+    .write(&dir)
     .map_err(|e| format!("cannot write results to {}: {e}", dir.display()))?;
     println!("results in {}", dir.display());
     if rooms.is_some() {
@@ -561,39 +566,37 @@ fn print_summary(
     }
 }
 
+/// The run as a result folder's contents.
 #[allow(clippy::too_many_arguments)]
-fn write_results(
-    dir: &std::path::Path,
+fn record(
     args: &Args,
     plan: &Plan,
     targets: &[SocketAddr],
     workers: usize,
     counts: &Counts,
     connect: &Histogram<u64>,
-    rtt: &Histogram<u64>,
     own_cpu: Duration,
     server: Option<(Duration, u64, u64)>,
     run: &Run,
-) -> std::io::Result<()> {
-    std::fs::create_dir_all(dir)?;
-    let mut metrics = vec![("connect", connect), ("ping-rtt", rtt)];
-    if let Some(d) = &run.delivery {
-        metrics.push(("delivery", d));
-    }
-    for (name, h) in metrics.iter().copied() {
-        report::write_hgrm(
-            &mut std::fs::File::create(dir.join(format!("{name}.hgrm")))?,
-            h,
-        )?;
-        // Connect and delivery logs are one interval; RTTs have one per second.
-        let intervals: Vec<report::Interval> = if name != "ping-rtt" {
-            vec![report::Interval {
-                start: Duration::ZERO,
-                length: Duration::from_secs(plan.duration),
-                histogram: h.clone(),
-            }]
-        } else {
-            run.intervals
+) -> RunRecord {
+    use loadgen::results as r;
+    let whole = |name: &str, h: &Histogram<u64>| r::Metric {
+        name: name.into(),
+        start_time: run.started_at,
+        intervals: vec![report::Interval {
+            start: Duration::ZERO,
+            length: Duration::from_secs(plan.duration),
+            histogram: h.clone(),
+        }],
+    };
+    // Connect and delivery logs are one interval; RTTs have one per second.
+    let mut metrics = vec![
+        whole("connect", connect),
+        r::Metric {
+            name: "ping-rtt".into(),
+            start_time: run.started_at,
+            intervals: run
+                .intervals
                 .iter()
                 .enumerate()
                 .map(|(i, h)| report::Interval {
@@ -601,74 +604,69 @@ fn write_results(
                     length: INTERVAL,
                     histogram: h.clone(),
                 })
-                .collect()
-        };
-        report::write_hlog(
-            &mut std::fs::File::create(dir.join(format!("{name}.hlog")))?,
-            run.started_at,
-            &intervals,
-        )?;
+                .collect(),
+        },
+    ];
+    if let Some(d) = &run.delivery {
+        metrics.push(whole("delivery", d));
     }
-    std::fs::write(
-        dir.join("plot.svg"),
-        report::plot_svg(&format!("loadgen {}", args.scenario), &metrics),
-    )?;
-    let percentiles = |h: &Histogram<u64>| {
-        serde_json::json!({
-            "p50_ms": ms(h, 0.5), "p90_ms": ms(h, 0.9), "p99_ms": ms(h, 0.99),
-            "p99_9_ms": ms(h, 0.999), "max_ms": h.max() as f64 / 1000.0, "count": h.len(),
-        })
+    let summary = r::Summary {
+        config: r::Config {
+            targets: targets.iter().map(ToString::to_string).collect(),
+            embedded_server: args.target.is_empty(),
+            conns: plan.conns as u64,
+            connect_rate: plan.connect_rate,
+            duration_s: plan.duration,
+            source: plan.source.clone(),
+            scenario: args.scenario.clone(),
+            idle: plan.idle,
+            ping_rate: plan.ping_rate,
+            heartbeat_ms: args.heartbeat_ms,
+            workers,
+            protocol: args.protocol.clone(),
+        },
+        machine: r::Machine::this(),
+        counts: r::Counts {
+            connected: counts.connected,
+            dropped: counts.dropped,
+            failed_by_errno: by_key(&counts.failed),
+            errors_by_code: by_key(&counts.errors),
+            pings: counts.pings,
+            pongs: counts.pongs,
+            dead_server: counts.dead_server,
+            reconnects: counts.reconnects,
+        },
+        loadgen_cpu_s: own_cpu.as_secs_f64(),
+        server: server.map(|(cpu, rss, growth)| r::Server {
+            cpu_s: cpu.as_secs_f64(),
+            rss_bytes: rss,
+            peak_rss_growth_bytes: growth,
+            ..Default::default()
+        }),
+        rooms: run.delivery.as_ref().map(|_| r::Rooms {
+            rooms: args.rooms,
+            publish_rate: args.publish_rate,
+            payload: args.payload,
+            published: counts.published,
+            expected: counts.expected,
+            delivered: counts.delivered,
+            late: run.order[0],
+            duplicates: run.order[1],
+            missing: run.order[2],
+        }),
+        sources: 1,
+        ..Default::default()
     };
-    let summary = serde_json::json!({
-        "config": {
-            "targets": targets.iter().map(ToString::to_string).collect::<Vec<_>>(),
-            "embedded_server": args.target.is_empty(),
-            "conns": plan.conns, "connect_rate": plan.connect_rate, "duration_s": plan.duration,
-            "source": plan.source, "scenario": args.scenario, "idle": plan.idle, "ping_rate": plan.ping_rate,
-            "heartbeat_ms": args.heartbeat_ms, "workers": workers,
-        },
-        "machine": {
-            "kernel": std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim(),
-            "cores": std::thread::available_parallelism().map_or(0, |n| n.get()),
-            "cpu_model": cpu_model(),
-            "memory_kib": meminfo_kib("MemTotal:"),
-            "rlimit_nofile": rlimit::getrlimit(rlimit::Resource::NOFILE).map(|(soft, _)| soft).ok(),
-            "ip_local_port_range": local_port_range().ok(),
-        },
-        "counts": {
-            "connected": counts.connected, "dropped": counts.dropped,
-            "failed_by_errno": counts.failed.iter().map(|(k, v)| (k.to_string(), v)).collect::<std::collections::BTreeMap<_, _>>(),
-            "errors_by_code": counts.errors.iter().map(|(k, v)| (k.to_string(), v)).collect::<std::collections::BTreeMap<_, _>>(),
-            "pings": counts.pings, "pongs": counts.pongs,
-            "dead_server": counts.dead_server, "reconnects": counts.reconnects,
-        },
-        "rates": {
-            "pings_per_s": counts.pings as f64 / plan.duration.max(1) as f64,
-            "pongs_per_s": counts.pongs as f64 / plan.duration.max(1) as f64,
-        },
-        "loadgen_cpu_s": own_cpu.as_secs_f64(),
-        "loadgen_cpu_s_per_million_pongs": procstat::cpu_per_million(own_cpu, counts.pongs),
-        "server": server.map(|(cpu, rss, growth)| serde_json::json!({
-            "cpu_s": cpu.as_secs_f64(), "rss_bytes": rss, "peak_rss_growth_bytes": growth,
-            "peak_rss_growth_bytes_per_connection": growth / counts.connected.max(1),
-            "cpu_s_per_million_pongs": procstat::cpu_per_million(cpu, counts.pongs),
-            "cpu_s_per_million_deliveries": procstat::cpu_per_million(cpu, counts.delivered),
-        })),
-        "latency": {
-            "connect": percentiles(connect),
-            "ping_rtt": percentiles(rtt),
-            "delivery": run.delivery.as_ref().map(percentiles),
-        },
-        "rooms": run.delivery.as_ref().map(|_| serde_json::json!({
-            "rooms": args.rooms, "publish_rate": args.publish_rate, "payload": args.payload,
-            "published": counts.published, "expected": counts.expected, "delivered": counts.delivered,
-            "late": run.order[0], "duplicates": run.order[1], "missing": run.order[2],
-        })),
-    });
-    std::fs::write(
-        dir.join("summary.json"),
-        serde_json::to_string_pretty(&summary)? + "\n",
-    )
+    let mut record = RunRecord { summary, metrics };
+    record.finish();
+    record
+}
+
+/// A counter map keyed by its keys' text, in order, as summary.json has it.
+fn by_key<K: std::fmt::Display>(
+    m: &std::collections::HashMap<K, u64>,
+) -> std::collections::BTreeMap<String, u64> {
+    m.iter().map(|(k, v)| (k.to_string(), *v)).collect()
 }
 
 /// What the results files need besides the totals.
@@ -728,32 +726,25 @@ fn show_progress<T>(
     }
 }
 
-/// The CPU model from /proc/cpuinfo.
-fn cpu_model() -> Option<String> {
-    let info = std::fs::read_to_string("/proc/cpuinfo").ok()?;
-    let line = info.lines().find(|l| l.starts_with("model name"))?;
-    Some(line.split_once(':')?.1.trim().to_string())
+/// A subcommand's arguments, or the exit code of `--help` or a usage error.
+fn parse<T: FromArgs>(command: &str, rest: &[&str]) -> Result<T, ExitCode> {
+    T::from_args(&[command], rest).map_err(|early| {
+        println!("{}", early.output);
+        ExitCode::from(if early.status.is_err() { 2 } else { 0 })
+    })
 }
 
-/// A field of /proc/meminfo, in KiB.
-fn meminfo_kib(key: &str) -> Option<u64> {
-    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
-    info.lines()
-        .find_map(|l| l.strip_prefix(key))?
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()
-}
-
-/// loadgen compare: is run B slower than run A? Exits 1 on a regression.
+/// loadgen compare: is run B slower than run A? Exits 1 on a regression, 2 on
+/// an error.
 #[derive(FromArgs)]
 struct CompareArgs {
-    /// the baseline result folder (what loadgen --out wrote)
+    /// the baseline: a result folder (what loadgen --out wrote), a release
+    /// folder of them, or a release name under bench-results/
     #[argh(positional)]
     a: std::path::PathBuf,
 
-    /// the result folder to judge
+    /// what to judge, the same way; releases are compared scenario by
+    /// scenario (those present in both)
     #[argh(positional)]
     b: std::path::PathBuf,
 
@@ -771,113 +762,170 @@ struct CompareArgs {
     plot: Option<std::path::PathBuf>,
 }
 
-/// Prints the comparison; true if B regressed.
-fn compare_runs(args: &CompareArgs) -> Result<bool, String> {
-    use loadgen::compare::{compare, read_hlog};
-    let total = |hs: &[Histogram<u64>]| -> Result<Histogram<u64>, String> {
-        let mut t = Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3).expect("bounds");
-        for h in hs {
-            t.add(h).map_err(|e| format!("{e:?}"))?;
+/// The result folders `arg` names: itself if it holds a summary.json, else its
+/// subfolders that do (a release), else the same under bench-results/.
+fn result_folders(arg: &std::path::Path) -> Result<Vec<(String, std::path::PathBuf)>, String> {
+    let runs_in = |dir: &std::path::Path| -> Vec<(String, std::path::PathBuf)> {
+        if dir.join("summary.json").is_file() {
+            return vec![(String::new(), dir.to_path_buf())];
         }
-        Ok(t)
+        let mut runs: Vec<_> = std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| p.join("summary.json").is_file())
+            .map(|p| {
+                (
+                    p.file_name()
+                        .unwrap_or_default()
+                        .to_string_lossy()
+                        .into_owned(),
+                    p,
+                )
+            })
+            .collect();
+        runs.sort();
+        runs
     };
-    let mut regressed = false;
-    let mut curves: Vec<(String, Histogram<u64>)> = Vec::new();
-    println!("A = {}\nB = {}", args.a.display(), args.b.display());
-    for metric in ["ping-rtt", "delivery", "connect"] {
-        let file = format!("{metric}.hlog");
-        let (Ok(ta), Ok(tb)) = (
-            std::fs::read(args.a.join(&file)),
-            std::fs::read(args.b.join(&file)),
-        ) else {
-            continue;
-        };
-        let (ia, ib) = (read_hlog(&ta)?, read_hlog(&tb)?);
-        let (ha, hb) = (total(&ia)?, total(&ib)?);
-        println!("\n{metric} (ms)\n| percentile | A | B | change |\n|---|---|---|---|");
-        for (label, q) in [
-            ("p50", 0.5),
-            ("p90", 0.9),
-            ("p99", 0.99),
-            ("p99.9", 0.999),
-            ("p99.99", 0.9999),
-            ("max", 1.0),
-        ] {
-            let (va, vb) = (
-                ha.value_at_quantile(q) as f64 / 1000.0,
-                hb.value_at_quantile(q) as f64 / 1000.0,
-            );
-            let change = if va > 0.0 {
-                format!("{:+.1} %", (vb / va - 1.0) * 100.0)
+    let mut runs = runs_in(arg);
+    if runs.is_empty() && arg.is_relative() {
+        runs = runs_in(&std::path::Path::new("bench-results").join(arg));
+    }
+    if runs.is_empty() {
+        return Err(format!(
+            "{}: no summary.json in it, its subfolders, or bench-results/{0}",
+            arg.display()
+        ));
+    }
+    Ok(runs)
+}
+
+fn compare_cmd(args: &CompareArgs) -> Result<bool, String> {
+    let (a, b) = (result_folders(&args.a)?, result_folders(&args.b)?);
+    let pairs: Vec<(String, &std::path::Path, &std::path::Path)> = if a.len() == 1 && b.len() == 1 {
+        vec![(String::new(), a[0].1.as_path(), b[0].1.as_path())]
+    } else {
+        a.iter()
+            .filter_map(|(name, pa)| {
+                let (_, pb) = b.iter().find(|(n, _)| n == name)?;
+                Some((name.clone(), pa.as_path(), pb.as_path()))
+            })
+            .collect()
+    };
+    if pairs.is_empty() {
+        return Err("no scenario is in both".into());
+    }
+    let mut regressed = Vec::new();
+    for (scenario, pa, pb) in &pairs {
+        if !scenario.is_empty() {
+            println!("\n## {scenario}\n");
+        }
+        let plot = args.plot.as_ref().map(|p| {
+            if scenario.is_empty() {
+                p.clone()
             } else {
-                "-".into()
-            };
-            println!("| {label} | {va:.3} | {vb:.3} | {change} |");
-        }
-        let v = compare(&ia, &ib, args.threshold, args.alpha);
-        match v.p_value {
-            Some(p) => println!(
-                "Mann-Whitney U on per-interval p99 ({} vs {} intervals): median {:.3} -> {:.3} ms, one-sided p = {p:.2e}: {}",
-                ia.len(),
-                ib.len(),
-                v.median_a / 1000.0,
-                v.median_b / 1000.0,
-                if v.regression { "REGRESSION" } else { "no regression" }
-            ),
-            None => println!(
-                "fewer than {} intervals on a side: not tested (no regression declared)",
-                loadgen::compare::MIN_INTERVALS
-            ),
-        }
-        regressed |= v.regression;
-        curves.push((format!("A {metric}"), ha));
-        curves.push((format!("B {metric}"), hb));
-    }
-    if curves.is_empty() {
-        return Err("no interval log (ping-rtt, delivery or connect .hlog) in both folders".into());
-    }
-    // CPU and memory, side by side (reported, not tested: one figure per run).
-    let summary = |dir: &std::path::Path| -> Option<serde_json::Value> {
-        serde_json::from_slice(&std::fs::read(dir.join("summary.json")).ok()?).ok()
-    };
-    if let (Some(sa), Some(sb)) = (summary(&args.a), summary(&args.b)) {
-        println!("\n| figure | A | B | change |\n|---|---|---|---|");
-        for (label, key) in [
-            ("server CPU-s per million PONGs", "cpu_s_per_million_pongs"),
-            (
-                "server CPU-s per million deliveries",
-                "cpu_s_per_million_deliveries",
-            ),
-            (
-                "server RSS growth per connection (B)",
-                "peak_rss_growth_bytes_per_connection",
-            ),
-        ] {
-            let (va, vb) = (sa["server"][key].as_f64(), sb["server"][key].as_f64());
-            if let (Some(va), Some(vb)) = (va, vb) {
-                let change = if va > 0.0 {
-                    format!("{:+.1} %", (vb / va - 1.0) * 100.0)
-                } else {
-                    "-".into()
-                };
-                println!("| {label} | {va:.2} | {vb:.2} | {change} |");
+                p.with_file_name(format!(
+                    "{}-{scenario}.svg",
+                    p.file_stem().unwrap_or_default().to_string_lossy()
+                ))
             }
+        });
+        if loadgen::compare::compare_folders(pa, pb, args.threshold, args.alpha, plot.as_deref())? {
+            regressed.push(scenario.clone());
         }
     }
-    if let Some(path) = &args.plot {
-        let refs: Vec<(&str, &Histogram<u64>)> =
-            curves.iter().map(|(n, h)| (n.as_str(), h)).collect();
-        std::fs::write(path, report::plot_svg("A vs B", &refs))
-            .map_err(|e| format!("{}: {e}", path.display()))?;
-        println!("\nplot: {}", path.display());
+    if pairs.len() > 1 {
+        println!(
+            "\n{} scenario(s) compared; regressed: {}",
+            pairs.len(),
+            if regressed.is_empty() {
+                "none".to_string()
+            } else {
+                regressed.join(", ")
+            }
+        );
     }
+    Ok(!regressed.is_empty())
+}
+
+/// loadgen merge: adds up the results of load-generator processes that drove
+/// one server at the same time, into one result folder.
+#[derive(FromArgs)]
+struct MergeArgs {
+    /// result folders to add up
+    #[argh(positional)]
+    dirs: Vec<std::path::PathBuf>,
+
+    /// folder for the merged result (default: bench-results/local/merged-TIMESTAMP/)
+    #[argh(option)]
+    out: Option<std::path::PathBuf>,
+}
+
+fn merge_cmd(args: &MergeArgs) -> Result<(), String> {
+    if args.dirs.len() < 2 {
+        return Err("give at least two result folders".into());
+    }
+    let runs = args
+        .dirs
+        .iter()
+        .map(|d| RunRecord::read(d))
+        .collect::<Result<Vec<_>, _>>()?;
+    let names: Vec<String> = args.dirs.iter().map(|d| d.display().to_string()).collect();
+    let merged = loadgen::results::merge(&runs, &names)?;
+    let out = args.out.clone().unwrap_or_else(|| default_out("merged"));
+    merged
+        .write(&out)
+        .map_err(|e| format!("{}: {e}", out.display()))?;
+    let s = &merged.summary;
     println!(
-        "\n{}",
-        if regressed {
-            "REGRESSION: B is slower than A beyond the noise"
-        } else {
-            "no regression"
-        }
+        "merged {} sources: {} of {} connections up, {} PINGs / {} PONGs, ping RTT p99 {:.3} ms{}",
+        s.sources,
+        s.counts.connected,
+        s.config.conns,
+        s.counts.pings,
+        s.counts.pongs,
+        s.latency.ping_rtt.p99_ms,
+        s.latency
+            .delivery
+            .as_ref()
+            .map_or_else(String::new, |d| format!(
+                ", delivery p99 {:.3} ms",
+                d.p99_ms
+            ))
     );
-    Ok(regressed)
+    println!("results in {}", out.display());
+    Ok(())
+}
+
+/// loadgen report: rewrites DIR/README.md, the index of the result folders in DIR.
+#[derive(FromArgs)]
+struct ReportArgs {
+    /// the results root (bench-results/)
+    #[argh(positional)]
+    dir: std::path::PathBuf,
+
+    /// print the index instead of writing DIR/README.md
+    #[argh(switch)]
+    stdout: bool,
+}
+
+fn report_cmd(args: &ReportArgs) -> Result<(), String> {
+    let page = loadgen::index::render(&loadgen::index::collect(&args.dir)?);
+    if args.stdout {
+        print!("{page}");
+        return Ok(());
+    }
+    let path = args.dir.join("README.md");
+    std::fs::write(&path, page).map_err(|e| format!("{}: {e}", path.display()))?;
+    println!("wrote {}", path.display());
+    Ok(())
+}
+
+/// `bench-results/local/NAME-UNIXTIME/`.
+fn default_out(name: &str) -> std::path::PathBuf {
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    std::path::PathBuf::from(format!("bench-results/local/{name}-{stamp}"))
 }

@@ -20,6 +20,7 @@ use hdrhistogram::Histogram;
 pub const UNIT_RATIO: f64 = 1000.0;
 
 /// One interval of a run: its start (since the run's start), length and histogram.
+#[derive(Clone, Debug, PartialEq)]
 pub struct Interval {
     /// Start, relative to the log's start time.
     pub start: Duration,

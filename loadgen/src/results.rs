@@ -1,0 +1,701 @@
+//! A run's result folder: what `loadgen` writes, reads back and merges.
+//!
+//! A folder holds `summary.json` (settings, counts, CPU and memory, latency
+//! percentiles), `machine.json` (what it ran on), and per latency metric an
+//! interval log (`.hlog`) and a percentile distribution (`.hgrm`), plus
+//! `plot.svg`. Everything derived (percentiles, rates, CPU per million) is
+//! computed from the histograms and counts by [`RunRecord::finish`], so a
+//! merged run is reported exactly as if one process had recorded it all.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use hdrhistogram::Histogram;
+use serde::{Deserialize, Serialize};
+
+use crate::report::{self, Interval};
+
+/// Latency percentiles of one metric, in milliseconds.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Percentiles {
+    /// Median.
+    pub p50_ms: f64,
+    /// 90th percentile.
+    pub p90_ms: f64,
+    /// 99th percentile.
+    pub p99_ms: f64,
+    /// 99.9th percentile.
+    pub p99_9_ms: f64,
+    /// 99.99th percentile.
+    #[serde(default)]
+    pub p99_99_ms: f64,
+    /// Largest value.
+    pub max_ms: f64,
+    /// Values recorded.
+    pub count: u64,
+}
+
+impl Percentiles {
+    /// The percentiles of `h` (recorded in microseconds).
+    pub fn of(h: &Histogram<u64>) -> Self {
+        let ms = |q: f64| h.value_at_quantile(q) as f64 / report::UNIT_RATIO;
+        Self {
+            p50_ms: ms(0.5),
+            p90_ms: ms(0.9),
+            p99_ms: ms(0.99),
+            p99_9_ms: ms(0.999),
+            p99_99_ms: ms(0.9999),
+            max_ms: h.max() as f64 / report::UNIT_RATIO,
+            count: h.len(),
+        }
+    }
+}
+
+/// The run's settings.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Config {
+    /// Server addresses.
+    pub targets: Vec<String>,
+    /// Whether loadgen started the server itself.
+    pub embedded_server: bool,
+    /// Connections asked for.
+    pub conns: u64,
+    /// Connections opened per second.
+    pub connect_rate: f64,
+    /// Seconds the connections were held.
+    pub duration_s: u64,
+    /// `--source`.
+    pub source: String,
+    /// `--scenario`.
+    pub scenario: String,
+    /// Whether connections pinged at the heartbeat interval only.
+    pub idle: bool,
+    /// PINGs per second per connection (ping scenario).
+    pub ping_rate: f64,
+    /// Heartbeat asked for (0: the server's).
+    pub heartbeat_ms: u32,
+    /// Worker threads.
+    pub workers: usize,
+    /// Wire protocol spoken: ringroom, redis, nats or mqtt.
+    #[serde(default = "ringroom")]
+    pub protocol: String,
+}
+
+fn ringroom() -> String {
+    "ringroom".into()
+}
+
+/// What the run's machine was.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Machine {
+    /// Kernel release.
+    pub kernel: String,
+    /// Cores available to the load generator.
+    pub cores: usize,
+    /// CPU model, from /proc/cpuinfo.
+    pub cpu_model: Option<String>,
+    /// Memory, KiB.
+    pub memory_kib: Option<u64>,
+    /// Soft RLIMIT_NOFILE.
+    pub rlimit_nofile: Option<u64>,
+    /// net.ipv4.ip_local_port_range.
+    pub ip_local_port_range: Option<(u16, u16)>,
+}
+
+impl Machine {
+    /// This machine, read from /proc.
+    pub fn this() -> Self {
+        let proc_field = |file: &str, key: &str| -> Option<String> {
+            let text = std::fs::read_to_string(file).ok()?;
+            let line = text.lines().find(|l| l.starts_with(key))?;
+            Some(line.split_once(':')?.1.trim().to_string())
+        };
+        Self {
+            kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
+                .unwrap_or_default()
+                .trim()
+                .to_string(),
+            cores: std::thread::available_parallelism().map_or(0, |n| n.get()),
+            cpu_model: proc_field("/proc/cpuinfo", "model name"),
+            memory_kib: proc_field("/proc/meminfo", "MemTotal")
+                .and_then(|v| v.split_whitespace().next()?.parse().ok()),
+            rlimit_nofile: rlimit::getrlimit(rlimit::Resource::NOFILE)
+                .map(|(soft, _)| soft)
+                .ok(),
+            ip_local_port_range: crate::sources::local_port_range().ok(),
+        }
+    }
+}
+
+/// Counters of the run.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Counts {
+    /// Connections that completed their handshake.
+    pub connected: u64,
+    /// Connections lost after it.
+    pub dropped: u64,
+    /// Connects that failed, by errno (0: closed by the peer).
+    pub failed_by_errno: BTreeMap<String, u64>,
+    /// Errors received, by code.
+    pub errors_by_code: BTreeMap<String, u64>,
+    /// PINGs sent.
+    pub pings: u64,
+    /// PONGs received.
+    pub pongs: u64,
+    /// Connections given up because the server said nothing for too long.
+    pub dead_server: u64,
+    /// Reconnects.
+    pub reconnects: u64,
+}
+
+/// Rates over the hold time.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Rates {
+    /// PINGs sent per second.
+    pub pings_per_s: f64,
+    /// PONGs received per second.
+    pub pongs_per_s: f64,
+    /// Room messages delivered per second.
+    #[serde(default)]
+    pub deliveries_per_s: f64,
+}
+
+/// The server's CPU time and memory over the run.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Server {
+    /// User plus system CPU seconds.
+    pub cpu_s: f64,
+    /// RSS at the end, bytes.
+    pub rss_bytes: u64,
+    /// Peak RSS minus RSS at the start, bytes.
+    pub peak_rss_growth_bytes: u64,
+    /// The same, per connection.
+    pub peak_rss_growth_bytes_per_connection: u64,
+    /// CPU seconds per million PONGs.
+    pub cpu_s_per_million_pongs: Option<f64>,
+    /// CPU seconds per million room deliveries.
+    pub cpu_s_per_million_deliveries: Option<f64>,
+}
+
+/// The latency metrics' percentiles.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Latency {
+    /// `connect()` to the end of the handshake.
+    pub connect: Percentiles,
+    /// PING round trip from its planned send time.
+    pub ping_rtt: Percentiles,
+    /// Room message delivery from its planned publish time.
+    pub delivery: Option<Percentiles>,
+}
+
+/// The rooms scenario's settings and counts.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Rooms {
+    /// Rooms.
+    pub rooms: u64,
+    /// Publishes per second per room.
+    pub publish_rate: f64,
+    /// Body bytes.
+    pub payload: usize,
+    /// PUBLISHes sent.
+    pub published: u64,
+    /// Deliveries those should bring.
+    pub expected: u64,
+    /// Deliveries received.
+    pub delivered: u64,
+    /// Out of order.
+    pub late: u64,
+    /// Received twice.
+    pub duplicates: u64,
+    /// Never received.
+    pub missing: u64,
+}
+
+/// `summary.json`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Summary {
+    /// Settings.
+    pub config: Config,
+    /// What it ran on (also in `machine.json`).
+    pub machine: Machine,
+    /// Counters.
+    pub counts: Counts,
+    /// Rates over the hold time.
+    pub rates: Rates,
+    /// The load generator's own CPU seconds.
+    pub loadgen_cpu_s: f64,
+    /// The same per million PONGs.
+    pub loadgen_cpu_s_per_million_pongs: Option<f64>,
+    /// The server's CPU and memory, when its pid was known.
+    pub server: Option<Server>,
+    /// Latency percentiles.
+    pub latency: Latency,
+    /// The rooms scenario's figures.
+    pub rooms: Option<Rooms>,
+    /// Load-generator processes whose results this is (1 unless merged).
+    #[serde(default = "one")]
+    pub sources: u32,
+    /// The folders merged into this one.
+    #[serde(default)]
+    pub merged_from: Vec<String>,
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// One latency metric's interval log.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Metric {
+    /// File stem: `connect`, `ping-rtt` or `delivery`.
+    pub name: String,
+    /// When the log starts (the header's StartTime).
+    pub start_time: SystemTime,
+    /// Its intervals, relative to `start_time`.
+    pub intervals: Vec<Interval>,
+}
+
+impl Metric {
+    /// All intervals added up.
+    pub fn total(&self) -> Histogram<u64> {
+        let mut t = histogram();
+        for i in &self.intervals {
+            t.add(&i.histogram).expect("same bounds");
+        }
+        t
+    }
+}
+
+/// The histogram every latency is recorded in: 1 us .. 1 h, 3 digits.
+pub fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid bounds")
+}
+
+/// A result folder in memory.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RunRecord {
+    /// `summary.json`.
+    pub summary: Summary,
+    /// The latency metrics, in file order.
+    pub metrics: Vec<Metric>,
+}
+
+fn per_million(cpu_s: f64, events: u64) -> Option<f64> {
+    (events > 0).then(|| cpu_s * 1e6 / events as f64)
+}
+
+impl RunRecord {
+    /// The metric called `name`.
+    pub fn metric(&self, name: &str) -> Option<&Metric> {
+        self.metrics.iter().find(|m| m.name == name)
+    }
+
+    /// Recomputes every derived figure from the histograms and counts.
+    pub fn finish(&mut self) {
+        let s = &mut self.summary;
+        let secs = s.config.duration_s.max(1) as f64;
+        let delivered = s.rooms.as_ref().map_or(0, |r| r.delivered);
+        s.rates = Rates {
+            pings_per_s: s.counts.pings as f64 / secs,
+            pongs_per_s: s.counts.pongs as f64 / secs,
+            deliveries_per_s: delivered as f64 / secs,
+        };
+        s.loadgen_cpu_s_per_million_pongs = per_million(s.loadgen_cpu_s, s.counts.pongs);
+        if let Some(server) = s.server.as_mut() {
+            server.peak_rss_growth_bytes_per_connection =
+                server.peak_rss_growth_bytes / s.counts.connected.max(1);
+            server.cpu_s_per_million_pongs = per_million(server.cpu_s, s.counts.pongs);
+            server.cpu_s_per_million_deliveries = per_million(server.cpu_s, delivered);
+        }
+        let of = |name: &str| {
+            self.metrics
+                .iter()
+                .find(|m| m.name == name)
+                .map(|m| Percentiles::of(&m.total()))
+        };
+        s.latency = Latency {
+            connect: of("connect").unwrap_or_default(),
+            ping_rtt: of("ping-rtt").unwrap_or_default(),
+            delivery: of("delivery"),
+        };
+    }
+
+    /// Writes the folder (creating it): summary.json, machine.json, a
+    /// .hgrm and .hlog per metric, and plot.svg.
+    pub fn write(&self, dir: &Path) -> std::io::Result<()> {
+        std::fs::create_dir_all(dir)?;
+        let totals: Vec<(String, Histogram<u64>)> = self
+            .metrics
+            .iter()
+            .map(|m| (m.name.clone(), m.total()))
+            .collect();
+        for (m, (_, total)) in self.metrics.iter().zip(&totals) {
+            report::write_hgrm(
+                &mut std::fs::File::create(dir.join(format!("{}.hgrm", m.name)))?,
+                total,
+            )?;
+            report::write_hlog(
+                &mut std::fs::File::create(dir.join(format!("{}.hlog", m.name)))?,
+                m.start_time,
+                &m.intervals,
+            )?;
+        }
+        let curves: Vec<(&str, &Histogram<u64>)> =
+            totals.iter().map(|(n, h)| (n.as_str(), h)).collect();
+        let title = format!(
+            "loadgen {} ({})",
+            self.summary.config.scenario, self.summary.config.protocol
+        );
+        std::fs::write(dir.join("plot.svg"), report::plot_svg(&title, &curves))?;
+        std::fs::write(dir.join("machine.json"), pretty(&self.summary.machine))?;
+        std::fs::write(dir.join("summary.json"), pretty(&self.summary))
+    }
+
+    /// Reads a folder `write` (or an older loadgen) wrote.
+    pub fn read(dir: &Path) -> Result<Self, String> {
+        let path = dir.join("summary.json");
+        let text = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let summary: Summary =
+            serde_json::from_slice(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        let mut metrics = Vec::new();
+        for name in ["connect", "ping-rtt", "delivery"] {
+            let path = dir.join(format!("{name}.hlog"));
+            let Ok(text) = std::fs::read(&path) else {
+                continue;
+            };
+            let (start_time, intervals) =
+                read_hlog_intervals(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+            metrics.push(Metric {
+                name: name.into(),
+                start_time,
+                intervals,
+            });
+        }
+        Ok(Self { summary, metrics })
+    }
+}
+
+fn pretty<T: Serialize>(value: &T) -> String {
+    serde_json::to_string_pretty(value).expect("plain data serializes") + "\n"
+}
+
+/// Reads an interval log with its start time and each interval's offset and length.
+pub fn read_hlog_intervals(text: &[u8]) -> Result<(SystemTime, Vec<Interval>), String> {
+    use hdrhistogram::serialization::interval_log::{IntervalLogIterator, LogEntry};
+    let mut start = UNIX_EPOCH;
+    let mut out = Vec::new();
+    for entry in IntervalLogIterator::new(text) {
+        match entry.map_err(|e| format!("bad interval log: {e:?}"))? {
+            LogEntry::StartTime(t) => start = UNIX_EPOCH + t,
+            LogEntry::Interval(i) => out.push(Interval {
+                start: i.start_timestamp(),
+                length: i.duration(),
+                histogram: crate::compare::decode_histogram(i.encoded_histogram())?,
+            }),
+            LogEntry::BaseTime(_) => {}
+        }
+    }
+    Ok((start, out))
+}
+
+/// Adds up runs of several load-generator processes that drove one server at
+/// the same time: counts and histograms add (intervals aligned on the wall
+/// clock), connections asked for and rates add. The server was the same one,
+/// so its CPU and memory are the widest sample (the largest CPU time), not a
+/// sum; per-connection and per-million figures are recomputed from the totals.
+pub fn merge(runs: &[RunRecord], names: &[String]) -> Result<RunRecord, String> {
+    let first = runs.first().ok_or("nothing to merge")?;
+    let mut s = first.summary.clone();
+    for r in &runs[1..] {
+        let o = &r.summary;
+        if o.config.scenario != s.config.scenario || o.config.protocol != s.config.protocol {
+            return Err(format!(
+                "runs of different scenarios: {}/{} and {}/{}",
+                s.config.scenario, s.config.protocol, o.config.scenario, o.config.protocol
+            ));
+        }
+        let (c, oc) = (&mut s.counts, &o.counts);
+        c.connected += oc.connected;
+        c.dropped += oc.dropped;
+        c.pings += oc.pings;
+        c.pongs += oc.pongs;
+        c.dead_server += oc.dead_server;
+        c.reconnects += oc.reconnects;
+        for (k, v) in &oc.failed_by_errno {
+            *c.failed_by_errno.entry(k.clone()).or_default() += v;
+        }
+        for (k, v) in &oc.errors_by_code {
+            *c.errors_by_code.entry(k.clone()).or_default() += v;
+        }
+        s.config.conns += o.config.conns;
+        s.config.connect_rate += o.config.connect_rate;
+        s.config.workers += o.config.workers;
+        s.config.duration_s = s.config.duration_s.max(o.config.duration_s);
+        for t in &o.config.targets {
+            if !s.config.targets.contains(t) {
+                s.config.targets.push(t.clone());
+            }
+        }
+        if !s.config.source.split(',').any(|x| x == o.config.source) {
+            s.config.source = format!("{},{}", s.config.source, o.config.source);
+        }
+        s.loadgen_cpu_s += o.loadgen_cpu_s;
+        s.server = match (s.server.take(), o.server.clone()) {
+            (Some(a), Some(b)) => Some(if b.cpu_s > a.cpu_s { b } else { a }),
+            (a, b) => a.or(b),
+        };
+        s.rooms = match (s.rooms.take(), o.rooms.clone()) {
+            (Some(mut a), Some(b)) => {
+                a.published += b.published;
+                a.expected += b.expected;
+                a.delivered += b.delivered;
+                a.late += b.late;
+                a.duplicates += b.duplicates;
+                a.missing += b.missing;
+                Some(a)
+            }
+            (a, b) => a.or(b),
+        };
+    }
+    s.sources = runs.iter().map(|r| r.summary.sources).sum();
+    s.merged_from = names.to_vec();
+    let mut metrics: Vec<Metric> = Vec::new();
+    for name in ["connect", "ping-rtt", "delivery"] {
+        let parts: Vec<&Metric> = runs.iter().filter_map(|r| r.metric(name)).collect();
+        if !parts.is_empty() {
+            metrics.push(merge_metric(name, &parts)?);
+        }
+    }
+    let mut merged = RunRecord {
+        summary: s,
+        metrics,
+    };
+    merged.finish();
+    Ok(merged)
+}
+
+/// Adds interval logs on one clock: the merged log starts at the earliest
+/// start, and each interval lands in the slot of the merged log (of the first
+/// log's interval length) nearest its own wall-clock start.
+fn merge_metric(name: &str, parts: &[&Metric]) -> Result<Metric, String> {
+    let start_time = parts.iter().map(|m| m.start_time).min().expect("non-empty");
+    let length = parts
+        .iter()
+        .flat_map(|m| m.intervals.first())
+        .map(|i| i.length)
+        .next()
+        .unwrap_or(Duration::from_secs(1))
+        .max(Duration::from_millis(1));
+    let mut slots: BTreeMap<u64, Histogram<u64>> = BTreeMap::new();
+    for m in parts {
+        let offset = m.start_time.duration_since(start_time).unwrap_or_default();
+        for i in &m.intervals {
+            let at = (offset + i.start).as_secs_f64() / length.as_secs_f64();
+            let slot = at.round() as u64;
+            slots
+                .entry(slot)
+                .or_insert_with(histogram)
+                .add(&i.histogram)
+                .map_err(|e| format!("{name}: {e:?}"))?;
+        }
+    }
+    Ok(Metric {
+        name: name.into(),
+        start_time,
+        intervals: slots
+            .into_iter()
+            .map(|(slot, histogram)| Interval {
+                start: length * slot as u32,
+                length,
+                histogram,
+            })
+            .collect(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp_dir(tag: &str) -> std::path::PathBuf {
+        let d = std::env::temp_dir().join(format!(
+            "loadgen-results-{tag}-{}-{}",
+            std::process::id(),
+            fastrand::u64(..)
+        ));
+        let _ = std::fs::remove_dir_all(&d);
+        d
+    }
+
+    /// A run of `conns` connections whose values come from `values`: one
+    /// (interval, connect, rtt, delivery) per connection.
+    fn run(start: SystemTime, values: &[(u32, u64, u64, u64)], conns: u64) -> RunRecord {
+        let mut intervals: Vec<Interval> = (0..5)
+            .map(|i| Interval {
+                start: Duration::from_secs(i),
+                length: Duration::from_secs(1),
+                histogram: histogram(),
+            })
+            .collect();
+        let (mut connect, mut delivery) = (histogram(), histogram());
+        for &(i, c, r, d) in values {
+            intervals[i as usize].histogram.record(r).unwrap();
+            connect.record(c).unwrap();
+            delivery.record(d).unwrap();
+        }
+        let whole = |name: &str, h: Histogram<u64>| Metric {
+            name: name.into(),
+            start_time: start,
+            intervals: vec![Interval {
+                start: Duration::ZERO,
+                length: Duration::from_secs(5),
+                histogram: h,
+            }],
+        };
+        let n = values.len() as u64;
+        let mut r = RunRecord {
+            summary: Summary {
+                config: Config {
+                    conns,
+                    duration_s: 5,
+                    scenario: "rooms".into(),
+                    protocol: "ringroom".into(),
+                    source: "127.0.0.2".into(),
+                    workers: 1,
+                    ..Default::default()
+                },
+                counts: Counts {
+                    connected: conns,
+                    pings: n,
+                    pongs: n,
+                    failed_by_errno: [("111".to_string(), n % 3)].into(),
+                    ..Default::default()
+                },
+                loadgen_cpu_s: n as f64 / 1000.0,
+                server: Some(Server {
+                    cpu_s: 12.5,
+                    rss_bytes: 1 << 20,
+                    peak_rss_growth_bytes: 500_000,
+                    ..Default::default()
+                }),
+                rooms: Some(Rooms {
+                    published: n / 10,
+                    expected: n,
+                    delivered: n,
+                    ..Default::default()
+                }),
+                sources: 1,
+                ..Default::default()
+            },
+            metrics: vec![
+                whole("connect", connect),
+                Metric {
+                    name: "ping-rtt".into(),
+                    start_time: start,
+                    intervals,
+                },
+                whole("delivery", delivery),
+            ],
+        };
+        r.finish();
+        r
+    }
+
+    #[test]
+    fn merging_two_halves_gives_the_whole() {
+        let mut rng = fastrand::Rng::with_seed(7);
+        let values: Vec<(u32, u64, u64, u64)> = (0..20_000)
+            .map(|_| {
+                (
+                    rng.u32(0..5),
+                    rng.u64(100..50_000),
+                    rng.u64(50..2_000_000),
+                    rng.u64(200..90_000),
+                )
+            })
+            .collect();
+        let start = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let (a, b) = values.split_at(7_000);
+        let dirs = [temp_dir("whole"), temp_dir("a"), temp_dir("b")];
+        run(start, &values, 1000).write(&dirs[0]).unwrap();
+        // The second half started 200 ms later: its intervals still land on
+        // the whole's (nearest slot on the wall clock).
+        let late = start + Duration::from_millis(200);
+        run(start, a, 400).write(&dirs[1]).unwrap();
+        run(late, b, 600).write(&dirs[2]).unwrap();
+        let whole = RunRecord::read(&dirs[0]).unwrap();
+        let halves = [
+            RunRecord::read(&dirs[1]).unwrap(),
+            RunRecord::read(&dirs[2]).unwrap(),
+        ];
+        let merged = merge(&halves, &["a".into(), "b".into()]).unwrap();
+        for name in ["connect", "ping-rtt", "delivery"] {
+            let (m, w) = (merged.metric(name).unwrap(), whole.metric(name).unwrap());
+            assert_eq!(m.intervals.len(), w.intervals.len(), "{name}");
+            for (mi, wi) in m.intervals.iter().zip(&w.intervals) {
+                assert_eq!(mi.start, wi.start, "{name}");
+                assert_eq!(mi.histogram, wi.histogram, "{name} at {:?}", wi.start);
+            }
+        }
+        let (m, w) = (&merged.summary, &whole.summary);
+        assert_eq!(m.latency, w.latency);
+        assert_eq!(m.counts.pongs, w.counts.pongs);
+        assert_eq!(m.counts.connected, w.counts.connected);
+        assert_eq!(m.config.conns, w.config.conns);
+        assert_eq!(
+            m.counts.failed_by_errno["111"],
+            (7_000 % 3) + (13_000 % 3),
+            "errno counters add"
+        );
+        assert_eq!(m.rooms.as_ref().unwrap().delivered, 20_000);
+        assert_eq!(m.rates, w.rates);
+        assert_eq!(
+            m.server, w.server,
+            "one server: not added, per-connection recomputed"
+        );
+        assert!((m.loadgen_cpu_s - w.loadgen_cpu_s).abs() < 1e-9);
+        assert_eq!((m.sources, w.sources), (2, 1));
+        for d in dirs {
+            let _ = std::fs::remove_dir_all(d);
+        }
+    }
+
+    #[test]
+    fn merge_refuses_different_scenarios() {
+        let start = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let a = run(start, &[(0, 1, 1, 1)], 1);
+        let mut b = a.clone();
+        b.summary.config.scenario = "ping".into();
+        assert!(merge(&[a, b], &[])
+            .unwrap_err()
+            .contains("different scenarios"));
+    }
+
+    #[test]
+    fn summary_and_machine_files_are_written_and_read_back() {
+        let dir = temp_dir("roundtrip");
+        let mut r = run(
+            UNIX_EPOCH + Duration::from_secs(1_800_000_000),
+            &[(1, 5, 6, 7)],
+            1,
+        );
+        r.summary.machine = Machine::this();
+        r.write(&dir).unwrap();
+        let machine: Machine =
+            serde_json::from_slice(&std::fs::read(dir.join("machine.json")).unwrap()).unwrap();
+        assert_eq!(machine, r.summary.machine);
+        assert!(machine.cores > 0);
+        assert_eq!(RunRecord::read(&dir).unwrap(), r);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
