@@ -13,9 +13,9 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::time::Duration;
 
+use crate::wire::{Codec, Protocol, Reply};
 use engine::{Action, RecvEnd};
 use hdrhistogram::Histogram;
-use proto::{Decoder, Frame, Hello};
 
 use crate::schedule::Schedule;
 use crate::verify::SeqCheck;
@@ -85,6 +85,10 @@ pub struct Counts {
     pub delivered: u64,
 }
 
+/// The heartbeat a peer connection pings at in the idle scenario when
+/// `--heartbeat-ms` is not given: ringroom's default, for a like comparison.
+pub const DEFAULT_HEARTBEAT_MS: u32 = 10_000;
+
 /// First reconnect delay; it doubles with each failed attempt, up to [`MAX_BACKOFF`].
 pub const BASE_BACKOFF: Duration = Duration::from_millis(100);
 /// Longest reconnect delay.
@@ -92,7 +96,7 @@ pub const MAX_BACKOFF: Duration = Duration::from_secs(10);
 
 struct Conn {
     gen: u32,
-    decoder: Decoder,
+    codec: Codec,
     queued: Vec<u8>,
     sending: bool,
     recv_armed: bool,
@@ -116,6 +120,9 @@ struct Conn {
 /// One worker's connections.
 pub struct ClientCore {
     conns: Vec<Option<Conn>>,
+    protocol: Protocol,
+    seed: u64,
+    replies: Vec<Reply>,
     pinging: Pinging,
     heartbeat_ms: u32,
     rng: fastrand::Rng,
@@ -161,6 +168,9 @@ impl ClientCore {
     pub fn new(pinging: Pinging, heartbeat_ms: u32, seed: u64) -> Self {
         Self {
             conns: Vec::new(),
+            protocol: Protocol::Ringroom,
+            seed,
+            replies: Vec::new(),
             pinging,
             heartbeat_ms,
             rng: fastrand::Rng::with_seed(seed),
@@ -187,6 +197,11 @@ impl ClientCore {
     /// Connections held (connecting or open).
     pub fn open(&self) -> usize {
         self.conns.iter().filter(|c| c.is_some()).count()
+    }
+
+    /// Speaks `protocol` (ringroom by default).
+    pub fn set_protocol(&mut self, protocol: Protocol) {
+        self.protocol = protocol;
     }
 
     /// Runs the `rooms` scenario.
@@ -276,23 +291,20 @@ impl ClientCore {
         let gen = self.next_gen;
         self.next_gen = self.next_gen.wrapping_add(1) & 0xFF_FFFF;
         let mut queued = Vec::new();
-        Frame::Hello(Hello {
-            heartbeat_ms: self.heartbeat_ms,
-            name: "loadgen",
-        })
-        .encode_to_vec(&mut queued)
-        .expect("a valid HELLO");
+        let client_id = format!("lg{}-{}-{gen}", std::process::id(), self.seed);
+        let mut codec = Codec::new(self.protocol, &client_id);
+        codec.hello(&mut queued, self.heartbeat_ms);
         let mut room = None;
         let mut publishing = None;
         if let Some(plan) = &self.room_plan {
             if index != u64::MAX {
                 let r = index % plan.rooms;
-                let name = RoomPlan::name(r);
-                Frame::Join(proto::Room::new(&name).expect("a valid room"))
-                    .encode_to_vec(&mut queued)
-                    .expect("a valid JOIN");
+                let publisher = index < plan.rooms;
+                if !publisher || self.protocol.publisher_joins() {
+                    codec.join(&mut queued, &RoomPlan::name(r));
+                }
                 room = Some(r);
-                if index < plan.rooms && !self.publishing_stopped {
+                if publisher && !self.publishing_stopped {
                     let phase = Schedule::jittered(plan.period, &mut self.rng).next();
                     let schedule = Schedule::new(plan.period, plan.start + phase);
                     self.publish_timers
@@ -303,7 +315,7 @@ impl ClientCore {
         }
         self.conns[idx] = Some(Conn {
             gen,
-            decoder: Decoder::new(u32::MAX),
+            codec,
             queued,
             sending: false,
             recv_armed: false,
@@ -334,60 +346,58 @@ impl ClientCore {
             return;
         };
         conn.last_rx = now;
-        let mut input = data;
         let mut welcome = None;
-        let mut close = false;
-        loop {
-            match conn.decoder.decode(&mut input) {
-                Ok(Some(Frame::Welcome(w))) => {
-                    welcome = Some(w.heartbeat_ms);
-                    conn.idle_timeout = Duration::from_millis(u64::from(w.idle_timeout_ms));
+        let mut replies = std::mem::take(&mut self.replies);
+        let mut close = conn
+            .codec
+            .receive(data, &mut conn.queued, &mut replies)
+            .is_err();
+        for reply in replies.drain(..) {
+            match reply {
+                Reply::Welcome {
+                    heartbeat_ms,
+                    idle_timeout_ms,
+                } => {
+                    // The peers grant nothing: loadgen's own heartbeat (or
+                    // ringroom's default), and 3 of them as the idle timeout.
+                    let heartbeat_ms = heartbeat_ms.unwrap_or(match self.heartbeat_ms {
+                        0 => DEFAULT_HEARTBEAT_MS,
+                        ms => ms,
+                    });
+                    let idle_ms = idle_timeout_ms.unwrap_or(3 * heartbeat_ms);
+                    conn.idle_timeout = Duration::from_millis(u64::from(idle_ms));
+                    welcome = Some(heartbeat_ms);
                 }
-                Ok(Some(Frame::Pong(p))) if p.len() == 8 => {
+                Reply::Pong { planned } => {
                     self.counts.pongs += 1;
-                    let planned =
-                        Duration::from_nanos(u64::from_be_bytes(p.try_into().expect("8 bytes")));
                     let rtt = micros(now.saturating_sub(planned));
                     self.rtt.saturating_record(rtt);
                     self.interval_rtt.saturating_record(rtt);
                 }
-                Ok(Some(Frame::Ping(p))) => {
-                    Frame::Pong(p)
-                        .encode_to_vec(&mut conn.queued)
-                        .expect("valid PONG");
-                }
-                Ok(Some(Frame::Joined(_))) => self.counts.joined += 1,
-                Ok(Some(Frame::Message(m))) if m.body.len() >= 16 => {
-                    let planned = u64::from_be_bytes(m.body[..8].try_into().expect("8 bytes"));
-                    let seq = u64::from_be_bytes(m.body[8..16].try_into().expect("8 bytes"));
-                    let latency = micros(now.saturating_sub(Duration::from_nanos(planned)));
+                Reply::Joined => self.counts.joined += 1,
+                Reply::Message {
+                    room,
+                    publisher,
+                    planned_ns,
+                    seq,
+                } => {
+                    let latency = micros(now.saturating_sub(Duration::from_nanos(planned_ns)));
                     self.delivery.saturating_record(latency);
                     self.counts.delivered += 1;
-                    let room = m
-                        .room
-                        .as_str()
-                        .trim_start_matches("room")
-                        .parse()
-                        .unwrap_or(u64::MAX);
                     // One stream per (publisher, room) as seen by this receiver.
                     self.order.record(
-                        (m.from_conn_id, room.wrapping_mul(1 << 32) | u64::from(slot)),
+                        (publisher, room.wrapping_mul(1 << 32) | u64::from(slot)),
                         seq,
                     );
                 }
-                Ok(Some(Frame::Error(s) | Frame::GoAway(s))) => {
-                    *self.counts.errors.entry(s.code.0).or_default() += 1;
-                    close = s.code.is_fatal();
-                }
-                Ok(Some(_)) => {}
-                Ok(None) => break,
-                Err(_) => {
-                    close = true;
-                    break;
+                Reply::Error { code, fatal } => {
+                    *self.counts.errors.entry(code).or_default() += 1;
+                    close |= fatal;
                 }
             }
         }
-        conn.decoder.release_idle_buffer();
+        self.replies = replies;
+        conn.codec.release_idle_buffer();
         if let Some(heartbeat_ms) = welcome {
             if !conn.welcomed {
                 conn.welcomed = true;
@@ -488,12 +498,22 @@ impl ClientCore {
             };
             self.due.clear();
             schedule.due(now, &mut self.due);
+            let mut backlogged = false;
             for planned in &self.due {
-                let stamp = (planned.as_nanos() as u64).to_be_bytes();
-                Frame::Ping(&stamp)
-                    .encode_to_vec(&mut conn.queued)
-                    .expect("valid PING");
+                if !conn.codec.ping(&mut conn.queued, *planned) {
+                    backlogged = true;
+                    break;
+                }
                 self.counts.pings += 1;
+            }
+            if backlogged {
+                // MAX_AWAITING requests unanswered: the server is not keeping up.
+                self.counts.dead_server += 1;
+                if let Some(attempt) = Self::lose(conn, &mut self.counts, 0) {
+                    self.schedule_reconnect(attempt);
+                }
+                self.dirty.push(slot);
+                continue;
             }
             self.timers.push(Reverse((schedule.next(), slot, gen)));
             self.dirty.push(slot);
@@ -527,15 +547,11 @@ impl ClientCore {
             for planned in &self.due {
                 body[..8].copy_from_slice(&(planned.as_nanos() as u64).to_be_bytes());
                 body[8..16].copy_from_slice(&conn.seq.to_be_bytes());
+                if !conn.codec.publish(&mut conn.queued, &name, &body) {
+                    // Replies far behind: the ping timer takes it for dead.
+                    break;
+                }
                 conn.seq += 1;
-                Frame::Publish(proto::Publish {
-                    room: proto::Room::new(&name).expect("a valid room"),
-                    body: &body,
-                    echo: false,
-                    fragment: proto::Fragment::default(),
-                })
-                .encode_to_vec(&mut conn.queued)
-                .expect("a valid PUBLISH");
                 self.counts.published += 1;
                 self.counts.expected += plan.members(room).saturating_sub(1);
             }
@@ -615,7 +631,7 @@ fn conn_of(conns: &mut [Option<Conn>], slot: u32, gen: u32) -> Option<&mut Conn>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use proto::Welcome;
+    use proto::{Frame, Welcome};
 
     const MS: Duration = Duration::from_millis(1);
 

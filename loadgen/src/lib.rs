@@ -22,6 +22,7 @@ pub mod results;
 pub mod schedule;
 pub mod sources;
 pub mod verify;
+pub mod wire;
 pub mod worker;
 
 /// The listen address in the server's ready line (`ringroom-server ready:

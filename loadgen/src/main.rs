@@ -15,6 +15,7 @@ use hdrhistogram::Histogram;
 use loadgen::client::{Counts, Pinging, RoomPlan};
 use loadgen::results::RunRecord;
 use loadgen::sources::{local_port_range, parse_sources, Capacity};
+use loadgen::wire::Protocol;
 use loadgen::worker::{self, share, Progress, WorkerSpec, INTERVAL};
 use loadgen::{procstat, report};
 use std::io::IsTerminal;
@@ -104,6 +105,7 @@ struct Args {
 
 /// A run's settings once the preset and the flags are combined.
 struct Plan {
+    protocol: Protocol,
     idle: bool,
     conns: usize,
     connect_rate: f64,
@@ -125,7 +127,16 @@ fn plan(args: &Args) -> Result<Plan, String> {
             ))
         }
     };
+    let protocol: Protocol = args.protocol.parse()?;
+    if protocol != Protocol::Ringroom && args.target.is_empty() {
+        return Err(format!(
+            "--protocol {} needs --target (and --server-pid for its CPU and memory): \
+             loadgen starts only ringroom itself; bench-results/peers.sh starts the peers",
+            protocol.name()
+        ));
+    }
     let plan = Plan {
+        protocol,
         idle,
         conns: args.conns.unwrap_or(conns),
         connect_rate: args.connect_rate.unwrap_or(rate),
@@ -344,6 +355,7 @@ fn drive(
                 reconnect: !args.no_reconnect,
                 rooms: rooms.clone(),
                 epoch: started,
+                protocol: plan.protocol,
             };
             let core = (!cores.is_empty()).then(|| cores[index % cores.len()]);
             std::thread::spawn(move || {

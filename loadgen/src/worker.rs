@@ -17,6 +17,7 @@ use socket2::{Domain, Socket, Type};
 
 use crate::client::{ClientCore, Counts, Pinging, RoomPlan};
 use crate::sources::spread;
+use crate::wire::Protocol;
 
 /// What one worker does.
 #[derive(Clone, Debug)]
@@ -50,6 +51,8 @@ pub struct WorkerSpec {
     pub reconnect: bool,
     /// The `rooms` scenario, if this is one.
     pub rooms: Option<RoomPlan>,
+    /// Wire protocol.
+    pub protocol: Protocol,
     /// The run's common time origin: publish times are stamped against it, so
     /// a receiver on another worker measures from the same clock.
     pub epoch: Instant,
@@ -117,6 +120,7 @@ pub fn run(spec: &WorkerSpec) -> Result<WorkerResult, String> {
     let mut engine = Engine::new(&cfg, None, wake).map_err(|e| e.to_string())?;
     let mut core = ClientCore::new(spec.pinging, spec.heartbeat_ms, spec.seed);
     core.set_reconnect(spec.reconnect);
+    core.set_protocol(spec.protocol);
     if let Some(plan) = &spec.rooms {
         core.set_rooms(plan.clone());
     }

@@ -30,6 +30,7 @@ fn a_worker_holds_3000_connections_and_every_ping_is_answered() {
         reconnect: false,
         rooms: None,
         epoch: std::time::Instant::now(),
+        protocol: loadgen::wire::Protocol::Ringroom,
     };
     let result = run(&spec).unwrap();
     let c = &result.counts;
@@ -130,6 +131,7 @@ fn a_refused_target_is_counted_not_fatal() {
         reconnect: false,
         rooms: None,
         epoch: std::time::Instant::now(),
+        protocol: loadgen::wire::Protocol::Ringroom,
     };
     let result = run(&spec).unwrap();
     assert_eq!(result.counts.connected, 0);
