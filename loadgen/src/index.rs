@@ -214,6 +214,76 @@ pub fn render(c: &Contents) -> String {
     out
 }
 
+/// The peer servers' table: every run folder directly in `dir` (as
+/// `bench-results/peers.sh` writes them), by scenario, ringroom first.
+pub fn render_peers(dir: &Path) -> Result<String, String> {
+    let order = ["ringroom", "redis", "nats", "mqtt"];
+    let mut runs = Vec::new();
+    for d in subdirs(dir)? {
+        if d.join("summary.json").is_file() {
+            runs.push(RunRecord::read(&d)?.summary);
+        }
+    }
+    if runs.is_empty() {
+        return Err(format!("{}: no result folders", dir.display()));
+    }
+    runs.sort_by_key(|s| {
+        let rank = order.iter().position(|p| *p == s.config.protocol);
+        (s.config.scenario.clone(), rank)
+    });
+    let mut out = String::from(
+        "| scenario | server | connections | messages /s | server CPU-s per M messages | server B/conn | p50 ms | p99 ms | p99.9 ms | max ms | loadgen CPU-s |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|\n",
+    );
+    for s in &runs {
+        let server = match s.config.protocol.as_str() {
+            "ringroom" => "ringroom-server",
+            "redis" => "redis-server",
+            "nats" => "nats-server",
+            "mqtt" => "mosquitto",
+            other => other,
+        };
+        let rooms = s.rooms.is_some();
+        let lat = s
+            .latency
+            .delivery
+            .as_ref()
+            .filter(|_| rooms)
+            .unwrap_or(&s.latency.ping_rtt);
+        let rate = if rooms {
+            s.rates.deliveries_per_s
+        } else {
+            s.rates.pongs_per_s
+        };
+        let per_m = s.server.as_ref().and_then(|v| {
+            if rooms {
+                v.cpu_s_per_million_deliveries
+            } else {
+                v.cpu_s_per_million_pongs
+            }
+        });
+        let _ = writeln!(
+            out,
+            "| {} | {server} | {} / {} | {} | {} | {} | {:.3} | {:.3} | {:.3} | {:.3} | {:.1} |",
+            s.config.scenario,
+            thousands(s.counts.connected),
+            thousands(s.config.conns),
+            thousands(rate.round() as u64),
+            per_m.map_or_else(|| "-".into(), |v| format!("{v:.2}")),
+            s.server.as_ref().map_or_else(
+                || "-".into(),
+                |v| v.peak_rss_growth_bytes_per_connection.to_string()
+            ),
+            lat.p50_ms,
+            lat.p99_ms,
+            lat.p99_9_ms,
+            lat.max_ms,
+            s.loadgen_cpu_s,
+        );
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

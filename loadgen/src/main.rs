@@ -910,7 +910,8 @@ fn merge_cmd(args: &MergeArgs) -> Result<(), String> {
     Ok(())
 }
 
-/// loadgen report: rewrites DIR/README.md, the index of the result folders in DIR.
+/// loadgen report: rewrites DIR/README.md, the index of the result folders in
+/// DIR, or prints the table of a peers folder.
 #[derive(FromArgs)]
 struct ReportArgs {
     /// the results root (bench-results/)
@@ -920,9 +921,18 @@ struct ReportArgs {
     /// print the index instead of writing DIR/README.md
     #[argh(switch)]
     stdout: bool,
+
+    /// DIR is a folder of peer-server runs (bench-results/peers.sh): print
+    /// their side-by-side table
+    #[argh(switch)]
+    peers: bool,
 }
 
 fn report_cmd(args: &ReportArgs) -> Result<(), String> {
+    if args.peers {
+        print!("{}", loadgen::index::render_peers(&args.dir)?);
+        return Ok(());
+    }
     let page = loadgen::index::render(&loadgen::index::collect(&args.dir)?);
     if args.stdout {
         print!("{page}");
