@@ -208,3 +208,56 @@ fn rooms_scenario_delivers_everything_in_order() {
     assert!(out.join("delivery.hgrm").exists());
     std::fs::remove_dir_all(&out).unwrap();
 }
+
+/// Two load-generator processes drive one server at the same time; `loadgen
+/// merge` reports them as one run: counts and histograms add.
+#[test]
+fn merge_reports_two_processes_as_one_run() {
+    let (mut server, addr) = common::start_server(&[]);
+    let dir = std::env::temp_dir().join(format!("loadgen-merge-{}", std::process::id()));
+    let spawn = |name: &str, source: &str| {
+        Command::new(env!("CARGO_BIN_EXE_loadgen"))
+            .args(["--target", &addr.to_string()])
+            .args(["--server-pid", &server.id().to_string()])
+            .args(["--scenario", "ping", "--conns", "200", "--ping-rate", "5"])
+            .args(["--duration", "3", "--source", source, "--out"])
+            .arg(dir.join(name))
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let mut a = spawn("a", "127.0.0.50");
+    let mut b = spawn("b", "127.0.0.51");
+    assert!(a.wait().unwrap().success() && b.wait().unwrap().success());
+    let merge = Command::new(env!("CARGO_BIN_EXE_loadgen"))
+        .arg("merge")
+        .args([dir.join("a"), dir.join("b")])
+        .arg("--out")
+        .arg(dir.join("m"))
+        .output()
+        .unwrap();
+    assert!(
+        merge.status.success(),
+        "{}",
+        String::from_utf8_lossy(&merge.stderr)
+    );
+    let read = |n: &str| loadgen::results::RunRecord::read(&dir.join(n)).unwrap();
+    let (ra, rb, m) = (read("a"), read("b"), read("m"));
+    assert_eq!(m.summary.sources, 2);
+    assert_eq!(m.summary.counts.connected, 400);
+    assert_eq!(m.summary.config.conns, 400);
+    assert_eq!(
+        m.summary.counts.pongs,
+        ra.summary.counts.pongs + rb.summary.counts.pongs
+    );
+    let count = |r: &loadgen::results::RunRecord| r.metric("ping-rtt").unwrap().total().len();
+    assert_eq!(count(&m), count(&ra) + count(&rb));
+    assert_eq!(
+        count(&m),
+        m.summary.counts.pongs,
+        "every PONG is in the merged log"
+    );
+    let _ = server.kill();
+    let _ = server.wait();
+    let _ = std::fs::remove_dir_all(dir);
+}
