@@ -205,8 +205,9 @@ pub struct ShardCore {
     shutting_down: bool,
     rooms: ShardRooms,
     published: Vec<Published>,
-    /// Messages for the other shards, taken by [`ShardCore::drain_outgoing`].
-    outgoing: Vec<Arc<Broadcast>>,
+    /// Messages for the other shards, each with the shards that have members
+    /// of its room (a bit each), taken by [`ShardCore::drain_outgoing`].
+    outgoing: Vec<(Arc<Broadcast>, u64)>,
     /// Set while the channels to other shards are backed up: PUBLISH is refused.
     refuse_publish: bool,
     scratch: Vec<u32>,
@@ -252,6 +253,7 @@ impl ShardCore {
         now_ms: u64,
     ) -> Self {
         let slots = limits.slots as usize;
+        let shard = usize::from(limits.shard);
         let wheel = TimerWheel::new(limits.tick_ms, 1024, slots, now_ms);
         let mut slot_table = Vec::new();
         // Reserve address space only: pages are touched as slots come into use.
@@ -270,7 +272,7 @@ impl ShardCore {
             next_seq: 1,
             open: 0,
             shutting_down: false,
-            rooms: ShardRooms::new(registry),
+            rooms: ShardRooms::new(registry, shard),
             published: Vec::new(),
             outgoing: Vec::new(),
             refuse_publish: false,
@@ -407,7 +409,8 @@ impl ShardCore {
         for p in published.drain(..) {
             let skip = (!p.echo).then_some(p.sender);
             self.deliver(&p.message, p.room, skip, now);
-            self.outgoing.push(p.message);
+            let shards = self.rooms.shards(p.room);
+            self.outgoing.push((p.message, shards));
         }
         self.published = published;
     }
@@ -471,11 +474,12 @@ impl ShardCore {
         // Close to now: only a member cut off by this delivery uses it, for its drain deadline.
         let now = self.wheel.next_tick_at_ms();
         self.deliver(&message, room, Some(publisher), now);
-        self.outgoing.push(message);
+        self.outgoing.push((message, self.rooms.shards(room)));
     }
 
-    /// Moves the messages for other shards into `out`.
-    pub fn drain_outgoing(&mut self, out: &mut Vec<Arc<Broadcast>>) {
+    /// Moves the messages for other shards into `out`, each with the mask of
+    /// the shards that have members of its room.
+    pub fn drain_outgoing(&mut self, out: &mut Vec<(Arc<Broadcast>, u64)>) {
         out.append(&mut self.outgoing);
     }
 
@@ -931,7 +935,7 @@ mod tests {
             let core = ShardCore::new(
                 limits,
                 Arc::new(Admission::new(max_conns)),
-                Arc::new(Registry::new(4)),
+                Arc::new(Registry::new(4, 4)),
                 metrics.clone(),
                 0,
             );
@@ -1497,7 +1501,9 @@ mod tests {
         let mut out = Vec::new();
         h.core.drain_outgoing(&mut out);
         assert_eq!(out.len(), 2);
-        assert!(Arc::ptr_eq(&out[0], &out[0].clone()));
+        assert!(Arc::ptr_eq(&out[0].0, &out[0].0.clone()));
+        // Only this shard (3) has members of "r": the other shards are spared it.
+        assert!(out.iter().all(|(_, shards)| *shards == 1 << 3));
     }
 
     #[test]

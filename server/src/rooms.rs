@@ -3,50 +3,77 @@
 //!
 //! The publish path touches only the shard's table (no lock). The registry is
 //! locked only when a shard gains its first member of a room or loses its last,
-//! which is what `--max-rooms` counts.
+//! which is what `--max-rooms` counts. It also keeps, per room, the set of
+//! shards with members (a bit mask shared with those shards' tables), so that
+//! a message goes only to the shards that have someone to deliver it to.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use indexmap::IndexSet;
 
+/// The shards with members of one room: bit `s` for shard `s`. With more
+/// than 64 shards every bit is always set (every shard gets every message).
+pub type ShardMask = Arc<AtomicU64>;
+
+/// Every shard.
+pub const ALL_SHARDS: u64 = u64::MAX;
+
 /// The server-wide set of rooms, shared by the shards.
 #[derive(Debug)]
 pub struct Registry {
-    /// Room name -> how many shards have members of it.
-    rooms: Mutex<HashMap<Box<str>, u32>>,
+    /// Room name -> how many shards have members of it, and which.
+    rooms: Mutex<HashMap<Box<str>, (u32, ShardMask)>>,
     max_rooms: usize,
+    /// More than 64 shards: masks are not kept.
+    all_shards: bool,
 }
 
 impl Registry {
-    /// A registry of at most `max_rooms` rooms.
-    pub fn new(max_rooms: usize) -> Self {
+    /// A registry of at most `max_rooms` rooms over `shards` shards.
+    pub fn new(max_rooms: usize, shards: usize) -> Self {
         Self {
             rooms: Mutex::new(HashMap::new()),
             max_rooms,
+            all_shards: shards > 64,
         }
     }
 
-    /// A shard gains its first member of `name`: false if that would make one
-    /// room too many.
-    fn acquire(&self, name: &str) -> bool {
+    fn bit(&self, shard: usize) -> u64 {
+        if self.all_shards {
+            ALL_SHARDS
+        } else {
+            1 << shard
+        }
+    }
+
+    /// Shard `shard` gains its first member of `name`: the room's shard mask
+    /// (with this shard's bit set before any JOINED is sent), or None if that
+    /// would make one room too many.
+    fn acquire(&self, name: &str, shard: usize) -> Option<ShardMask> {
         let mut rooms = self.rooms.lock().expect("registry lock");
-        if let Some(shards) = rooms.get_mut(name) {
+        if let Some((shards, mask)) = rooms.get_mut(name) {
             *shards += 1;
-            return true;
+            mask.fetch_or(self.bit(shard), Ordering::SeqCst);
+            return Some(mask.clone());
         }
         if rooms.len() >= self.max_rooms {
-            return false;
+            return None;
         }
-        rooms.insert(name.into(), 1);
-        true
+        let mask = Arc::new(AtomicU64::new(self.bit(shard)));
+        rooms.insert(name.into(), (1, mask.clone()));
+        Some(mask)
     }
 
-    /// A shard lost its last member of `name`.
-    fn release(&self, name: &str) {
+    /// Shard `shard` lost its last member of `name`.
+    fn release(&self, name: &str, shard: usize) {
         let mut rooms = self.rooms.lock().expect("registry lock");
-        if let Some(shards) = rooms.get_mut(name) {
+        if let Some((shards, mask)) = rooms.get_mut(name) {
             *shards -= 1;
+            if !self.all_shards {
+                mask.fetch_and(!self.bit(shard), Ordering::SeqCst);
+            }
             if *shards == 0 {
                 rooms.remove(name);
             }
@@ -80,6 +107,8 @@ pub enum Joined {
 #[derive(Debug)]
 struct Room {
     name: Box<str>,
+    /// The shards with members of this room, shared through the registry.
+    shards: ShardMask,
     /// Local members, by connection slot; O(1) insert and remove, contiguous to iterate.
     members: IndexSet<u32>,
 }
@@ -91,19 +120,28 @@ pub struct ShardRooms {
     rooms: Vec<Option<Room>>,
     free: Vec<u32>,
     registry: Arc<Registry>,
+    shard: usize,
     memberships: usize,
 }
 
 impl ShardRooms {
-    /// An empty table that counts its rooms in `registry`.
-    pub fn new(registry: Arc<Registry>) -> Self {
+    /// Shard `shard`'s empty table, counting its rooms in `registry`.
+    pub fn new(registry: Arc<Registry>, shard: usize) -> Self {
         Self {
             by_name: HashMap::new(),
             rooms: Vec::new(),
             free: Vec::new(),
             registry,
+            shard,
             memberships: 0,
         }
+    }
+
+    /// The shards with members of room `id` now (a bit per shard).
+    pub fn shards(&self, id: u32) -> u64 {
+        self.rooms[id as usize]
+            .as_ref()
+            .map_or(ALL_SHARDS, |r| r.shards.load(Ordering::SeqCst))
     }
 
     /// (connection, room) pairs on this shard.
@@ -165,11 +203,12 @@ impl ShardRooms {
         let id = match self.id(name) {
             Some(id) => id,
             None => {
-                if !self.registry.acquire(name) {
+                let Some(shards) = self.registry.acquire(name, self.shard) else {
                     return Joined::ServerLimit;
-                }
+                };
                 let room = Room {
                     name: name.into(),
+                    shards,
                     members: IndexSet::new(),
                 };
                 let id = match self.free.pop() {
@@ -221,7 +260,7 @@ impl ShardRooms {
         if room.members.is_empty() {
             let room = self.rooms[id as usize].take().expect("live room");
             self.by_name.remove(&room.name);
-            self.registry.release(&room.name);
+            self.registry.release(&room.name, self.shard);
             self.free.push(id);
         }
     }
@@ -232,8 +271,8 @@ mod tests {
     use super::*;
 
     fn table(max_rooms: usize) -> (ShardRooms, Arc<Registry>) {
-        let registry = Arc::new(Registry::new(max_rooms));
-        (ShardRooms::new(registry.clone()), registry)
+        let registry = Arc::new(Registry::new(max_rooms, 1));
+        (ShardRooms::new(registry.clone(), 0), registry)
     }
 
     #[test]
@@ -279,9 +318,9 @@ mod tests {
 
     #[test]
     fn rooms_per_server_are_bounded_across_shards() {
-        let registry = Arc::new(Registry::new(2));
-        let mut s0 = ShardRooms::new(registry.clone());
-        let mut s1 = ShardRooms::new(registry.clone());
+        let registry = Arc::new(Registry::new(2, 2));
+        let mut s0 = ShardRooms::new(registry.clone(), 0);
+        let mut s1 = ShardRooms::new(registry.clone(), 1);
         let (mut a, mut b) = (Vec::new(), Vec::new());
         assert_eq!(s0.join("x", 1, &mut a, 64), Joined::New);
         assert_eq!(
@@ -308,5 +347,48 @@ mod tests {
         t.join("b", 1, &mut mine, 64);
         assert_eq!(t.id("b"), Some(id));
         assert_eq!(t.member_count(id), 1);
+    }
+
+    #[test]
+    fn a_room_knows_which_shards_have_members() {
+        let registry = Arc::new(Registry::new(10, 3));
+        let mut shards: Vec<ShardRooms> = (0..3)
+            .map(|s| ShardRooms::new(registry.clone(), s))
+            .collect();
+        let mut mine: Vec<Vec<u32>> = vec![Vec::new(); 3];
+        assert_eq!(shards[0].join("x", 1, &mut mine[0], 64), Joined::New);
+        let id = shards[0].id("x").unwrap();
+        assert_eq!(shards[0].shards(id), 0b001);
+        assert_eq!(shards[2].join("x", 5, &mut mine[2], 64), Joined::New);
+        assert_eq!(
+            shards[0].shards(id),
+            0b101,
+            "shard 2's first member is seen at once"
+        );
+        assert_eq!(shards[2].join("x", 6, &mut Vec::new(), 64), Joined::New);
+        shards[2].leave("x", 5, &mut mine[2]);
+        assert_eq!(shards[0].shards(id), 0b101, "shard 2 still has a member");
+        let x = shards[2].id("x").unwrap();
+        shards[2].leave_all(6, &mut vec![x]);
+        assert_eq!(shards[0].shards(id), 0b001, "shard 2 has none left");
+        assert_eq!(registry.len(), 1);
+        shards[0].leave_all(1, &mut mine[0]);
+        assert_eq!(registry.len(), 0, "gone when no shard has members");
+    }
+
+    #[test]
+    fn past_64_shards_every_shard_gets_every_message() {
+        let registry = Arc::new(Registry::new(10, 100));
+        let mut s70 = ShardRooms::new(registry.clone(), 70);
+        let mut s3 = ShardRooms::new(registry.clone(), 3);
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        s70.join("x", 1, &mut a, 64);
+        s3.join("x", 1, &mut b, 64);
+        let id = s3.id("x").unwrap();
+        assert_eq!(s3.shards(id), ALL_SHARDS);
+        s70.leave_all(1, &mut a);
+        assert_eq!(registry.len(), 1, "shard 3 still has a member");
+        s3.leave_all(1, &mut b);
+        assert_eq!(registry.len(), 0);
     }
 }

@@ -74,7 +74,7 @@ impl Server {
             .map(|_| Arc::new(ShardMetrics::default()))
             .collect();
 
-        let registry = Arc::new(Registry::new(args.max_rooms));
+        let registry = Arc::new(Registry::new(args.max_rooms, plan.shards));
         // One eventfd per shard wakes its ring: for its inbox and for stopping.
         let mut wakes = Vec::new();
         let mut wakers = Vec::new();

@@ -61,7 +61,7 @@ pub fn run(spec: ShardSpec, ready: impl FnOnce(Result<(), StartError>)) {
         0,
     );
     let mut outboxes = Outboxes::new(spec.inboxes.len(), spec.channel_capacity);
-    let mut outgoing: Vec<Arc<Broadcast>> = Vec::new();
+    let mut outgoing: Vec<(Arc<Broadcast>, u64)> = Vec::new();
     engine.arm_accept();
     engine.arm_wake();
 
@@ -189,10 +189,11 @@ impl Outboxes {
         self.queues.iter().any(|q| q.len() >= self.limit)
     }
 
-    /// Retries what waits, then sends `messages` to every shard but `me`.
+    /// Retries what waits, then sends each of `messages` to the shards in its
+    /// mask (those with members of its room) but `me`.
     fn send(
         &mut self,
-        messages: &mut Vec<Arc<Broadcast>>,
+        messages: &mut Vec<(Arc<Broadcast>, u64)>,
         inboxes: &[Arc<Inbox>],
         me: usize,
         metrics: &ShardMetrics,
@@ -205,7 +206,13 @@ impl Outboxes {
                 continue;
             }
             let queue = &mut self.queues[shard];
-            let pending = queue.drain(..).chain(messages.iter().cloned());
+            let bit = if shard < 64 { 1u64 << shard } else { u64::MAX };
+            let pending = queue.drain(..).chain(
+                messages
+                    .iter()
+                    .filter(|(_, shards)| shards & bit != 0)
+                    .map(|(m, _)| m.clone()),
+            );
             let mut blocked = Vec::new();
             for message in pending {
                 if !blocked.is_empty() {
