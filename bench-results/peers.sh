@@ -11,7 +11,9 @@
 #   ping:  CONNS connections, 3 PINGs a second each
 #   rooms: CONNS connections in 1,000 rooms, each room 2 publishes a second
 #          (64-byte bodies; the publisher does not count as a receiver)
-# Writes bench-results/RELEASE/peers/SCENARIO-PROTOCOL/ (loadgen's result
+# idle and ping also run against the baseline: server/examples/minimal_pong, the
+# smallest io_uring loop that answers PINGs (one ring, no protocol logic).
+# Writes bench-results/RELEASE/peers/SCENARIO-SERVER/ (loadgen's result
 # folders) and the table bench-results/RELEASE/peers.md. Needs root for
 # apt-get when a server is missing. Bounded: every run ends after SECONDS.
 set -euo pipefail
@@ -33,6 +35,7 @@ if [ ${#missing[@]} -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 cargo build --quiet --release -p loadgen -p ringroom-server
+cargo build --quiet --release -p ringroom-server --example minimal_pong
 LOADGEN=target/release/loadgen
 OUT=bench-results/$RELEASE/peers
 mkdir -p "$OUT"
@@ -44,8 +47,12 @@ ulimit -n "$(ulimit -Hn)"
 # Connections a server may hold: the run's, plus room for stragglers.
 MAXC=$((CONNS + 500))
 
-start() { # protocol -> sets SPID and PORT
+start() { # server -> sets SPID and PORT
     case "$1" in
+    minimal)
+        PORT=17701
+        target/release/examples/minimal_pong 127.0.0.1:$PORT >"$TMP/srv.log" 2>&1 &
+        ;;
     ringroom)
         PORT=17700
         target/release/ringroom-server --listen 127.0.0.1:$PORT --max-conns "$MAXC" \
@@ -87,16 +94,20 @@ for scenario in "${SCENARIOS[@]}"; do
     rooms) args=(--scenario rooms --rooms 1000 --publish-rate 2 --payload 64) ;;
     *) echo "unknown scenario $scenario: idle, ping or rooms" >&2; exit 2 ;;
     esac
-    for protocol in ringroom redis nats mqtt; do
-        start "$protocol"
+    servers=(ringroom minimal redis nats mqtt)
+    [ "$scenario" != rooms ] || servers=(ringroom redis nats mqtt)
+    for server in "${servers[@]}"; do
+        protocol=$server
+        [ "$server" != minimal ] || protocol=ringroom
+        start "$server"
         # A fresh /29 of source addresses per run: no TIME_WAIT carried over.
         src="127.0.$((20 + k)).0/29"
         k=$((k + 1))
-        echo "== $scenario / $protocol (pid $SPID, sources $src)" >&2
+        echo "== $scenario / $server (pid $SPID, sources $src)" >&2
         "$LOADGEN" --protocol "$protocol" --target "127.0.0.1:$PORT" --server-pid "$SPID" \
             --conns "$CONNS" --connect-rate 10000 --duration "$HOLD" --source "$src" \
-            "${args[@]}" --out "$OUT/$scenario-$protocol" >"$TMP/run.txt" 2>&1 || true
-        cp "$TMP/run.txt" "$OUT/$scenario-$protocol/run.txt" 2>/dev/null || cat "$TMP/run.txt" >&2
+            "${args[@]}" --out "$OUT/$scenario-$server" >"$TMP/run.txt" 2>&1 || true
+        cp "$TMP/run.txt" "$OUT/$scenario-$server/run.txt" 2>/dev/null || cat "$TMP/run.txt" >&2
         stop
     done
 done
@@ -113,7 +124,8 @@ done
     echo "rooms = $CONNS connections in 1,000 rooms, 2 publishes/s per room, 64-byte bodies."
     echo "Latency: PING round trip (idle, ping) or delivery (rooms), from the planned send time."
     echo "Server CPU per million PONGs or deliveries, ramp included; B/conn: the server's peak RSS growth per connection."
-    echo "Each run's folder (peers/SCENARIO-PROTOCOL/) has its summary.json, machine.json, histograms and run.txt."
+    echo "The baseline (idle, ping) is server/examples/minimal_pong: one io_uring ring answering PINGs with no protocol logic; ringroom-server runs its default shards (one per core)."
+    echo "Each run's folder (peers/SCENARIO-SERVER/) has its summary.json, machine.json, histograms and run.txt."
     echo
     "$LOADGEN" report --peers "$OUT"
 } >"bench-results/$RELEASE/peers.md"

@@ -214,30 +214,38 @@ pub fn render(c: &Contents) -> String {
     out
 }
 
-/// The peer servers' table: every run folder directly in `dir` (as
-/// `bench-results/peers.sh` writes them), by scenario, ringroom first.
+/// The peer servers' table: every run folder directly in `dir`, named
+/// `SCENARIO-SERVER` as `bench-results/peers.sh` writes them (SERVER: a
+/// `--protocol` name, or `minimal` for the baseline io_uring loop), by
+/// scenario, ringroom first.
 pub fn render_peers(dir: &Path) -> Result<String, String> {
-    let order = ["ringroom", "redis", "nats", "mqtt"];
+    let order = ["ringroom", "minimal", "redis", "nats", "mqtt"];
     let mut runs = Vec::new();
     for d in subdirs(dir)? {
         if d.join("summary.json").is_file() {
-            runs.push(RunRecord::read(&d)?.summary);
+            let n = name(&d);
+            let server = n
+                .rsplit_once('-')
+                .map_or(n.as_str(), |(_, s)| s)
+                .to_string();
+            runs.push((server, RunRecord::read(&d)?.summary));
         }
     }
     if runs.is_empty() {
         return Err(format!("{}: no result folders", dir.display()));
     }
-    runs.sort_by_key(|s| {
-        let rank = order.iter().position(|p| *p == s.config.protocol);
+    runs.sort_by_key(|(server, s)| {
+        let rank = order.iter().position(|p| p == server);
         (s.config.scenario.clone(), rank)
     });
     let mut out = String::from(
         "| scenario | server | connections | messages /s | server CPU-s per M messages | server B/conn | p50 ms | p99 ms | p99.9 ms | max ms | loadgen CPU-s |\n\
          |---|---|---|---|---|---|---|---|---|---|---|\n",
     );
-    for s in &runs {
-        let server = match s.config.protocol.as_str() {
+    for (server, s) in &runs {
+        let server = match server.as_str() {
             "ringroom" => "ringroom-server",
+            "minimal" => "minimal io_uring loop (baseline, 1 ring)",
             "redis" => "redis-server",
             "nats" => "nats-server",
             "mqtt" => "mosquitto",

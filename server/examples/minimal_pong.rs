@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 use std::os::fd::OwnedFd;
 use std::time::Duration;
 
-use proto::{FrameType, HEADER_LEN};
+use proto::{Frame, FrameType, Welcome, DEFAULT_MAX_PAYLOAD, HEADER_LEN};
 use ringroom_server::core::{Action, RecvEnd};
 use ringroom_server::engine::{sys, Engine, EngineConfig, Event, RingMode};
 
@@ -49,6 +49,17 @@ fn main() {
     engine.arm_accept();
     println!("minimal_pong ready: listen {local}, shards 1");
 
+    let mut welcome = Vec::new();
+    Frame::Welcome(Welcome {
+        conn_id: 0,
+        heartbeat_ms: 10_000,
+        idle_timeout_ms: 30_000,
+        max_payload: DEFAULT_MAX_PAYLOAD,
+        shard: 0,
+    })
+    .encode_to_vec(&mut welcome)
+    .unwrap();
+
     // Per slot: bytes waiting while a send is in flight.
     let mut waiting: Vec<Option<Vec<u8>>> = (0..cfg.slots).map(|_| None).collect();
     let mut sending = vec![false; cfg.slots as usize];
@@ -63,7 +74,8 @@ fn main() {
             }
             Event::AcceptEnded { .. } => rearm_accept = true,
             Event::Received { slot, gen, data } => {
-                // Each PING becomes a PONG; anything else (the HELLO) is dropped.
+                // Each PING becomes a PONG; a HELLO gets the one fixed WELCOME
+                // (so that loadgen can drive this loop); anything else is dropped.
                 let mut bytes = Vec::with_capacity(data.len());
                 let mut at = 0;
                 while at + HEADER_LEN <= data.len() {
@@ -73,6 +85,8 @@ fn main() {
                         bytes.extend_from_slice(&data[at..end]);
                         let pong = bytes.len() - (end - at) + 4;
                         bytes[pong] = FrameType::Pong as u8;
+                    } else if data[at + 4] == FrameType::Hello as u8 {
+                        bytes.extend_from_slice(&welcome);
                     }
                     at = end;
                 }
