@@ -85,6 +85,28 @@ pub struct Counts {
     pub delivered: u64,
 }
 
+impl Counts {
+    /// Adds another worker's counts.
+    pub fn add(&mut self, other: &Counts) {
+        self.connected += other.connected;
+        self.dropped += other.dropped;
+        self.pings += other.pings;
+        self.pongs += other.pongs;
+        self.dead_server += other.dead_server;
+        self.reconnects += other.reconnects;
+        self.joined += other.joined;
+        self.published += other.published;
+        self.expected += other.expected;
+        self.delivered += other.delivered;
+        for (k, v) in &other.failed {
+            *self.failed.entry(*k).or_default() += v;
+        }
+        for (k, v) in &other.errors {
+            *self.errors.entry(*k).or_default() += v;
+        }
+    }
+}
+
 /// The heartbeat a peer connection pings at in the idle scenario when
 /// `--heartbeat-ms` is not given: ringroom's default, for a like comparison.
 pub const DEFAULT_HEARTBEAT_MS: u32 = 10_000;

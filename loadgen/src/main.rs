@@ -378,7 +378,7 @@ fn drive(
         let result = handle
             .join()
             .map_err(|_| "a worker panicked".to_string())??;
-        merge(&mut counts, &result.counts);
+        counts.add(&result.counts);
         connect.add(&result.connect).map_err(|e| format!("{e:?}"))?;
         rtt.add(&result.rtt).map_err(|e| format!("{e:?}"))?;
         for (i, h) in result.intervals.iter().enumerate() {
@@ -477,25 +477,6 @@ fn drive(
         return Err(format!("{lost} of {} PINGs unanswered", counts.pings));
     }
     Ok(())
-}
-
-fn merge(into: &mut Counts, from: &Counts) {
-    into.connected += from.connected;
-    into.dropped += from.dropped;
-    into.pings += from.pings;
-    into.pongs += from.pongs;
-    into.dead_server += from.dead_server;
-    into.reconnects += from.reconnects;
-    into.joined += from.joined;
-    into.published += from.published;
-    into.expected += from.expected;
-    into.delivered += from.delivered;
-    for (k, v) in &from.failed {
-        *into.failed.entry(*k).or_default() += v;
-    }
-    for (k, v) in &from.errors {
-        *into.errors.entry(*k).or_default() += v;
-    }
 }
 
 fn ms(h: &Histogram<u64>, q: f64) -> f64 {

@@ -378,6 +378,33 @@ mod tests {
         assert_eq!(stamp_of(&body[..15]), None);
     }
 
+    /// The replies a peer conversation decodes to: the handshake, the join,
+    /// the message (room 3, planned 77, seq 4), the PINGs planned at 5 and 6 ms.
+    pub(super) const WELCOME: Reply = Reply::Welcome {
+        heartbeat_ms: None,
+        idle_timeout_ms: None,
+    };
+    /// See [`WELCOME`].
+    pub(super) const MESSAGE: Reply = Reply::Message {
+        room: 3,
+        publisher: 0,
+        planned_ns: 77,
+        seq: 4,
+    };
+    /// See [`WELCOME`].
+    pub(super) fn pong(ms: u64) -> Reply {
+        Reply::Pong {
+            planned: Duration::from_millis(ms),
+        }
+    }
+
+    /// The bytes of a room message body: planned time 77, sequence 4.
+    pub(super) fn body() -> Vec<u8> {
+        let mut body = 77u64.to_be_bytes().to_vec();
+        body.extend(4u64.to_be_bytes());
+        body
+    }
+
     /// Runs a peer codec through handshake, join, two PINGs and a publish,
     /// against `replies` (the server's bytes, cut at every byte so that
     /// reassembly is exercised), and returns what it decoded.

@@ -112,9 +112,8 @@ impl Mqtt {
 
 #[cfg(test)]
 mod tests {
-    use super::super::tests::converse;
+    use super::super::tests::{body, converse, pong, MESSAGE, WELCOME};
     use super::super::{Codec, Protocol, Reply};
-    use std::time::Duration;
 
     /// Byte layouts from the MQTT 3.1.1 specification (sections 3.1, 3.8,
     /// 3.12, 3.3): fixed header, remaining length, variable header, payload.
@@ -148,32 +147,10 @@ mod tests {
     fn replies_are_decoded_in_order() {
         let mut server = vec![0x20, 2, 0, 0, 0x90, 3, 0, 1, 0, 0x30, 23, 0, 5];
         server.extend(b"room3");
-        server.extend(77u64.to_be_bytes());
-        server.extend(4u64.to_be_bytes());
+        server.extend(body());
         server.extend([0xD0, 0, 0xD0, 0]);
         let (_, replies) = converse(Protocol::Mqtt, &server);
-        assert_eq!(
-            replies,
-            [
-                Reply::Welcome {
-                    heartbeat_ms: None,
-                    idle_timeout_ms: None
-                },
-                Reply::Joined,
-                Reply::Message {
-                    room: 3,
-                    publisher: 0,
-                    planned_ns: 77,
-                    seq: 4
-                },
-                Reply::Pong {
-                    planned: Duration::from_millis(5)
-                },
-                Reply::Pong {
-                    planned: Duration::from_millis(6)
-                },
-            ]
-        );
+        assert_eq!(replies, [WELCOME, Reply::Joined, MESSAGE, pong(5), pong(6)]);
     }
 
     #[test]

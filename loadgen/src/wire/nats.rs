@@ -123,9 +123,8 @@ fn parse_one(
 
 #[cfg(test)]
 mod tests {
-    use super::super::tests::converse;
+    use super::super::tests::{body, converse, pong, MESSAGE, WELCOME};
     use super::super::{Codec, Protocol, Reply};
-    use std::time::Duration;
 
     /// The protocol document's own examples: CONNECT then PING, `SUB foo 1`,
     /// `PUB foo 5\r\nhello\r\n`.
@@ -148,8 +147,7 @@ mod tests {
         let mut server =
             b"INFO {\"server_id\":\"NA\",\"version\":\"2.9.10\",\"max_payload\":1048576}\r\nPONG\r\nPONG\r\nPING\r\n"
                 .to_vec();
-        let mut body = 77u64.to_be_bytes().to_vec();
-        body.extend(4u64.to_be_bytes());
+        let body = body();
         server.extend(b"MSG room3 1 16\r\n");
         server.extend(&body);
         server.extend(b"\r\nmsg room3 1 _INBOX.x 16\r\n");
@@ -157,29 +155,9 @@ mod tests {
         server.extend(b"\r\nPONG\r\n+OK\r\nPONG\r\n");
         let (out, replies) = converse(Protocol::Nats, &server);
         assert!(out.ends_with(b"PONG\r\n"), "the server's PING answered");
-        let msg = Reply::Message {
-            room: 3,
-            publisher: 0,
-            planned_ns: 77,
-            seq: 4,
-        };
         assert_eq!(
             replies,
-            [
-                Reply::Welcome {
-                    heartbeat_ms: None,
-                    idle_timeout_ms: None
-                },
-                Reply::Joined,
-                msg.clone(),
-                msg,
-                Reply::Pong {
-                    planned: Duration::from_millis(5)
-                },
-                Reply::Pong {
-                    planned: Duration::from_millis(6)
-                },
-            ]
+            [WELCOME, Reply::Joined, MESSAGE, MESSAGE, pong(5), pong(6)]
         );
     }
 

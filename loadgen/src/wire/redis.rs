@@ -104,9 +104,8 @@ fn event(buf: &[u8], frame: &RangeFrame) -> Result<Option<Event>, String> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::tests::converse;
+    use super::super::tests::{body, converse, pong, MESSAGE, WELCOME};
     use super::super::{Codec, Protocol, Reply};
-    use std::time::Duration;
 
     /// The bytes of RESP's own examples (redis.io/docs/reference/protocol-spec):
     /// commands are arrays of bulk strings.
@@ -134,34 +133,12 @@ mod tests {
         server.extend(b"*2\r\n$4\r\npong\r\n$8\r\n");
         server.extend(5_000_000u64.to_be_bytes());
         server.extend(b"\r\n*3\r\n$7\r\nmessage\r\n$5\r\nroom3\r\n$16\r\n");
-        server.extend(77u64.to_be_bytes());
-        server.extend(4u64.to_be_bytes());
+        server.extend(body());
         server.extend(b"\r\n$8\r\n");
         server.extend(6_000_000u64.to_be_bytes());
         server.extend(b"\r\n");
         let (_, replies) = converse(Protocol::Redis, &server);
-        assert_eq!(
-            replies,
-            [
-                Reply::Welcome {
-                    heartbeat_ms: None,
-                    idle_timeout_ms: None
-                },
-                Reply::Joined,
-                Reply::Pong {
-                    planned: Duration::from_millis(5)
-                },
-                Reply::Message {
-                    room: 3,
-                    publisher: 0,
-                    planned_ns: 77,
-                    seq: 4
-                },
-                Reply::Pong {
-                    planned: Duration::from_millis(6)
-                },
-            ]
-        );
+        assert_eq!(replies, [WELCOME, Reply::Joined, pong(5), MESSAGE, pong(6)]);
     }
 
     #[test]
