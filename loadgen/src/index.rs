@@ -304,6 +304,78 @@ mod tests {
     }
 
     #[test]
+    fn the_index_lists_releases_peers_and_other_folders() {
+        use crate::report::Interval;
+        use crate::results::{histogram, Metric, Server};
+        use std::time::{Duration, UNIX_EPOCH};
+        let root = std::env::temp_dir().join(format!("loadgen-index-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let mut rtt = histogram();
+        rtt.record(1500).unwrap();
+        let run = |conns: u64| RunRecord {
+            summary: Summary {
+                config: crate::results::Config {
+                    conns,
+                    duration_s: 10,
+                    scenario: "ping".into(),
+                    protocol: "ringroom".into(),
+                    ..Default::default()
+                },
+                counts: crate::results::Counts {
+                    connected: conns,
+                    pings: 20_000,
+                    pongs: 20_000,
+                    ..Default::default()
+                },
+                server: Some(Server {
+                    cpu_s: 0.3,
+                    peak_rss_growth_bytes: 240 * conns,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+            metrics: vec![Metric {
+                name: "ping-rtt".into(),
+                start_time: UNIX_EPOCH,
+                intervals: vec![Interval {
+                    start: Duration::ZERO,
+                    length: Duration::from_secs(1),
+                    histogram: rtt.clone(),
+                }],
+            }],
+        };
+        for (release, conns) in [("0.10.0", 100_000), ("0.9.0", 10_000)] {
+            let mut r = run(conns);
+            r.finish();
+            r.write(&root.join(release).join("c10k-ping")).unwrap();
+        }
+        std::fs::write(root.join("0.9.0/peers.md"), "# peers\n").unwrap();
+        std::fs::create_dir_all(root.join("proto")).unwrap();
+        std::fs::write(root.join("proto/2026-01-01.md"), "# decoder speed\n").unwrap();
+        std::fs::create_dir_all(root.join("local/x")).unwrap();
+        let page = render(&collect(&root).unwrap());
+        let rows: Vec<&str> = page.lines().filter(|l| l.starts_with("| 0.")).collect();
+        assert_eq!(rows.len(), 2, "{page}");
+        assert!(rows[0].starts_with("| 0.9.0 | [c10k-ping](0.9.0/c10k-ping/) | ringroom | 10,000 / 10,000 | 2,000 | 1.500 |"), "{}", rows[0]);
+        assert!(
+            rows[0].contains("| 15.00 | 240 |"),
+            "CPU per million and B/conn: {}",
+            rows[0]
+        );
+        assert!(
+            rows[1].starts_with("| 0.10.0 |"),
+            "versions in order: {page}"
+        );
+        assert!(page.contains("[0.9.0/peers.md](0.9.0/peers.md)"), "{page}");
+        assert!(
+            page.contains("| [proto/](proto/) | decoder speed |"),
+            "{page}"
+        );
+        assert!(!page.contains("[local/]"), "local/ is skipped: {page}");
+        let _ = std::fs::remove_dir_all(root);
+    }
+
+    #[test]
     fn thousands_are_grouped() {
         assert_eq!(thousands(0), "0");
         assert_eq!(thousands(999), "999");

@@ -60,5 +60,32 @@ fn compare_flags_a_slowed_server_and_not_the_same_build() {
     let text = String::from_utf8_lossy(&flagged.stdout);
     assert_eq!(flagged.status.code(), Some(1), "{text}");
     assert!(text.contains("REGRESSION"), "{text}");
+
+    // Two releases, compared scenario by scenario (those in both).
+    let copy = |from: &str, to: &str| {
+        let to = dir.join(to);
+        std::fs::create_dir_all(&to).unwrap();
+        for f in std::fs::read_dir(dir.join(from)).unwrap() {
+            let f = f.unwrap();
+            std::fs::copy(f.path(), to.join(f.file_name())).unwrap();
+        }
+    };
+    copy("a", "rel/0.1/ping");
+    copy("b", "rel/0.1/again");
+    copy("slow", "rel/0.2/ping");
+    copy("b", "rel/0.2/again");
+    copy("b", "rel/0.2/only-here");
+    let releases = compare("rel/0.1", "rel/0.2");
+    let text = String::from_utf8_lossy(&releases.stdout);
+    assert_eq!(releases.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("## again") && text.contains("## ping"),
+        "{text}"
+    );
+    assert!(!text.contains("only-here"), "{text}");
+    assert!(
+        text.contains("2 scenario(s) compared; regressed: ping"),
+        "{text}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
