@@ -19,6 +19,7 @@
 //! Close (slot free)
 //! ```
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -143,6 +144,11 @@ struct ConnState {
     needs_arm: bool,
     cancel_sent: bool,
     dirty: bool,
+    /// Reading is paused: a PUBLISH found the channels to the other shards
+    /// full. It and what followed wait in [`ShardCore::parked`].
+    paused: bool,
+    /// The receive was cancelled for the pause.
+    pause_cancel_sent: bool,
     /// Rooms and open streams; boxed, since most connections of a C100K run
     /// are in no room and should not pay for the two lists.
     rooms: Option<Box<Memberships>>,
@@ -208,8 +214,12 @@ pub struct ShardCore {
     /// Messages for the other shards, each with the shards that have members
     /// of its room (a bit each), taken by [`ShardCore::drain_outgoing`].
     outgoing: Vec<(Arc<Broadcast>, u64)>,
-    /// Set while the channels to other shards are backed up: PUBLISH is refused.
-    refuse_publish: bool,
+    /// Set while the channels to other shards are backed up: a PUBLISH pauses
+    /// its connection's reading.
+    channels_full: bool,
+    /// Input of paused connections, by slot: from the PUBLISH that found the
+    /// channels full on, at most [`MAX_PARKED`] bytes each.
+    parked: HashMap<u32, Vec<u8>>,
     scratch: Vec<u32>,
 }
 
@@ -221,7 +231,7 @@ struct Ctx<'a> {
     metrics: &'a ShardMetrics,
     rooms: &'a mut ShardRooms,
     published: &'a mut Vec<Published>,
-    refuse_publish: bool,
+    channels_full: bool,
     slot: u32,
     now: u64,
 }
@@ -236,7 +246,7 @@ macro_rules! ctx {
             metrics: &$core.metrics,
             rooms: &mut $core.rooms,
             published: &mut $core.published,
-            refuse_publish: $core.refuse_publish,
+            channels_full: $core.channels_full,
             slot: $slot,
             now: $now,
         }
@@ -275,7 +285,8 @@ impl ShardCore {
             rooms: ShardRooms::new(registry, shard),
             published: Vec::new(),
             outgoing: Vec::new(),
-            refuse_publish: false,
+            channels_full: false,
+            parked: HashMap::new(),
             scratch: Vec::new(),
         }
     }
@@ -334,6 +345,8 @@ impl ShardCore {
                 needs_arm: true,
                 cancel_sent: false,
                 dirty: false,
+                paused: false,
+                pause_cancel_sent: false,
                 rooms: None,
             },
         });
@@ -378,14 +391,52 @@ impl ShardCore {
             return; // a closing connection's input is read and dropped
         }
         conn.st.last_rx_ms = now;
+        if conn.st.paused {
+            // Read before the receive's cancel took effect: it waits, in order.
+            let parked = self.parked.entry(slot).or_default();
+            if parked.len() + data.len() > MAX_PARKED {
+                let mut cx = ctx!(self, slot, now);
+                let frame = last_frame(
+                    false,
+                    ErrorCode::OVERLOADED,
+                    "too much input while reading was paused for full channels",
+                );
+                self.parked.remove(&slot);
+                begin_close(&mut conn.st, &mut cx, CloseReason::Overloaded, Some(frame));
+                return mark_dirty(&mut conn.st, &mut self.dirty, slot);
+            }
+            parked.extend_from_slice(data);
+            return;
+        }
+        self.process(slot, data, now);
+    }
+
+    /// Decodes and handles `data` on `slot` (open, not paused) until it ends,
+    /// the connection closes, or a PUBLISH pauses it: then that PUBLISH and
+    /// the rest are parked.
+    fn process(&mut self, slot: u32, data: &[u8], now: u64) {
+        let Some(conn) = self.slots[slot as usize].conn.as_mut() else {
+            return;
+        };
         let mut cx = ctx!(self, slot, now);
         let Conn { decoder, st } = conn;
         let mut input = data;
         loop {
             match decoder.decode(&mut input) {
                 Ok(Some(frame)) => {
-                    cx.metrics.frames_in.inc();
                     on_frame(st, &mut cx, frame);
+                    if st.paused {
+                        // The decoder is at a frame boundary: the PUBLISH is
+                        // re-encoded (decoding and encoding round-trip exactly).
+                        let mut rest = Vec::with_capacity(frame.encoded_len() + input.len());
+                        frame
+                            .encode_to_vec(&mut rest)
+                            .expect("a decoded frame encodes");
+                        rest.extend_from_slice(input);
+                        self.parked.insert(slot, rest);
+                        break;
+                    }
+                    cx.metrics.frames_in.inc();
                     if st.phase != Phase::Open {
                         break;
                     }
@@ -400,6 +451,28 @@ impl ShardCore {
         decoder.release_idle_buffer();
         mark_dirty(st, &mut self.dirty, slot);
         self.deliver_published(now);
+    }
+
+    /// Resumes the connections paused for full channels (now that they are
+    /// not): their parked input is handled first, then reading goes on.
+    fn resume_paused(&mut self, now: u64) {
+        let mut parked: Vec<(u32, Vec<u8>)> = self.parked.drain().collect();
+        parked.sort_unstable_by_key(|&(slot, _)| slot);
+        for (slot, bytes) in parked {
+            let Some(conn) = self.slots[slot as usize].conn.as_mut() else {
+                continue;
+            };
+            let st = &mut conn.st;
+            if !st.paused || st.phase != Phase::Open {
+                continue;
+            }
+            st.paused = false;
+            st.pause_cancel_sent = false;
+            st.needs_arm = true;
+            st.last_rx_ms = now;
+            // It may pause again (its PUBLISHes can fill the channels once more).
+            self.process(slot, &bytes, now);
+        }
     }
 
     /// Delivers this batch's PUBLISHes to local members, and queues them for
@@ -483,10 +556,15 @@ impl ShardCore {
         out.append(&mut self.outgoing);
     }
 
-    /// While set, PUBLISH is refused with ERROR LIMIT (the channels to the
-    /// other shards are full).
-    pub fn set_refuse_publish(&mut self, refuse: bool) {
-        self.refuse_publish = refuse;
+    /// While set (the channels to the other shards are full), a PUBLISH
+    /// pauses its connection: that PUBLISH and what follows wait unread, and
+    /// the receive is cancelled, so TCP pushes back on the publisher. Cleared,
+    /// the paused connections resume where they stopped.
+    pub fn set_channels_full(&mut self, refuse: bool, now: u64) {
+        self.channels_full = refuse;
+        if !refuse && !self.parked.is_empty() {
+            self.resume_paused(now);
+        }
     }
 
     /// Rooms with members on this shard.
@@ -556,7 +634,10 @@ impl ShardCore {
             match st.phase {
                 Phase::Open => {
                     let deadline = st.last_rx_ms + u64::from(st.idle_timeout_ms);
-                    if now >= deadline {
+                    if st.paused {
+                        // Unread by the server's choice: not the client's silence.
+                        cx.wheel.schedule(slot, now + u64::from(st.idle_timeout_ms));
+                    } else if now >= deadline {
                         cx.metrics.wheel_expiries.inc();
                         let frame = last_frame(
                             false,
@@ -629,7 +710,16 @@ impl ShardCore {
             st.phase = Phase::Lingering;
             actions.push(Action::ShutdownWrite { slot });
         }
-        if reading && st.needs_arm && !st.recv_armed {
+        if st.paused && st.recv_armed && !st.pause_cancel_sent && st.phase == Phase::Open {
+            st.pause_cancel_sent = true;
+            actions.push(Action::Cancel {
+                slot,
+                gen,
+                recv: true,
+                send: false,
+            });
+        }
+        if reading && st.needs_arm && !st.recv_armed && !st.paused {
             st.needs_arm = false;
             st.recv_armed = true;
             actions.push(Action::ArmRecv { slot, gen });
@@ -666,6 +756,7 @@ impl ShardCore {
         }
         let mut out = st.out;
         out.discard_queued(&mut self.pool);
+        self.parked.remove(&slot);
         self.wheel.cancel(slot);
         if st.admitted {
             self.admission.release();
@@ -678,6 +769,12 @@ impl ShardCore {
 }
 
 const GEN_MASK: u32 = (1 << 24) - 1;
+
+/// Most input a paused connection may hold: what arrived between the pause
+/// and its receive's cancel. Above Linux's largest default receive buffer
+/// (tcp_rmem 6 MiB), so only a raised tcp_rmem can reach it; then the
+/// connection gets ERROR OVERLOADED and is closed.
+pub const MAX_PARKED: usize = 8 << 20;
 
 fn conn_mut(slots: &mut [Slot], slot: u32, gen: u32) -> Option<&mut Conn> {
     let entry = slots.get_mut(slot as usize)?;
@@ -841,7 +938,8 @@ fn room_gauges(rooms: &ShardRooms, metrics: &ShardMetrics) {
     metrics.members.set(rooms.memberships() as u64);
 }
 
-/// PUBLISH: membership and stream limits checked, encoded once as MESSAGE.
+/// PUBLISH: membership and stream limits checked, encoded once as MESSAGE; or,
+/// while the channels to other shards are full, the connection paused.
 fn on_publish(st: &mut ConnState, cx: &mut Ctx<'_>, p: proto::Publish<'_>) {
     let Some(room) = cx.rooms.id(p.room.as_str()).filter(|&id| st.member_of(id)) else {
         return refuse(
@@ -851,14 +949,10 @@ fn on_publish(st: &mut ConnState, cx: &mut Ctx<'_>, p: proto::Publish<'_>) {
             "publish to a room this connection has not joined",
         );
     };
-    if cx.refuse_publish {
-        cx.metrics.publish_refused.inc();
-        return refuse(
-            st,
-            cx,
-            ErrorCode::LIMIT,
-            "server busy: the channels between cores are full, try again",
-        );
+    if cx.channels_full {
+        cx.metrics.publish_paused.inc();
+        st.paused = true;
+        return;
     }
     let f = p.fragment;
     if f.stream != 0 {
@@ -1683,20 +1777,94 @@ mod tests {
     }
 
     #[test]
-    fn publish_is_refused_while_the_channels_are_full() {
+    fn full_channels_pause_the_publisher_and_lose_nothing() {
+        let mut h = Harness::new(10);
+        h.accept(0);
+        h.accept(1);
+        for slot in [0, 1] {
+            h.send_frames(slot, &[Frame::Join(room("r"))]);
+        }
+        h.settle();
+        h.core.set_channels_full(true, h.now);
+        // A PUBLISH, then a PING and a LEAVE behind it in the same receive.
+        h.send_frames(
+            0,
+            &[
+                publish("r", b"1", false, Default::default()),
+                Frame::Ping(b"p"),
+            ],
+        );
+        let actions = h.settle();
+        assert!(
+            actions.contains(&Action::Cancel {
+                slot: 0,
+                gen: h.gens[0],
+                recv: true,
+                send: false
+            }),
+            "reading stops: {actions:?}"
+        );
+        assert!(bodies(&h, 1).is_empty(), "nothing delivered yet");
+        assert!(
+            !h.received(0).iter().any(|(ty, _)| *ty == FrameType::Pong),
+            "nothing after the PUBLISH is handled"
+        );
+        assert_eq!(
+            h.last_error_code(0),
+            None,
+            "no error: back-pressure, not refusal"
+        );
+        assert_eq!(h.metrics.publish_paused.get(), 1);
+        // What arrived before the cancel took effect waits behind it.
+        h.send_frames(0, &[publish("r", b"2", false, Default::default())]);
+        h.core.recv_ended(0, h.gens[0], RecvEnd::Cancelled);
+        // Paused for longer than the idle timeout (3 s here): not the client's
+        // silence. The member keeps itself alive meanwhile.
+        for t in (100..=5000).step_by(100) {
+            h.send_frames(1, &[Frame::Ping(b"k")]);
+            h.tick_to(t);
+        }
+        assert_eq!(h.closed(CloseReason::HeartbeatTimeout), 0);
+        assert_eq!(h.core.open(), 2);
+        assert!(bodies(&h, 1).is_empty());
+        h.core.set_channels_full(false, h.now);
+        let actions = h.settle();
+        assert_eq!(bodies(&h, 1), [b"1".to_vec(), b"2".to_vec()], "in order");
+        assert!(h
+            .received(0)
+            .iter()
+            .any(|(ty, p)| *ty == FrameType::Pong && p == b"p"));
+        assert!(
+            actions
+                .iter()
+                .any(|a| matches!(a, Action::ArmRecv { slot: 0, .. })),
+            "reading resumes: {actions:?}"
+        );
+        assert_eq!(h.metrics.publishes.get(), 2);
+    }
+
+    #[test]
+    fn a_paused_connection_holds_at_most_max_parked_bytes() {
         let mut h = Harness::new(10);
         h.accept(0);
         h.send_frames(0, &[Frame::Join(room("r"))]);
         h.settle();
-        h.core.set_refuse_publish(true);
-        h.send_frames(0, &[publish("r", b"x", true, Default::default())]);
+        h.core.set_channels_full(true, h.now);
+        h.send_frames(0, &[publish("r", b"1", false, Default::default())]);
         h.settle();
-        assert_eq!(h.last_error_code(0), Some(ErrorCode::LIMIT));
-        assert_eq!(h.metrics.publish_refused.get(), 1);
-        h.core.set_refuse_publish(false);
-        h.send_frames(0, &[publish("r", b"y", true, Default::default())]);
+        let chunk = vec![0u8; 1 << 20];
+        for _ in 0..MAX_PARKED / chunk.len() {
+            h.feed(0, &chunk);
+        }
+        assert_eq!(h.core.open(), 1, "up to the bound");
+        h.feed(0, &chunk);
         h.settle();
-        assert_eq!(bodies(&h, 0), [b"y".to_vec()]);
+        assert_eq!(h.last_error_code(0), Some(ErrorCode::OVERLOADED));
+        assert_eq!(
+            h.closed(CloseReason::Overloaded),
+            0,
+            "draining, not closed yet"
+        );
     }
 
     #[test]

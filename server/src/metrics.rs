@@ -131,8 +131,9 @@ pub struct ShardMetrics {
     pub members: Counter,
     /// PUBLISHes accepted.
     pub publishes: Counter,
-    /// PUBLISHes refused because the channels to other shards were full.
-    pub publish_refused: Counter,
+    /// Pauses of a connection's reading: a PUBLISH met the channels to other
+    /// shards full.
+    pub publish_paused: Counter,
     /// MESSAGE frames queued for members.
     pub deliveries: Counter,
     /// Messages handed to other shards' inboxes.
@@ -181,10 +182,10 @@ pub fn render_prometheus(shards: &[std::sync::Arc<ShardMetrics>]) -> String {
             |m| &m.publishes,
         ),
         (
-            "ringroom_publish_refused_total",
+            "ringroom_publish_paused_total",
             "counter",
-            "PUBLISH refused while the channels between cores were full.",
-            |m| &m.publish_refused,
+            "Connections paused: a PUBLISH met the channels between cores full; it waits unread until they drain.",
+            |m| &m.publish_paused,
         ),
         (
             "ringroom_deliveries_total",

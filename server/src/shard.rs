@@ -143,7 +143,7 @@ pub fn run(spec: ShardSpec, ready: impl FnOnce(Result<(), StartError>)) {
         // Hand this batch's messages to the other shards.
         core.drain_outgoing(&mut outgoing);
         outboxes.send(&mut outgoing, &spec.inboxes, me, &spec.metrics);
-        core.set_refuse_publish(outboxes.is_full());
+        core.set_channels_full(outboxes.is_full(), now);
 
         core.tick(now);
         core.poll_actions(&mut actions);
