@@ -1,16 +1,18 @@
-//! The ringroom load generator's building blocks, sans-io and unit-tested; the
-//! io_uring engine, scenarios and reporting that use them come with the
-//! load-generator issue.
+//! The ringroom load generator's building blocks, sans-io and unit-tested where
+//! they can be; `main.rs` wires them into the `loadgen` command.
 //!
-//! * [`compare`]: is run B slower than run A, beyond the noise? (Mann-Whitney U on interval p99s)
-//! * [`client`]: a worker's connections, PING schedules and measurements (sans-io).
+//! * [`client`]: a worker's connections, PING schedules, rooms and measurements (sans-io).
+//! * [`wire`]: the wire protocols: ringroom, and redis, nats, mqtt for comparison (sans-io).
+//! * [`worker`]: one thread with its own ring and its share of the connections.
 //! * [`sources`]: `--source` parsing, the capacity a run's sources, targets and
 //!   port range allow, and spreading connections over them.
 //! * [`schedule`]: open-loop send schedules with jittered phases.
 //! * [`verify`]: loss, duplicate and order checks of room messages.
-//! * [`worker`]: one thread with its own ring and its share of the connections.
-//! * [`report`]: `.hlog`, `.hgrm` and `plot.svg` in HdrHistogram's formats.
 //! * [`procstat`]: CPU time and RSS of the server and of the load generator.
+//! * [`report`]: `.hlog`, `.hgrm` and `plot.svg` in HdrHistogram's formats.
+//! * [`results`]: a result folder (summary.json, machine.json, logs): write, read, merge.
+//! * [`compare`]: is run B slower than run A, beyond the noise? (Mann-Whitney U on interval p99s)
+//! * [`index`]: the bench-results index and the peers table.
 #![forbid(unsafe_code)]
 
 pub mod client;

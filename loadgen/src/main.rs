@@ -1,9 +1,9 @@
 //! `loadgen`: the ringroom load generator. See the README.
 //!
-//! This version runs the `idle` and `ping` scenarios and the `c10k` and `c100k`
-//! presets, against `--target` or, without it, a server of its own: this same
+//! `loadgen [options]` runs a scenario (idle, ping, rooms, or the presets c10k
+//! and c100k) against `--target` or, without it, a server of its own: this same
 //! binary re-executed with `--internal-server` (the server's options follow).
-//! The `rooms` scenario, reconnects and per-interval logs come next.
+//! Subcommands: `compare A B`, `merge DIR...`, `report DIR`.
 #![forbid(unsafe_code)]
 
 use std::net::{IpAddr, SocketAddr};
