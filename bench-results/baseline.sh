@@ -50,5 +50,11 @@ for run in "${RUNS[@]}"; do
     mkdir -p "$out"
     mv "$out.txt" "$out/run.txt"
 done
-echo '```' >>"$runs_md"
+{
+    echo '```'
+    echo
+    echo "Percentiles are over the whole run, ramp included: in the C100K runs the first seconds"
+    echo "(100,000 connects at 20,000/s on cores shared with the load generator) hold the tail."
+    echo "Each ping-rtt.hlog has one histogram per second for the steady state ('loadgen compare' tests those)."
+} >>"$runs_md"
 "$LOADGEN" report bench-results
