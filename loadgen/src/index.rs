@@ -144,7 +144,8 @@ pub fn render(c: &Contents) -> String {
              Latency is the scenario's own metric: PING round trip (idle, ping) or room\n\
              delivery (rooms), from the planned send time, over the whole run. Rate is\n\
              PONGs or deliveries a second over the hold; CPU is the server's per million of\n\
-             them; B/conn is the server's peak RSS growth per connection.\n\n\
+             them, the connection ramp included (it dominates where the message rate is low,\n\
+             as in idle runs); B/conn is the server's peak RSS growth per connection.\n\n\
              | release | scenario | protocol | connections | rate /s | p50 ms | p99 ms | p99.9 ms | server CPU-s per M | server B/conn | machine |\n\
              |---|---|---|---|---|---|---|---|---|---|---|"
         );
