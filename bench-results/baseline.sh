@@ -53,8 +53,10 @@ done
 {
     echo '```'
     echo
-    echo "Percentiles are over the whole run, ramp included: in the C100K runs the first seconds"
-    echo "(100,000 connects at 20,000/s on cores shared with the load generator) hold the tail."
-    echo "Each ping-rtt.hlog has one histogram per second for the steady state ('loadgen compare' tests those)."
+    echo "run.txt and summary.json's ping_rtt give percentiles over the whole run, ramp included: in the"
+    echo "C100K runs the first seconds (100,000 connects at 20,000/s on cores shared with the load generator)"
+    echo "hold the tail. The index shows PING round trips over the hold only (ping_rtt_hold: the"
+    echo "per-second intervals from a second after the last connect), and 'loadgen compare' tests"
+    echo "the per-second p99s of ping-rtt.hlog."
 } >>"$runs_md"
 "$LOADGEN" report bench-results

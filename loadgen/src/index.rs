@@ -104,7 +104,11 @@ pub fn collect(root: &Path) -> Result<Contents, String> {
             c.peers.push(release.clone());
         }
         for run in runs {
-            let summary = RunRecord::read(&run)?.summary;
+            // Figures recomputed from the folder's own logs (older summaries
+            // lack the hold percentiles).
+            let mut record = RunRecord::read(&run)?;
+            record.finish();
+            let summary = record.summary;
             c.rows.push(Row {
                 release: release.clone(),
                 scenario: name(&run),
@@ -141,8 +145,10 @@ pub fn render(c: &Contents) -> String {
         let _ = writeln!(
             out,
             "## Runs\n\n\
-             Latency is the scenario's own metric: PING round trip (idle, ping) or room\n\
-             delivery (rooms), from the planned send time, over the whole run. Rate is\n\
+             Latency is the scenario's own metric, from the planned send time: PING round\n\
+             trip (idle, ping) over the hold, the ramp left out (the whole run's figures\n\
+             are in each summary.json), or room delivery (rooms; publishing starts after\n\
+             the ramp). Rate is\n\
              PONGs or deliveries a second over the hold; CPU is the server's per million of\n\
              them, the connection ramp included (it dominates where the message rate is low,\n\
              as in idle runs); B/conn is the server's peak RSS growth per connection.\n\n\
@@ -160,7 +166,10 @@ pub fn render(c: &Contents) -> String {
                         .and_then(|v| v.cpu_s_per_million_deliveries),
                 ),
                 _ => (
-                    &s.latency.ping_rtt,
+                    s.latency
+                        .ping_rtt_hold
+                        .as_ref()
+                        .unwrap_or(&s.latency.ping_rtt),
                     s.rates.pongs_per_s,
                     s.server.as_ref().and_then(|v| v.cpu_s_per_million_pongs),
                 ),

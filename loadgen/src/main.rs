@@ -439,11 +439,22 @@ fn drive(
         delivery: rooms.is_some().then_some(delivery),
         order,
     };
-    record(
+    let result = record(
         args, plan, &targets, workers, &counts, &connect, own_cpu, server_cpu, &run,
-    )
-    .write(&dir)
-    .map_err(|e| format!("cannot write results to {}: {e}", dir.display()))?;
+    );
+    if let Some(h) = &result.summary.latency.ping_rtt_hold {
+        println!(
+            "| ping RTT over the hold (from {} s) ms p50 / p99 / p99.9 / max | {:.3} / {:.3} / {:.3} / {:.3} |",
+            result.hold_start().as_secs(),
+            h.p50_ms,
+            h.p99_ms,
+            h.p99_9_ms,
+            h.max_ms
+        );
+    }
+    result
+        .write(&dir)
+        .map_err(|e| format!("cannot write results to {}: {e}", dir.display()))?;
     println!("results in {}", dir.display());
     if rooms.is_some() {
         if order[0] + order[1] > 0 {

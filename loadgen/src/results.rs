@@ -190,8 +190,11 @@ pub struct Server {
 pub struct Latency {
     /// `connect()` to the end of the handshake.
     pub connect: Percentiles,
-    /// PING round trip from its planned send time.
+    /// PING round trip from its planned send time, over the whole run.
     pub ping_rtt: Percentiles,
+    /// The same over the hold only: the per-second intervals that start a
+    /// second after the last connect was due (the steady state, ramp left out).
+    pub ping_rtt_hold: Option<Percentiles>,
     /// Room message delivery from its planned publish time.
     pub delivery: Option<Percentiles>,
 }
@@ -268,8 +271,13 @@ pub struct Metric {
 impl Metric {
     /// All intervals added up.
     pub fn total(&self) -> Histogram<u64> {
+        self.total_from(Duration::ZERO)
+    }
+
+    /// The intervals that start at `from` or later, added up.
+    pub fn total_from(&self, from: Duration) -> Histogram<u64> {
         let mut t = histogram();
-        for i in &self.intervals {
+        for i in self.intervals.iter().filter(|i| i.start >= from) {
             t.add(&i.histogram).expect("same bounds");
         }
         t
@@ -323,11 +331,30 @@ impl RunRecord {
                 .find(|m| m.name == name)
                 .map(|m| Percentiles::of(&m.total()))
         };
-        s.latency = Latency {
+        let hold = self.hold_start();
+        let ping_rtt_hold = self
+            .metric("ping-rtt")
+            .map(|m| m.total_from(hold))
+            .filter(|h| !h.is_empty())
+            .map(|h| Percentiles::of(&h));
+        self.summary.latency = Latency {
             connect: of("connect").unwrap_or_default(),
             ping_rtt: of("ping-rtt").unwrap_or_default(),
+            ping_rtt_hold,
             delivery: of("delivery"),
         };
+    }
+
+    /// When the hold's steady state starts, since the run's start: a second
+    /// after the last connect was due (connections / connect rate), rounded up.
+    pub fn hold_start(&self) -> Duration {
+        let c = &self.summary.config;
+        let ramp = if c.connect_rate > 0.0 {
+            c.conns as f64 / c.connect_rate
+        } else {
+            0.0
+        };
+        Duration::from_secs(ramp.ceil() as u64 + 1)
     }
 
     /// Writes the folder (creating it): summary.json, machine.json, a
@@ -668,6 +695,27 @@ mod tests {
         for d in dirs {
             let _ = std::fs::remove_dir_all(d);
         }
+    }
+
+    #[test]
+    fn hold_percentiles_leave_the_ramp_out() {
+        let start = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        // Interval 0 is slow (the ramp); 2,000 connections at 1,000/s: the
+        // hold starts at 3 s.
+        let values: Vec<(u32, u64, u64, u64)> = (0..5)
+            .flat_map(|i| (0..100).map(move |_| (i, 1, if i == 0 { 900_000 } else { 1_000 }, 1)))
+            .collect();
+        let mut r = run(start, &values, 2000);
+        r.summary.config.connect_rate = 1000.0;
+        r.finish();
+        assert_eq!(r.hold_start(), Duration::from_secs(3));
+        let hold = r.summary.latency.ping_rtt_hold.clone().unwrap();
+        assert_eq!(hold.count, 200, "intervals 3 and 4");
+        assert!(hold.max_ms < 1.1, "{hold:?}");
+        assert!(
+            r.summary.latency.ping_rtt.max_ms > 899.0,
+            "the whole run keeps the ramp"
+        );
     }
 
     #[test]
