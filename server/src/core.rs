@@ -560,9 +560,9 @@ impl ShardCore {
     /// pauses its connection: that PUBLISH and what follows wait unread, and
     /// the receive is cancelled, so TCP pushes back on the publisher. Cleared,
     /// the paused connections resume where they stopped.
-    pub fn set_channels_full(&mut self, refuse: bool, now: u64) {
-        self.channels_full = refuse;
-        if !refuse && !self.parked.is_empty() {
+    pub fn set_channels_full(&mut self, full: bool, now: u64) {
+        self.channels_full = full;
+        if !full && !self.parked.is_empty() {
             self.resume_paused(now);
         }
     }
@@ -1492,6 +1492,26 @@ mod tests {
     }
 
     /// The bodies of the MESSAGEs `slot` received, in order.
+    /// A harness whose slots 0..n are members of room "r".
+    fn members_of_r(n: u32) -> Harness {
+        let mut h = Harness::new(10);
+        for slot in 0..n {
+            h.accept(slot);
+            h.send_frames(slot, &[Frame::Join(room("r"))]);
+        }
+        h.settle();
+        h
+    }
+
+    /// A fragment of `stream`, with MORE as given.
+    fn frag(stream: u16, more: bool) -> proto::Fragment {
+        proto::Fragment {
+            stream,
+            more,
+            cancel: false,
+        }
+    }
+
     fn bodies(h: &Harness, slot: u32) -> Vec<Vec<u8>> {
         h.received(slot)
             .into_iter()
@@ -1573,12 +1593,7 @@ mod tests {
 
     #[test]
     fn members_get_each_message_once_in_order_and_echo_is_honoured() {
-        let mut h = Harness::new(10);
-        for slot in 0..3 {
-            h.accept(slot);
-            h.send_frames(slot, &[Frame::Join(room("r"))]);
-        }
-        h.settle();
+        let mut h = members_of_r(3);
         h.send_frames(
             0,
             &[
@@ -1602,10 +1617,7 @@ mod tests {
 
     #[test]
     fn messages_from_other_shards_reach_local_members() {
-        let mut h = Harness::new(10);
-        h.accept(0);
-        h.send_frames(0, &[Frame::Join(room("r"))]);
-        h.settle();
+        let mut h = members_of_r(1);
         let remote = Broadcast::encode(Message {
             from_conn_id: 99,
             room: room("r"),
@@ -1626,12 +1638,7 @@ mod tests {
 
     #[test]
     fn leave_and_close_stop_delivery() {
-        let mut h = Harness::new(10);
-        for slot in 0..3 {
-            h.accept(slot);
-            h.send_frames(slot, &[Frame::Join(room("r"))]);
-        }
-        h.settle();
+        let mut h = members_of_r(3);
         h.send_frames(1, &[Frame::Leave(room("r"))]);
         h.core.recv_ended(2, h.gens[2], RecvEnd::Eof);
         h.settle();
@@ -1650,12 +1657,7 @@ mod tests {
 
     #[test]
     fn a_slow_member_is_cut_off_and_the_room_goes_on() {
-        let mut h = Harness::new(10);
-        for slot in 0..3 {
-            h.accept(slot);
-            h.send_frames(slot, &[Frame::Join(room("r"))]);
-        }
-        h.settle();
+        let mut h = members_of_r(3);
         // Slot 2's sends never complete from here on; its queue is 4,096 bytes.
         let body = [7u8; 1000];
         for _ in 0..8 {
@@ -1704,17 +1706,7 @@ mod tests {
 
     #[test]
     fn open_streams_are_bounded() {
-        let mut h = Harness::new(10);
-        h.accept(0);
-        h.accept(1);
-        h.send_frames(0, &[Frame::Join(room("r"))]);
-        h.send_frames(1, &[Frame::Join(room("r"))]);
-        h.settle();
-        let frag = |stream, more| proto::Fragment {
-            stream,
-            more,
-            cancel: false,
-        };
+        let mut h = members_of_r(2);
         h.send_frames(
             0,
             &[
@@ -1740,17 +1732,7 @@ mod tests {
 
     #[test]
     fn a_publisher_gone_mid_stream_has_its_streams_cancelled() {
-        let mut h = Harness::new(10);
-        h.accept(0);
-        h.accept(1);
-        h.send_frames(0, &[Frame::Join(room("r"))]);
-        h.send_frames(1, &[Frame::Join(room("r"))]);
-        h.settle();
-        let frag = |stream, more| proto::Fragment {
-            stream,
-            more,
-            cancel: false,
-        };
+        let mut h = members_of_r(2);
         h.send_frames(
             0,
             &[
@@ -1778,15 +1760,9 @@ mod tests {
 
     #[test]
     fn full_channels_pause_the_publisher_and_lose_nothing() {
-        let mut h = Harness::new(10);
-        h.accept(0);
-        h.accept(1);
-        for slot in [0, 1] {
-            h.send_frames(slot, &[Frame::Join(room("r"))]);
-        }
-        h.settle();
+        let mut h = members_of_r(2);
         h.core.set_channels_full(true, h.now);
-        // A PUBLISH, then a PING and a LEAVE behind it in the same receive.
+        // A PUBLISH, then a PING behind it in the same receive.
         h.send_frames(
             0,
             &[
@@ -1845,10 +1821,7 @@ mod tests {
 
     #[test]
     fn a_paused_connection_holds_at_most_max_parked_bytes() {
-        let mut h = Harness::new(10);
-        h.accept(0);
-        h.send_frames(0, &[Frame::Join(room("r"))]);
-        h.settle();
+        let mut h = members_of_r(1);
         h.core.set_channels_full(true, h.now);
         h.send_frames(0, &[publish("r", b"1", false, Default::default())]);
         h.settle();

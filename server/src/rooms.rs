@@ -20,6 +20,15 @@ pub type ShardMask = Arc<AtomicU64>;
 /// Every shard.
 pub const ALL_SHARDS: u64 = u64::MAX;
 
+/// Shard `shard`'s bit in a [`ShardMask`]; past 64 shards, every bit.
+pub fn shard_bit(shard: usize) -> u64 {
+    if shard < 64 {
+        1 << shard
+    } else {
+        ALL_SHARDS
+    }
+}
+
 /// The server-wide set of rooms, shared by the shards.
 #[derive(Debug)]
 pub struct Registry {
@@ -44,7 +53,7 @@ impl Registry {
         if self.all_shards {
             ALL_SHARDS
         } else {
-            1 << shard
+            shard_bit(shard)
         }
     }
 

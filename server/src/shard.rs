@@ -206,7 +206,7 @@ impl Outboxes {
                 continue;
             }
             let queue = &mut self.queues[shard];
-            let bit = if shard < 64 { 1u64 << shard } else { u64::MAX };
+            let bit = crate::rooms::shard_bit(shard);
             let pending = queue.drain(..).chain(
                 messages
                     .iter()
