@@ -7,7 +7,6 @@
 //! at least `threshold` (relative) above A's, so that a significant but tiny
 //! shift does not fail a build.
 
-use hdrhistogram::serialization::interval_log::{IntervalLogIterator, LogEntry};
 use hdrhistogram::serialization::Deserializer;
 use std::path::Path;
 
@@ -32,13 +31,8 @@ pub struct Verdict {
 
 /// Reads an interval log: its interval histograms, in order.
 pub fn read_hlog(text: &[u8]) -> Result<Vec<Histogram<u64>>, String> {
-    let mut out = Vec::new();
-    for entry in IntervalLogIterator::new(text) {
-        if let LogEntry::Interval(i) = entry.map_err(|e| format!("bad interval log: {e:?}"))? {
-            out.push(decode_histogram(i.encoded_histogram())?);
-        }
-    }
-    Ok(out)
+    let (_, intervals) = crate::results::read_hlog_intervals(text)?;
+    Ok(intervals.into_iter().map(|i| i.histogram).collect())
 }
 
 /// One histogram as an interval log encodes it (base64 of the V2 compressed form).
@@ -126,6 +120,15 @@ pub fn compare(a: &[Histogram<u64>], b: &[Histogram<u64>], threshold: f64, alpha
     }
 }
 
+/// B's change against A, in per cent ("-" when A is 0).
+fn change(a: f64, b: f64) -> String {
+    if a > 0.0 {
+        format!("{:+.1} %", (b / a - 1.0) * 100.0)
+    } else {
+        "-".into()
+    }
+}
+
 /// Compares two result folders, printing per latency metric the percentiles
 /// side by side and the test's verdict, then CPU per million and memory per
 /// connection; `plot` gets both runs' percentile curves. True if B regressed.
@@ -137,7 +140,7 @@ pub fn compare_folders(
     plot: Option<&Path>,
 ) -> Result<bool, String> {
     let total = |hs: &[Histogram<u64>]| -> Result<Histogram<u64>, String> {
-        let mut t = Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3).expect("bounds");
+        let mut t = crate::results::histogram();
         for h in hs {
             t.add(h).map_err(|e| format!("{e:?}"))?;
         }
@@ -166,12 +169,7 @@ pub fn compare_folders(
                 ha.value_at_quantile(q) as f64 / 1000.0,
                 hb.value_at_quantile(q) as f64 / 1000.0,
             );
-            let change = if va > 0.0 {
-                format!("{:+.1} %", (vb / va - 1.0) * 100.0)
-            } else {
-                "-".into()
-            };
-            println!("| {label} | {va:.3} | {vb:.3} | {change} |");
+            println!("| {label} | {va:.3} | {vb:.3} | {} |", change(va, vb));
         }
         let v = compare(&ia, &ib, threshold, alpha);
         match v.p_value {
@@ -196,30 +194,30 @@ pub fn compare_folders(
         return Err("no interval log (ping-rtt, delivery or connect .hlog) in both folders".into());
     }
     // CPU and memory, side by side (reported, not tested: one figure per run).
-    let summary = |dir: &Path| -> Option<serde_json::Value> {
-        serde_json::from_slice(&std::fs::read(dir.join("summary.json")).ok()?).ok()
+    let server = |dir: &Path| -> Option<crate::results::Server> {
+        let text = std::fs::read(dir.join("summary.json")).ok()?;
+        serde_json::from_slice::<crate::results::Summary>(&text)
+            .ok()?
+            .server
     };
-    if let (Some(sa), Some(sb)) = (summary(a), summary(b)) {
+    if let (Some(sa), Some(sb)) = (server(a), server(b)) {
         println!("\n| figure | A | B | change |\n|---|---|---|---|");
-        for (label, key) in [
-            ("server CPU-s per million PONGs", "cpu_s_per_million_pongs"),
+        let rss = |s: &crate::results::Server| Some(s.peak_rss_growth_bytes_per_connection as f64);
+        for (label, va, vb) in [
+            (
+                "server CPU-s per million PONGs",
+                sa.cpu_s_per_million_pongs,
+                sb.cpu_s_per_million_pongs,
+            ),
             (
                 "server CPU-s per million deliveries",
-                "cpu_s_per_million_deliveries",
+                sa.cpu_s_per_million_deliveries,
+                sb.cpu_s_per_million_deliveries,
             ),
-            (
-                "server RSS growth per connection (B)",
-                "peak_rss_growth_bytes_per_connection",
-            ),
+            ("server RSS growth per connection (B)", rss(&sa), rss(&sb)),
         ] {
-            let (va, vb) = (sa["server"][key].as_f64(), sb["server"][key].as_f64());
             if let (Some(va), Some(vb)) = (va, vb) {
-                let change = if va > 0.0 {
-                    format!("{:+.1} %", (vb / va - 1.0) * 100.0)
-                } else {
-                    "-".into()
-                };
-                println!("| {label} | {va:.2} | {vb:.2} | {change} |");
+                println!("| {label} | {va:.2} | {vb:.2} | {} |", change(va, vb));
             }
         }
     }
