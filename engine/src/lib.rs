@@ -550,8 +550,22 @@ impl Engine {
     /// stopped after its data is reported as `RecvEnded(Stopped)` after it.
     /// Recycled buffers are published before this returns, so a receive
     /// re-armed after ENOBUFS finds them.
-    pub fn drain_completions(&mut self, mut each: impl FnMut(Event<'_>)) -> usize {
-        let n = self.reap();
+    pub fn drain_completions(&mut self, each: impl FnMut(Event<'_>)) -> usize {
+        self.drain_completions_up_to(usize::MAX, each).0
+    }
+
+    /// As [`Engine::drain_completions`], but stops once the receives handed
+    /// out carry `budget` bytes: the rest stay in the completion queue for
+    /// the next call, so the caller can write what this input produced
+    /// before it reads more. Returns how many completions were handed out,
+    /// and whether the queue was left empty (every completion of what was
+    /// submitted has then been seen).
+    pub fn drain_completions_up_to(
+        &mut self,
+        budget: usize,
+        mut each: impl FnMut(Event<'_>),
+    ) -> (usize, bool) {
+        let (n, dry) = self.reap(budget);
         for i in 0..n {
             match self.completion(i) {
                 Completion::Event(event) => each(event),
@@ -579,18 +593,26 @@ impl Engine {
             }
         }
         self.bufs.commit();
-        n
+        (n, dry)
     }
 
-    /// Copies the completions that are ready out of the queue; returns how many.
-    fn reap(&mut self) -> usize {
+    /// Copies the completions that are ready out of the queue, stopping once
+    /// receives of `budget` bytes are taken; returns how many, and whether
+    /// the queue is now empty.
+    fn reap(&mut self, budget: usize) -> (usize, bool) {
         self.cqes.clear();
         let mut cq = self.ring.completion();
         cq.sync();
-        for cqe in &mut cq {
+        let mut received = 0usize;
+        while received < budget {
+            let Some(cqe) = cq.next() else { break };
+            if unpack(cqe.user_data()).0 == Some(Kind::Recv) && cqe.result() > 0 {
+                received += cqe.result() as usize;
+            }
             self.cqes.push((cqe.user_data(), cqe.result(), cqe.flags()));
         }
-        self.cqes.len()
+        let dry = cq.is_empty();
+        (self.cqes.len(), dry)
     }
 
     /// The meaning of completion `i` of the last [`Engine::reap`].

@@ -10,18 +10,26 @@ use std::sync::Arc;
 use crossbeam_queue::ArrayQueue;
 use proto::{Frame, Message};
 
+use crate::flow::Flow;
+
 /// One encoded MESSAGE frame, shared by every shard and member that gets it.
 #[derive(Debug)]
 pub struct Broadcast {
     frame: Box<[u8]>,
+    /// Its stream id (0: a whole message) and sender, which key a member's stream lane.
+    stream: u16,
+    from_conn_id: u64,
+    /// A stream frame's flow control: its publisher's [`Flow`].
+    flow: Option<Arc<Flow>>,
 }
 
 /// Where the room name sits in an encoded MESSAGE: header, `from_conn_id`, `room_len`.
 const ROOM_AT: usize = proto::HEADER_LEN + 8 + 1;
 
 impl Broadcast {
-    /// Encodes `message` once.
-    pub fn encode(message: Message<'_>) -> Arc<Self> {
+    /// Encodes `message` once; a stream frame carries its publisher's `flow`.
+    pub fn encode(message: Message<'_>, flow: Option<Arc<Flow>>) -> Arc<Self> {
+        let (stream, from_conn_id) = (message.fragment.stream, message.from_conn_id);
         let frame = Frame::Message(message);
         let mut bytes = Vec::with_capacity(frame.encoded_len());
         frame
@@ -29,7 +37,25 @@ impl Broadcast {
             .expect("a MESSAGE built from a valid PUBLISH is valid");
         Arc::new(Self {
             frame: bytes.into_boxed_slice(),
+            stream,
+            from_conn_id,
+            flow: flow.filter(|_| stream != 0),
         })
+    }
+
+    /// The stream id: 0 for a whole message, else a fragment (or cancel) of a stream.
+    pub fn stream(&self) -> u16 {
+        self.stream
+    }
+
+    /// The publishing connection.
+    pub fn from_conn_id(&self) -> u64 {
+        self.from_conn_id
+    }
+
+    /// The publisher's flow control, for a stream frame.
+    pub fn flow(&self) -> Option<&Arc<Flow>> {
+        self.flow.as_ref()
     }
 
     /// The frame's bytes, as every member receives them.
@@ -69,22 +95,41 @@ impl Inbox {
     /// this push woke the shard.
     pub fn push(&self, message: Arc<Broadcast>) -> Result<bool, Arc<Broadcast>> {
         self.queue.push(message)?;
+        Ok(self.nudge())
+    }
+
+    /// Wakes the shard (once until it next drains) without a message: a flow
+    /// of one of its publishers opened. Returns whether this call woke it.
+    pub fn nudge(&self) -> bool {
         if self.notified.swap(true, Ordering::AcqRel) {
-            return Ok(false);
+            return false;
         }
         // A failed wake-up write can only mean the counter is saturated, and
         // then the shard is awake already.
         let _ = (&self.wake).write_all(&1u64.to_ne_bytes());
-        Ok(true)
+        true
     }
 
     /// Takes every message queued now. The consumer calls this when woken.
-    pub fn drain(&self, mut each: impl FnMut(Arc<Broadcast>)) {
+    pub fn drain(&self, each: impl FnMut(Arc<Broadcast>)) {
+        self.drain_up_to(usize::MAX, each);
+    }
+
+    /// Takes messages until `budget` bytes of frames are taken or none is
+    /// left; returns whether some were left (the consumer comes back without
+    /// waiting for a wake-up: the producers' wake-ups stop while it is behind).
+    pub fn drain_up_to(&self, budget: usize, mut each: impl FnMut(Arc<Broadcast>)) -> bool {
         // Clear first: a push racing with the drain sets it again and wakes us.
         self.notified.store(false, Ordering::Release);
-        while let Some(message) = self.queue.pop() {
+        let mut taken = 0;
+        while taken < budget {
+            let Some(message) = self.queue.pop() else {
+                return false;
+            };
+            taken += message.bytes().len();
             each(message);
         }
+        !self.queue.is_empty()
     }
 
     /// Messages waiting.
@@ -104,12 +149,15 @@ mod tests {
     use proto::{Fragment, Room};
 
     fn message(body: &[u8]) -> Arc<Broadcast> {
-        Broadcast::encode(Message {
-            from_conn_id: 9,
-            room: Room::new("lobby").unwrap(),
-            body,
-            fragment: Fragment::default(),
-        })
+        Broadcast::encode(
+            Message {
+                from_conn_id: 9,
+                room: Room::new("lobby").unwrap(),
+                body,
+                fragment: Fragment::default(),
+            },
+            None,
+        )
     }
 
     fn wake_pair() -> (File, File) {
@@ -156,6 +204,54 @@ mod tests {
         assert!(
             matches!(inbox.push(message(b"4")), Ok(true)),
             "empty again: wakes again"
+        );
+    }
+
+    #[test]
+    fn a_budgeted_drain_leaves_the_rest_and_says_so() {
+        let (wake, _reader) = wake_pair();
+        let inbox = Inbox::new(10, wake);
+        for _ in 0..5 {
+            inbox.push(message(&[0; 100])).unwrap();
+        }
+        let frame = message(&[0; 100]).bytes().len();
+        let mut got = 0;
+        assert!(inbox.drain_up_to(2 * frame, |_| got += 1), "some left");
+        assert_eq!(got, 2);
+        assert!(!inbox.drain_up_to(usize::MAX, |_| got += 1));
+        assert_eq!(got, 5);
+    }
+
+    #[test]
+    fn stream_frames_carry_their_key_and_flow() {
+        let flow = Flow::new(0, 1000);
+        let m = Broadcast::encode(
+            Message {
+                from_conn_id: 7,
+                room: Room::new("r").unwrap(),
+                body: b"x",
+                fragment: Fragment {
+                    stream: 3,
+                    more: true,
+                    cancel: false,
+                },
+            },
+            Some(flow.clone()),
+        );
+        assert_eq!((m.stream(), m.from_conn_id()), (3, 7));
+        assert!(Arc::ptr_eq(m.flow().unwrap(), &flow));
+        let whole = Broadcast::encode(
+            Message {
+                from_conn_id: 7,
+                room: Room::new("r").unwrap(),
+                body: b"x",
+                fragment: Fragment::default(),
+            },
+            Some(flow),
+        );
+        assert!(
+            whole.flow().is_none(),
+            "whole messages are not flow-controlled"
         );
     }
 

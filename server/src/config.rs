@@ -36,10 +36,36 @@ pub struct Args {
     #[argh(option, default = "4096")]
     pub buffer_size: u32,
 
-    /// bound of each connection's outgoing queue in bytes; a connection that
-    /// lets it overflow gets ERROR SLOW_CONSUMER (default 1048576)
+    /// bound of each connection's control frames and whole messages queued
+    /// while its socket refuses (accepts no more); past it the connection gets
+    /// ERROR SLOW_CONSUMER. Bytes never offered to the socket do not count
+    /// (default 1048576)
     #[argh(option, default = "1 << 20")]
     pub queue_bytes: usize,
+
+    /// stream flow control: a publisher's reading pauses while a member holds
+    /// more than this many bytes of its stream fragments not yet taken by the
+    /// member's socket, and resumes below half (default 262144)
+    #[argh(option, default = "256 << 10")]
+    pub stream_window: usize,
+
+    /// a connection whose socket takes no bytes for this long while data
+    /// waits for it gets ERROR SLOW_CONSUMER, and publishers it held back
+    /// resume (default 10000)
+    #[argh(option, default = "10_000")]
+    pub slow_consumer_ms: u64,
+
+    /// a frame whose first bytes have arrived must be complete within this
+    /// long, else ERROR HEARTBEAT_TIMEOUT (default: the connection's idle
+    /// timeout)
+    #[argh(option)]
+    pub frame_timeout_ms: Option<u32>,
+
+    /// memory each shard may hold for incomplete frames; a frame whose
+    /// carry-over would exceed it gets ERROR OVERLOADED for its connection
+    /// only (default 67108864)
+    #[argh(option, default = "64 << 20")]
+    pub partial_bytes: usize,
 
     /// largest frame payload accepted, announced in WELCOME (default 65536)
     #[argh(option, default = "65536")]
@@ -81,8 +107,9 @@ pub struct Args {
     pub max_streams: usize,
 
     /// messages each shard's inbox from the other shards holds; when full,
-    /// messages wait on the publishing shard, and past twice that PUBLISH is
-    /// refused with ERROR LIMIT (default 65536)
+    /// messages wait on the publishing shard, and past twice that the
+    /// publisher's reading pauses until they drain (nothing is refused or
+    /// lost; default 65536)
     #[argh(option, default = "65536")]
     pub channel_capacity: usize,
 

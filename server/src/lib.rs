@@ -18,6 +18,7 @@ pub mod config;
 pub use engine;
 pub mod core;
 pub mod discovery;
+pub mod flow;
 pub mod metrics;
 pub mod outq;
 pub mod rooms;

@@ -47,17 +47,20 @@ pub enum CloseReason {
     Peer,
     /// The socket failed (reset, timeout by TCP_USER_TIMEOUT or keepalive).
     SocketError,
-    /// Nothing received for the idle timeout.
+    /// No complete frame received for the idle timeout.
     HeartbeatTimeout,
+    /// A frame begun was not completed within the frame timeout.
+    FrameTimeout,
     /// FRAME_TOO_LARGE.
     FrameTooLarge,
     /// UNKNOWN_TYPE.
     UnknownType,
     /// MALFORMED.
     Malformed,
-    /// The outgoing queue overflowed.
+    /// The socket refused and the queue bound overflowed, or the socket took
+    /// nothing for the slow-consumer limit.
     SlowConsumer,
-    /// Beyond --max-conns.
+    /// Beyond --max-conns, or past the shard's budget for incomplete frames.
     Overloaded,
     /// The server is stopping.
     Shutdown,
@@ -65,10 +68,11 @@ pub enum CloseReason {
 
 impl CloseReason {
     /// Every reason, in label order.
-    pub const ALL: [CloseReason; 9] = [
+    pub const ALL: [CloseReason; 10] = [
         Self::Peer,
         Self::SocketError,
         Self::HeartbeatTimeout,
+        Self::FrameTimeout,
         Self::FrameTooLarge,
         Self::UnknownType,
         Self::Malformed,
@@ -83,6 +87,7 @@ impl CloseReason {
             Self::Peer => "peer",
             Self::SocketError => "socket_error",
             Self::HeartbeatTimeout => "heartbeat_timeout",
+            Self::FrameTimeout => "frame_timeout",
             Self::FrameTooLarge => "frame_too_large",
             Self::UnknownType => "unknown_type",
             Self::Malformed => "malformed",
@@ -104,7 +109,7 @@ pub struct ShardMetrics {
     /// Accepts that failed (ENFILE: the fixed-file table was full, and others).
     pub accept_errors: Counter,
     /// Connections closed, by [`CloseReason`].
-    pub closed: [Counter; 9],
+    pub closed: [Counter; 10],
     /// Frames received.
     pub frames_in: Counter,
     /// Frames sent.
@@ -121,6 +126,21 @@ pub struct ShardMetrics {
     pub drain_timeouts: Counter,
     /// Short sends that had to be resubmitted.
     pub partial_sends: Counter,
+    /// Sends still outstanding once every completion had been read: the
+    /// socket was full (from then on the connection's queue is judged).
+    pub socket_refusals: Counter,
+    /// Connections cut because their socket took nothing for --slow-consumer-ms.
+    pub slow_consumer_stalls: Counter,
+    /// Publishers paused because a member is a window behind on their streams.
+    pub flow_paused: Counter,
+    /// Heap held for incomplete frames (gauge).
+    pub partial_bytes: Counter,
+    /// Connections refused (OVERLOADED) because their incomplete frame would
+    /// take the shard past --partial-bytes.
+    pub partial_refused: Counter,
+    /// Loop turns that stopped reading completions or the inbox at their
+    /// byte budget, to write before reading more.
+    pub input_budget_hits: Counter,
     /// Completion batches processed (one `io_uring_enter` each).
     pub batches: Counter,
     /// Completions processed.
@@ -162,7 +182,7 @@ impl ShardMetrics {
 pub fn render_prometheus(shards: &[std::sync::Arc<ShardMetrics>]) -> String {
     let mut out = String::with_capacity(4096);
     type Getter = fn(&ShardMetrics) -> &Counter;
-    let simple: [(&str, &str, &str, Getter); 22] = [
+    let simple: [(&str, &str, &str, Getter); 28] = [
         (
             "ringroom_rooms",
             "gauge",
@@ -281,6 +301,42 @@ pub fn render_prometheus(shards: &[std::sync::Arc<ShardMetrics>]) -> String {
             |m| &m.partial_sends,
         ),
         (
+            "ringroom_socket_refusals_total",
+            "counter",
+            "Sends still outstanding once every completion was read: the socket was full.",
+            |m| &m.socket_refusals,
+        ),
+        (
+            "ringroom_slow_consumer_stalls_total",
+            "counter",
+            "Connections cut because their socket took nothing for --slow-consumer-ms.",
+            |m| &m.slow_consumer_stalls,
+        ),
+        (
+            "ringroom_flow_paused_total",
+            "counter",
+            "Publishers paused because a member is a --stream-window behind on their streams.",
+            |m| &m.flow_paused,
+        ),
+        (
+            "ringroom_partial_frame_bytes",
+            "gauge",
+            "Heap held for incomplete frames.",
+            |m| &m.partial_bytes,
+        ),
+        (
+            "ringroom_partial_frame_refused_total",
+            "counter",
+            "Connections refused with OVERLOADED: their incomplete frame would exceed --partial-bytes.",
+            |m| &m.partial_refused,
+        ),
+        (
+            "ringroom_input_budget_hits_total",
+            "counter",
+            "Loop turns that stopped reading input at the turn's byte budget, to write first.",
+            |m| &m.input_budget_hits,
+        ),
+        (
             "ringroom_batches_total",
             "counter",
             "Completion batches (io_uring_enter calls that returned completions).",
@@ -325,7 +381,10 @@ pub fn summary_line(shards: &[std::sync::Arc<ShardMetrics>]) -> String {
         sum(|m| m.conns_open.get()),
         sum(|m| m.accepted.get()),
         sum(|m| m.closed_total()),
-        sum(|m| m.closed[CloseReason::HeartbeatTimeout as usize].get()),
+        sum(|m| {
+            m.closed[CloseReason::HeartbeatTimeout as usize].get()
+                + m.closed[CloseReason::FrameTimeout as usize].get()
+        }),
         sum(|m| m.closed[CloseReason::SlowConsumer as usize].get()),
         sum(|m| {
             m.closed[CloseReason::FrameTooLarge as usize].get()

@@ -1,14 +1,33 @@
-//! Outgoing bytes of one connection, bounded, with one send in flight at a time.
+//! Outgoing bytes of one connection in three lanes, with one send in flight.
 //!
-//! Two lanes: control frames (PONG, WELCOME, JOINED, ERROR, GOAWAY, ...) and
-//! message data (MESSAGE). When no send is in flight, everything queued becomes
-//! the next send buffer, control first, so a control frame never waits behind
-//! more than the one send already in flight. The control lane is taken by a swap
-//! (no copy); data is appended behind it. One send in flight keeps the byte order
-//! within each lane; a busy connection costs one send per round trip of the
-//! ring, not one per frame. An idle connection holds no buffer at all.
+//! * **control**: PONG, WELCOME, JOINED, LEFT, ERROR, GOAWAY;
+//! * **messages**: whole MESSAGE frames (stream 0), in order;
+//! * **streams**: MESSAGE fragments, one FIFO per (sender, stream), the
+//!   streams taking turns frame by frame.
+//!
+//! When no send is in flight, the next send takes all of control, then all of
+//! messages, then at most one stream fragment. So a control frame or a chat
+//! line waits behind at most one send, and that send holds at most one
+//! fragment of a file. One send in flight keeps the order within each lane; a
+//! busy connection costs one send per round trip of the ring, not one per
+//! frame. An idle connection holds no buffer at all.
+//!
+//! **Slowness is judged from what the socket refuses**, never from bytes the
+//! server has not tried to write. The queue is *refused* once the socket
+//! took part of a send and left the rest, or a send was still outstanding
+//! after every completion had been read ([`OutQueue::refused_by_socket`]); a
+//! send taken in full clears it. Only control frames and whole messages
+//! queued while refused count against `--queue-bytes`. Stream fragments never
+//! do: their publisher is paced by [`crate::flow`] instead, and a member whose
+//! socket takes nothing for `--slow-consumer-ms` is cut by the core.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
 
 use proto::Frame;
+
+use crate::broadcast::Broadcast;
+use crate::flow::Debts;
 
 /// A shard's free list of send buffers, so the hot path reuses allocations
 /// instead of making one per send. Bounded: at most `max_free` buffers of at
@@ -50,7 +69,8 @@ impl BufPool {
     }
 }
 
-/// The queue would exceed its bound.
+/// The socket refused, and more than the bound of control frames and whole
+/// messages has been queued since.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Overflow;
 
@@ -58,17 +78,43 @@ pub struct Overflow;
 #[derive(Debug, Default)]
 pub struct OutQueue {
     /// Encoded control frames not yet handed to the kernel.
-    queued: Vec<u8>,
-    /// Encoded message data not yet handed to the kernel.
-    data: Vec<u8>,
+    control: Vec<u8>,
+    /// Encoded whole messages not yet handed to the kernel.
+    messages: Vec<u8>,
+    /// Stream fragments; boxed, since most connections never get one.
+    streams: Option<Box<Streams>>,
     /// Bytes handed to the kernel and not yet confirmed sent.
     in_flight: u32,
+    /// Control and message bytes queued since the socket refused.
+    since_refusal: u32,
+    /// The socket refused part of the send in flight.
+    refused: bool,
+}
+
+/// The stream lane: FIFOs taking turns, what this member owes each
+/// publisher's flow, and the fragment at the end of the send in flight.
+#[derive(Debug, Default)]
+struct Streams {
+    lanes: VecDeque<Lane>,
+    debts: Debts,
+    in_flight: Option<Arc<Broadcast>>,
+    bytes: usize,
+}
+
+#[derive(Debug)]
+struct Lane {
+    from_conn_id: u64,
+    stream: u16,
+    frames: VecDeque<Arc<Broadcast>>,
 }
 
 impl OutQueue {
-    /// Bytes queued or in flight: what counts against the bound.
+    /// Bytes queued in every lane or in flight.
     pub fn len(&self) -> usize {
-        self.queued.len() + self.data.len() + self.in_flight as usize
+        self.control.len()
+            + self.messages.len()
+            + self.in_flight as usize
+            + self.streams.as_ref().map_or(0, |s| s.bytes)
     }
 
     /// Whether nothing is queued or in flight.
@@ -83,43 +129,88 @@ impl OutQueue {
 
     /// Whether bytes wait for the next send.
     pub fn has_queued(&self) -> bool {
-        !self.queued.is_empty() || !self.data.is_empty()
+        !self.control.is_empty()
+            || !self.messages.is_empty()
+            || self.streams.as_ref().is_some_and(|s| !s.lanes.is_empty())
     }
 
-    /// Heap bytes held by the queue (0 when idle).
+    /// Whether the socket has refused bytes of the send in flight.
+    pub fn is_refused(&self) -> bool {
+        self.refused
+    }
+
+    /// Bytes of stream fragments queued (not in flight).
+    pub fn stream_bytes(&self) -> usize {
+        self.streams.as_ref().map_or(0, |s| s.bytes)
+    }
+
+    /// Heap bytes held by the byte lanes (0 when idle).
     pub fn capacity(&self) -> usize {
-        self.queued.capacity() + self.data.capacity()
+        self.control.capacity() + self.messages.capacity()
     }
 
-    /// Appends an encoded MESSAGE (the same bytes for every member) to the data
-    /// lane, unless that would take the queue past `limit` bytes.
-    pub fn push_data(
+    /// Counts `len` new bytes against the bound (only while refused).
+    fn admit(&mut self, len: usize, limit: usize) -> Result<(), Overflow> {
+        if self.refused {
+            let since = self.since_refusal as usize + len;
+            if since > limit {
+                return Err(Overflow);
+            }
+            self.since_refusal = since as u32;
+        }
+        Ok(())
+    }
+
+    /// Appends an encoded whole MESSAGE (the same bytes for every member) to
+    /// the message lane; refused if the socket refuses and more than `limit`
+    /// bytes would have come since.
+    pub fn push_message(
         &mut self,
         frame: &[u8],
         limit: usize,
         pool: &mut BufPool,
     ) -> Result<(), Overflow> {
-        if self.len() + frame.len() > limit {
-            return Err(Overflow);
+        self.admit(frame.len(), limit)?;
+        if self.messages.capacity() == 0 {
+            self.messages = pool.take();
         }
-        if self.data.capacity() == 0 {
-            self.data = pool.take();
-        }
-        self.data.extend_from_slice(frame);
+        self.messages.extend_from_slice(frame);
         Ok(())
     }
 
-    /// Encodes `frame` at the end of the queue, unless that would take the queue
-    /// past `limit` bytes. Frames the server builds are valid by construction.
+    /// Queues a stream frame in its (sender, stream) FIFO, and what this
+    /// member owes the publisher's flow. Never refused: flow control bounds it.
+    pub fn push_fragment(&mut self, frame: Arc<Broadcast>) {
+        let s = self.streams.get_or_insert_with(Default::default);
+        let len = frame.bytes().len();
+        if let Some(flow) = frame.flow() {
+            s.debts.queued(flow, len);
+        }
+        s.bytes += len;
+        let key = (frame.from_conn_id(), frame.stream());
+        match s
+            .lanes
+            .iter_mut()
+            .find(|l| (l.from_conn_id, l.stream) == key)
+        {
+            Some(lane) => lane.frames.push_back(frame),
+            None => s.lanes.push_back(Lane {
+                from_conn_id: key.0,
+                stream: key.1,
+                frames: VecDeque::from([frame]),
+            }),
+        }
+    }
+
+    /// Encodes a control `frame` at the end of its lane, with the same bound
+    /// as [`OutQueue::push_message`]. Frames the server builds are valid.
     pub fn push(
         &mut self,
         frame: &Frame<'_>,
         limit: usize,
         pool: &mut BufPool,
     ) -> Result<(), Overflow> {
-        if self.len() + frame.encoded_len() > limit {
-            return Err(Overflow);
-        }
+        self.admit(frame.encoded_len(), limit)?;
         self.push_unbounded(frame, pool);
         Ok(())
     }
@@ -127,65 +218,131 @@ impl OutQueue {
     /// Encodes `frame` whatever the bound: for the last frame of a connection
     /// (ERROR, GOAWAY), which must get out even when the queue is full.
     pub fn push_unbounded(&mut self, frame: &Frame<'_>, pool: &mut BufPool) {
-        if self.queued.capacity() == 0 {
-            self.queued = pool.take();
+        if self.control.capacity() == 0 {
+            self.control = pool.take();
         }
         frame
-            .encode_to_vec(&mut self.queued)
+            .encode_to_vec(&mut self.control)
             .expect("the server encodes only valid frames");
     }
 
-    /// Drops what is queued but not in flight (the connection is being cut off).
-    pub fn discard_queued(&mut self, pool: &mut BufPool) {
-        pool.give(std::mem::take(&mut self.queued));
-        pool.give(std::mem::take(&mut self.data));
+    /// Drops what is queued but not in flight (the connection is being cut
+    /// off); flows this member held back open, their shards pushed to `wake`.
+    pub fn discard_queued(&mut self, pool: &mut BufPool, wake: &mut Vec<usize>) {
+        pool.give(std::mem::take(&mut self.control));
+        self.discard_data(pool, wake);
     }
 
-    /// Drops queued message data, keeping control frames (a slow consumer's
-    /// backlog, before its ERROR).
-    pub fn discard_data(&mut self, pool: &mut BufPool) {
-        pool.give(std::mem::take(&mut self.data));
+    /// Drops queued messages and stream fragments, keeping control frames (a
+    /// slow consumer's backlog, before its ERROR).
+    pub fn discard_data(&mut self, pool: &mut BufPool, wake: &mut Vec<usize>) {
+        pool.give(std::mem::take(&mut self.messages));
+        if let Some(s) = self.streams.as_mut() {
+            s.lanes.clear();
+            s.bytes = 0;
+            s.debts.clear(wake);
+        }
     }
 
-    /// Takes everything queued as the next send buffer, control frames first,
-    /// if no send is in flight.
-    pub fn start_send(&mut self) -> Option<Vec<u8>> {
+    /// The next stream fragment, the streams taking turns.
+    fn next_fragment(&mut self) -> Option<Arc<Broadcast>> {
+        let s = self.streams.as_mut()?;
+        let mut lane = s.lanes.pop_front()?;
+        let frame = lane.frames.pop_front().expect("lanes are never empty");
+        if !lane.frames.is_empty() {
+            s.lanes.push_back(lane);
+        }
+        s.bytes -= frame.bytes().len();
+        Some(frame)
+    }
+
+    /// Takes what is queued as the next send buffer, if no send is in flight:
+    /// all control frames, then all whole messages, then one stream fragment.
+    pub fn start_send(&mut self, pool: &mut BufPool) -> Option<Vec<u8>> {
         if self.is_sending() || !self.has_queued() {
             return None;
         }
-        let buf = if self.queued.is_empty() {
-            std::mem::take(&mut self.data)
+        let mut buf = if self.control.is_empty() {
+            std::mem::take(&mut self.messages)
         } else {
-            let mut buf = std::mem::take(&mut self.queued);
-            buf.extend_from_slice(&self.data);
-            self.data.clear();
+            let mut buf = std::mem::take(&mut self.control);
+            buf.extend_from_slice(&self.messages);
+            self.messages.clear();
             buf
         };
+        if let Some(frame) = self.next_fragment() {
+            if buf.capacity() == 0 {
+                buf = pool.take();
+            }
+            buf.extend_from_slice(frame.bytes());
+            self.streams
+                .as_mut()
+                .expect("a fragment came from it")
+                .in_flight = Some(frame);
+        }
         self.in_flight = u32::try_from(buf.len()).expect("queue bound fits in u32");
         Some(buf)
     }
 
-    /// The send finished; the buffer (fully sent) goes back to the pool.
-    pub fn finish_send(&mut self, buf: Vec<u8>, pool: &mut BufPool) {
+    /// The send was taken in full: the buffer goes back to the pool, the
+    /// refusal (if any) is over, and the fragment it carried is credited to
+    /// its flow (a shard to wake is pushed to `wake`).
+    pub fn finish_send(&mut self, buf: Vec<u8>, pool: &mut BufPool, wake: &mut Vec<usize>) {
         debug_assert_eq!(buf.len(), self.in_flight as usize);
         self.in_flight = 0;
+        self.refused = false;
+        self.since_refusal = 0;
         pool.give(buf);
+        if let Some(s) = self.streams.as_mut() {
+            if let Some(frame) = s.in_flight.take() {
+                if let Some(flow) = frame.flow() {
+                    s.debts.sent(flow, frame.bytes().len(), wake);
+                }
+            }
+        }
     }
 
-    /// A short send: `sent` bytes left; the rest must go out first, so the
-    /// buffer stays in flight minus what was sent.
+    /// A send that ended in error, or was cut off: nothing more is credited.
+    pub fn abandon_send(&mut self, buf: Vec<u8>, pool: &mut BufPool) {
+        self.in_flight = 0;
+        pool.give(buf);
+        if let Some(s) = self.streams.as_mut() {
+            s.in_flight = None;
+        }
+    }
+
+    /// A short send: `sent` bytes went, the socket refused the rest, which
+    /// must go out first, so the buffer stays in flight minus what was sent.
     pub fn partial_send(&mut self, buf: &mut Vec<u8>, sent: usize) {
         buf.drain(..sent);
         self.in_flight = buf.len() as u32;
+        self.refused_by_socket();
+    }
+
+    /// The send in flight is still outstanding although every completion has
+    /// been read: its socket is full. From now on, until a send is taken in
+    /// full, control frames and messages count against the bound.
+    pub fn refused_by_socket(&mut self) {
+        if !self.refused {
+            self.refused = true;
+            self.since_refusal = 0;
+        }
     }
 
     /// Releases memory when idle.
     pub fn release_idle(&mut self, pool: &mut BufPool) {
-        if self.queued.is_empty() && self.queued.capacity() > 0 {
-            pool.give(std::mem::take(&mut self.queued));
+        if self.control.is_empty() && self.control.capacity() > 0 {
+            pool.give(std::mem::take(&mut self.control));
         }
-        if self.data.is_empty() && self.data.capacity() > 0 {
-            pool.give(std::mem::take(&mut self.data));
+        if self.messages.is_empty() && self.messages.capacity() > 0 {
+            pool.give(std::mem::take(&mut self.messages));
+        }
+        if self
+            .streams
+            .as_ref()
+            .is_some_and(|s| s.lanes.is_empty() && s.in_flight.is_none() && s.debts.is_empty())
+        {
+            self.streams = None;
         }
     }
 }
@@ -193,94 +350,189 @@ impl OutQueue {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::flow::Flow;
+    use proto::{Fragment, Message, Room};
 
-    #[test]
-    fn bounded_and_swapped_without_copy() {
-        let mut pool = BufPool::new(4, 1 << 16);
-        let mut q = OutQueue::default();
-        let ping = Frame::Pong(&[0; 16]); // 24 bytes
-        assert!(q.push(&ping, 50, &mut pool).is_ok());
-        assert!(q.push(&ping, 50, &mut pool).is_ok());
-        assert_eq!(q.push(&ping, 50, &mut pool), Err(Overflow));
-        assert_eq!(q.len(), 48);
+    fn fragment(from: u64, stream: u16, body: &[u8], flow: Option<Arc<Flow>>) -> Arc<Broadcast> {
+        Broadcast::encode(
+            Message {
+                from_conn_id: from,
+                room: Room::new("r").unwrap(),
+                body,
+                fragment: Fragment {
+                    stream,
+                    more: true,
+                    cancel: false,
+                },
+            },
+            flow,
+        )
+    }
 
-        let buf = q.start_send().unwrap();
-        assert_eq!(buf.len(), 48);
-        assert!(q.is_sending());
-        assert!(q.start_send().is_none(), "one send in flight");
-        // In-flight bytes count against the bound.
-        assert_eq!(q.push(&ping, 50, &mut pool), Err(Overflow));
-        q.finish_send(buf, &mut pool);
-        assert!(q.is_empty());
-        assert_eq!(pool.free_count(), 1);
-        q.push(&ping, 50, &mut pool).unwrap();
-        assert_eq!(pool.free_count(), 0, "reused");
+    fn send_all(q: &mut OutQueue, pool: &mut BufPool, wake: &mut Vec<usize>) -> Vec<u8> {
+        let buf = q.start_send(pool).unwrap();
+        let out = buf.clone();
+        q.finish_send(buf, pool, wake);
+        out
     }
 
     #[test]
-    fn partial_sends_keep_the_rest_first() {
+    fn bytes_the_socket_has_not_refused_never_count() {
         let mut pool = BufPool::new(4, 1 << 16);
         let mut q = OutQueue::default();
-        q.push(&Frame::Pong(b"abcd"), 100, &mut pool).unwrap();
-        let mut buf = q.start_send().unwrap();
-        q.push(&Frame::Pong(b"efgh"), 100, &mut pool).unwrap();
-        q.partial_send(&mut buf, 5);
-        assert_eq!(buf.len(), 7);
-        assert_eq!(q.len(), 19);
-        assert!(q.start_send().is_none());
-        q.finish_send(buf, &mut pool);
-        let next = q.start_send().unwrap();
-        assert_eq!(&next[8..], b"efgh");
-    }
-
-    #[test]
-    fn last_frames_get_past_the_bound_and_idle_queues_hold_nothing() {
-        let mut pool = BufPool::new(1, 1 << 16);
-        let mut q = OutQueue::default();
-        q.push(&Frame::Pong(&[1; 40]), 48, &mut pool).unwrap();
-        q.discard_queued(&mut pool);
-        assert!(q.is_empty());
-        q.push_unbounded(&Frame::Pong(&[1; 64]), &mut pool);
-        assert_eq!(q.len(), 72);
-        let buf = q.start_send().unwrap();
-        q.finish_send(buf, &mut pool);
-        q.release_idle(&mut pool);
-        assert_eq!(q.capacity(), 0);
-    }
-
-    #[test]
-    fn control_frames_go_ahead_of_queued_data() {
-        let mut pool = BufPool::new(4, 1 << 16);
-        let mut q = OutQueue::default();
-        let mut message = Vec::new();
-        Frame::Ping(b"data").encode_to_vec(&mut message).unwrap();
-        q.push_data(&message, 100, &mut pool).unwrap();
-        q.push(&Frame::Pong(b"ctl"), 100, &mut pool).unwrap();
-        let buf = q.start_send().unwrap();
-        assert_eq!(buf.len(), 11 + 12);
-        assert_eq!(&buf[8..11], b"ctl", "control first");
-        assert_eq!(&buf[19..], b"data");
-        // Both lanes count against one bound.
-        assert_eq!(q.push_data(&[0; 80], 100, &mut pool), Err(Overflow));
-        q.finish_send(buf, &mut pool);
-        q.push_data(&message, 100, &mut pool).unwrap();
+        let pong = Frame::Pong(&[0; 16]); // 24 bytes
+        for _ in 0..100 {
+            q.push(&pong, 50, &mut pool).unwrap();
+        }
         assert_eq!(
-            q.start_send().unwrap(),
-            message,
-            "data alone is swapped out"
+            q.len(),
+            2400,
+            "a burst before any write attempt is queued whole"
+        );
+        let mut buf = q.start_send(&mut pool).unwrap();
+        assert_eq!(buf.len(), 2400);
+        assert!(q.start_send(&mut pool).is_none(), "one send in flight");
+        q.partial_send(&mut buf, 1000);
+        assert!(q.is_refused());
+        q.push(&pong, 50, &mut pool).unwrap();
+        q.push(&pong, 50, &mut pool).unwrap();
+        assert_eq!(
+            q.push(&pong, 50, &mut pool),
+            Err(Overflow),
+            "refused, and 72 bytes would have come since"
+        );
+        let mut wake = Vec::new();
+        q.finish_send(buf, &mut pool, &mut wake);
+        assert!(!q.is_refused(), "taken in full: the count starts over");
+        q.push(&pong, 50, &mut pool).unwrap();
+        q.push(&pong, 50, &mut pool).unwrap();
+        q.push(&pong, 50, &mut pool).unwrap();
+    }
+
+    #[test]
+    fn an_outstanding_send_is_a_refusal() {
+        let mut pool = BufPool::new(4, 1 << 16);
+        let mut q = OutQueue::default();
+        q.push(&Frame::Pong(b"a"), 40, &mut pool).unwrap();
+        let _buf = q.start_send(&mut pool).unwrap();
+        q.push_message(&[0; 30], 40, &mut pool).unwrap();
+        q.refused_by_socket();
+        q.push_message(&[0; 30], 40, &mut pool).unwrap();
+        assert_eq!(q.push_message(&[0; 30], 40, &mut pool), Err(Overflow));
+        assert_eq!(q.len(), 9 + 60);
+    }
+
+    #[test]
+    fn control_then_messages_then_one_fragment_per_send() {
+        let mut pool = BufPool::new(4, 1 << 16);
+        let mut wake = Vec::new();
+        let mut q = OutQueue::default();
+        q.push_fragment(fragment(1, 5, b"f1", None));
+        q.push_fragment(fragment(1, 5, b"f2", None));
+        q.push_message(b"msg", 100, &mut pool).unwrap();
+        q.push(&Frame::Pong(b"ctl"), 100, &mut pool).unwrap();
+        let first = send_all(&mut q, &mut pool, &mut wake);
+        assert_eq!(&first[8..11], b"ctl", "control first");
+        assert_eq!(&first[11..14], b"msg");
+        assert!(first.ends_with(b"f1"), "then one fragment");
+        let f1_len = fragment(1, 5, b"f1", None).bytes().len();
+        assert_eq!(first.len(), 11 + 3 + f1_len);
+        q.push_message(b"chat", 100, &mut pool).unwrap();
+        let second = send_all(&mut q, &mut pool, &mut wake);
+        assert!(
+            second.starts_with(b"chat") && second.ends_with(b"f2"),
+            "a message goes ahead of the rest of the file"
+        );
+        assert!(q.is_empty());
+    }
+
+    #[test]
+    fn streams_take_turns_frame_by_frame() {
+        let mut pool = BufPool::new(4, 1 << 16);
+        let mut wake = Vec::new();
+        let mut q = OutQueue::default();
+        for i in 0..3u8 {
+            q.push_fragment(fragment(1, 1, &[b'a', i], None));
+        }
+        q.push_fragment(fragment(2, 1, b"b0", None));
+        q.push_fragment(fragment(1, 2, b"c0", None));
+        let order: Vec<Vec<u8>> = (0..5)
+            .map(|_| {
+                let out = send_all(&mut q, &mut pool, &mut wake);
+                out[out.len() - 2..].to_vec()
+            })
+            .collect();
+        assert_eq!(
+            order,
+            [
+                b"a\0".to_vec(),
+                b"b0".to_vec(),
+                b"c0".to_vec(),
+                b"a\x01".to_vec(),
+                b"a\x02".to_vec()
+            ]
         );
     }
 
     #[test]
-    fn discarding_data_keeps_control_frames() {
+    fn fragments_are_credited_to_their_flow_once_sent() {
+        let mut pool = BufPool::new(4, 1 << 16);
+        let mut wake = Vec::new();
+        let flow = Flow::new(1, 100);
+        let mut q = OutQueue::default();
+        q.push_fragment(fragment(1, 1, &[0; 80], Some(flow.clone())));
+        q.push_fragment(fragment(1, 1, &[0; 80], Some(flow.clone())));
+        assert!(flow.is_closed(), "two fragments queued exceed the window");
+        flow.set_waiting(true);
+        let mut buf = q.start_send(&mut pool).unwrap();
+        q.partial_send(&mut buf, 10);
+        assert!(flow.is_closed(), "not credited before it is all sent");
+        q.finish_send(buf, &mut pool, &mut wake);
+        assert!(
+            flow.is_closed(),
+            "one fragment (98 bytes) left: not below half"
+        );
+        send_all(&mut q, &mut pool, &mut wake);
+        assert!(!flow.is_closed());
+        assert_eq!(wake, vec![1], "the waiting publisher's shard is woken");
+        let mut q2 = OutQueue::default();
+        q2.push_fragment(fragment(1, 1, &[0; 200], Some(flow.clone())));
+        assert!(flow.is_closed());
+        q2.discard_queued(&mut pool, &mut wake);
+        assert!(flow.may_resume(), "a cut member opens the flow");
+    }
+
+    #[test]
+    fn stream_data_is_not_bounded_by_the_queue_bound() {
         let mut pool = BufPool::new(4, 1 << 16);
         let mut q = OutQueue::default();
-        q.push_data(&[1; 50], 1000, &mut pool).unwrap();
+        q.push(&Frame::Pong(b"x"), 100, &mut pool).unwrap();
+        let _buf = q.start_send(&mut pool).unwrap();
+        q.refused_by_socket();
+        for _ in 0..10 {
+            q.push_fragment(fragment(1, 1, &[0; 50], None));
+        }
+        assert!(q.stream_bytes() > 500);
+        q.push_message(&[0; 90], 100, &mut pool).unwrap();
+    }
+
+    #[test]
+    fn discarding_data_keeps_control_frames_and_idle_queues_hold_nothing() {
+        let mut pool = BufPool::new(4, 1 << 16);
+        let mut wake = Vec::new();
+        let mut q = OutQueue::default();
+        q.push_message(&[1; 50], 1000, &mut pool).unwrap();
+        q.push_fragment(fragment(1, 1, b"x", None));
         q.push(&Frame::Pong(b"keep"), 1000, &mut pool).unwrap();
-        q.discard_data(&mut pool);
+        q.discard_data(&mut pool, &mut wake);
         assert_eq!(q.len(), 12);
-        q.discard_queued(&mut pool);
+        q.discard_queued(&mut pool, &mut wake);
         assert!(q.is_empty());
+        q.push_unbounded(&Frame::Pong(&[1; 64]), &mut pool);
+        send_all(&mut q, &mut pool, &mut wake);
+        q.release_idle(&mut pool);
+        assert_eq!(q.capacity(), 0);
+        assert!(q.streams.is_none());
     }
 
     #[test]

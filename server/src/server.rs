@@ -275,6 +275,21 @@ fn check_args(args: &Args) -> Result<(), String> {
     if args.max_payload < 256 {
         return Err("--max-payload must be at least 256".into());
     }
+    if args.stream_window < usize::try_from(args.max_payload).unwrap_or(usize::MAX) + 64 {
+        return Err(format!(
+            "--stream-window ({}) must hold at least one frame of --max-payload ({}) bytes",
+            args.stream_window, args.max_payload
+        ));
+    }
+    if args.slow_consumer_ms == 0 || args.frame_timeout_ms == Some(0) {
+        return Err("--slow-consumer-ms and --frame-timeout-ms must be positive".into());
+    }
+    if args.partial_bytes < usize::try_from(args.max_payload).unwrap_or(usize::MAX) {
+        return Err(format!(
+            "--partial-bytes ({}) must hold at least one frame of --max-payload ({}) bytes",
+            args.partial_bytes, args.max_payload
+        ));
+    }
     if args.channel_capacity == 0 || args.max_rooms == 0 {
         return Err("--channel-capacity and --max-rooms must be positive".into());
     }
@@ -317,6 +332,10 @@ fn limits(args: &Args, plan: &Plan, shard: usize) -> Limits {
         tick_ms: args.tick_ms,
         max_rooms_per_conn: args.max_rooms_per_conn,
         max_streams: args.max_streams,
+        stream_window: args.stream_window,
+        slow_consumer_ms: args.slow_consumer_ms,
+        frame_timeout_ms: args.frame_timeout_ms,
+        partial_bytes: args.partial_bytes,
     }
 }
 

@@ -66,9 +66,12 @@ pub fn run(spec: ShardSpec, ready: impl FnOnce(Result<(), StartError>)) {
     engine.arm_wake();
 
     let mut actions: Vec<Action> = Vec::with_capacity(4096);
+    let mut wakes: Vec<usize> = Vec::new();
     let mut accept_retry_at: Option<u64> = None;
     let mut stop_deadline: Option<u64> = None;
     let panic_at = spec.panic_after.map(|d| d.as_millis() as u64);
+    // Input left for the next turn by the byte budgets: come back at once.
+    let (mut completions_left, mut inbox_left) = (false, false);
 
     loop {
         let now = now_ms(&clock);
@@ -76,9 +79,17 @@ pub fn run(spec: ShardSpec, ready: impl FnOnce(Result<(), StartError>)) {
         if outboxes.waiting > 0 {
             wait = wait.min(1); // retry the full inboxes soon
         }
+        if core.has_paused() {
+            // A flow opened on another shard wakes us; this is the fallback.
+            wait = wait.min(PAUSED_POLL_MS);
+        }
+        if completions_left || inbox_left {
+            wait = 0;
+        }
         if let Err(e) = engine.submit_and_wait(Duration::from_millis(wait)) {
             panic!("shard {}: io_uring_enter failed: {e}", core.limits().shard);
         }
+        core.sends_submitted();
         let now = now_ms(&clock);
         if panic_at.is_some_and(|at| now >= at) {
             panic!(
@@ -89,7 +100,7 @@ pub fn run(spec: ShardSpec, ready: impl FnOnce(Result<(), StartError>)) {
 
         let mut woken = false;
         let mut rearm_accept = false;
-        let n = engine.drain_completions(|event| match event {
+        let (n, dry) = engine.drain_completions_up_to(INPUT_BUDGET, |event| match event {
             Event::Accepted { slot, more } => {
                 core.accepted(slot, now);
                 rearm_accept |= !more;
@@ -109,9 +120,15 @@ pub fn run(spec: ShardSpec, ready: impl FnOnce(Result<(), StartError>)) {
                 gen,
                 buf,
                 result,
-            } => core.sent(slot, gen, buf, result),
+            } => core.sent(slot, gen, buf, result, now),
             Event::Woken => woken = true,
         });
+        completions_left = !dry;
+        if dry {
+            core.completions_drained(now);
+        } else {
+            spec.metrics.input_budget_hits.inc();
+        }
         if n > 0 {
             spec.metrics.batches.inc();
             spec.metrics.completions.add(n as u64);
@@ -123,8 +140,14 @@ pub fn run(spec: ShardSpec, ready: impl FnOnce(Result<(), StartError>)) {
             engine.arm_accept();
         }
 
+        if woken || inbox_left {
+            inbox_left = spec.inboxes[me]
+                .drain_up_to(INPUT_BUDGET, |message| core.deliver_remote(&message, now));
+            if inbox_left {
+                spec.metrics.input_budget_hits.inc();
+            }
+        }
         if woken {
-            spec.inboxes[me].drain(|message| core.deliver_remote(&message, now));
             if spec.stop.load(Ordering::Acquire) && stop_deadline.is_none() {
                 engine.cancel_accept();
                 core.shutdown(now);
@@ -144,6 +167,13 @@ pub fn run(spec: ShardSpec, ready: impl FnOnce(Result<(), StartError>)) {
         core.drain_outgoing(&mut outgoing);
         outboxes.send(&mut outgoing, &spec.inboxes, me, &spec.metrics);
         core.set_channels_full(outboxes.is_full(), now);
+        // Publishers on other shards whose flow opened here.
+        core.drain_wakes(&mut wakes);
+        wakes.sort_unstable();
+        wakes.dedup();
+        for shard in wakes.drain(..) {
+            spec.inboxes[shard].nudge();
+        }
 
         core.tick(now);
         core.poll_actions(&mut actions);
@@ -167,9 +197,19 @@ pub fn run(spec: ShardSpec, ready: impl FnOnce(Result<(), StartError>)) {
     let _ = engine.submit_and_wait(Duration::ZERO);
 }
 
+/// Bytes of input one loop turn takes from the completion queue, and again
+/// from the inbox, before it writes what they produced: so a burst is offered
+/// to the members' sockets in slices, and what waits in their queues between
+/// two write attempts stays small.
+const INPUT_BUDGET: usize = 256 << 10;
+
+/// How often a shard with paused publishers looks at them even if no
+/// wake-up came.
+const PAUSED_POLL_MS: u64 = 10;
+
 /// Messages waiting for room in other shards' inboxes: the publishing shard
 /// holds them (order kept per destination) instead of dropping them or
-/// blocking its loop, and refuses new PUBLISHes while this is full.
+/// blocking its loop, and pauses new PUBLISHes while this is full.
 struct Outboxes {
     queues: Vec<VecDeque<Arc<Broadcast>>>,
     waiting: usize,
@@ -207,12 +247,18 @@ impl Outboxes {
             }
             let queue = &mut self.queues[shard];
             let bit = crate::rooms::shard_bit(shard);
-            let pending = queue.drain(..).chain(
-                messages
-                    .iter()
-                    .filter(|(_, shards)| shards & bit != 0)
-                    .map(|(m, _)| m.clone()),
-            );
+            let pending =
+                queue
+                    .drain(..)
+                    .chain(messages.iter().filter(|(_, shards)| shards & bit != 0).map(
+                        |(m, _)| {
+                            // In the channel from here until that shard takes it.
+                            if let Some(flow) = m.flow() {
+                                flow.entered_channel(m.bytes().len());
+                            }
+                            m.clone()
+                        },
+                    ));
             let mut blocked = Vec::new();
             for message in pending {
                 if !blocked.is_empty() {

@@ -1,0 +1,1231 @@
+//! The sans-io heart of a shard: connections, their protocol state, the
+//! timing wheel and the send queues, driven by events and a clock, producing
+//! [`Action`]s for the engine. No syscalls here, so every path — including
+//! errors, limits and timeouts — is tested deterministically.
+//!
+//! A connection's life:
+//!
+//! ```text
+//! Open ──fatal error / GOAWAY / shutdown / expiry──▶ Draining (last frame queued)
+//!   │                                                   │ queue flushed
+//!   │                                                   ▼
+//!   │                                       Lingering (write side shut, reading
+//!   │                                                   │ until EOF, so the peer
+//!   │ EOF, socket error                                 │ gets our last frame
+//!   ▼                                                   ▼ rather than a reset)
+//! Closing ◀──────────── EOF, or drain time limit ───────┘
+//!   │ cancel outstanding receive and send; once both have ended:
+//!   ▼
+//! Close (slot free)
+//! ```
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use proto::{DecodeError, Decoder, ErrorCode, Frame, Malformed, Message, Status, Welcome};
+
+pub use engine::{Action, RecvEnd};
+
+use crate::broadcast::Broadcast;
+use crate::flow::Flow;
+use crate::metrics::{CloseReason, ShardMetrics};
+use crate::outq::{BufPool, OutQueue};
+use crate::rooms::{Joined, Registry, ShardRooms};
+use crate::wheel::TimerWheel;
+
+/// What the core needs to know of the configuration.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// This shard's number, sent in WELCOME.
+    pub shard: u16,
+    /// Fixed-file slots of this shard's ring: connection slots.
+    pub slots: u32,
+    /// Largest payload accepted.
+    pub max_payload: u32,
+    /// Bound of each connection's outgoing queue, in bytes.
+    pub queue_bytes: usize,
+    /// Heartbeat interval for clients that do not ask for one.
+    pub heartbeat_ms: u32,
+    /// Smallest heartbeat a HELLO may ask for.
+    pub min_heartbeat_ms: u32,
+    /// Largest heartbeat a HELLO may ask for.
+    pub max_heartbeat_ms: u32,
+    /// Idle timeout = this many heartbeat intervals.
+    pub idle_factor: u32,
+    /// Time limit to flush a connection's last frames before it is cut.
+    pub drain_ms: u64,
+    /// Timing-wheel tick.
+    pub tick_ms: u64,
+    /// Rooms one connection may be in.
+    pub max_rooms_per_conn: usize,
+    /// Streams one connection may have open.
+    pub max_streams: usize,
+    /// A publisher pauses while a member holds more than this many bytes of
+    /// its stream data (`--stream-window`).
+    pub stream_window: usize,
+    /// A connection whose socket takes nothing for this long while data
+    /// waits for it is cut as a slow consumer (`--slow-consumer-ms`).
+    pub slow_consumer_ms: u64,
+    /// A frame begun must be complete within this long; `None`: the
+    /// connection's idle timeout (`--frame-timeout-ms`).
+    pub frame_timeout_ms: Option<u32>,
+    /// Memory this shard may hold for incomplete frames (`--partial-bytes`).
+    pub partial_bytes: usize,
+}
+
+impl Limits {
+    /// The heartbeat granted for a HELLO's request (0: the default).
+    pub fn heartbeat_for(&self, requested_ms: u32) -> u32 {
+        if requested_ms == 0 {
+            self.heartbeat_ms
+        } else {
+            requested_ms.clamp(self.min_heartbeat_ms, self.max_heartbeat_ms)
+        }
+    }
+
+    /// The idle timeout that goes with a heartbeat interval.
+    pub fn idle_timeout_for(&self, heartbeat_ms: u32) -> u32 {
+        heartbeat_ms.saturating_mul(self.idle_factor)
+    }
+
+    /// The frame timeout of a connection with this idle timeout.
+    pub fn frame_timeout_for(&self, idle_timeout_ms: u32) -> u64 {
+        u64::from(self.frame_timeout_ms.unwrap_or(idle_timeout_ms))
+    }
+}
+
+/// The server-wide connection count, shared by the shards, against `--max-conns`.
+#[derive(Debug)]
+pub struct Admission {
+    open: AtomicUsize,
+    max: usize,
+}
+
+impl Admission {
+    /// Admits at most `max` connections at once.
+    pub fn new(max: usize) -> Self {
+        Self {
+            open: AtomicUsize::new(0),
+            max,
+        }
+    }
+
+    /// Takes a place, if one is free.
+    pub fn try_admit(&self) -> bool {
+        let prev = self.open.fetch_add(1, Ordering::Relaxed);
+        if prev >= self.max {
+            self.open.fetch_sub(1, Ordering::Relaxed);
+            return false;
+        }
+        true
+    }
+
+    /// Gives a place back.
+    pub fn release(&self) {
+        self.open.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Connections admitted now.
+    pub fn open(&self) -> usize {
+        self.open.load(Ordering::Relaxed)
+    }
+
+    /// The limit.
+    pub fn max(&self) -> usize {
+        self.max
+    }
+}
+
+/// Why a connection's reading is paused (its input waits in
+/// [`ShardCore::parked`], and TCP pushes back on the client).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Pause {
+    /// Reading.
+    No,
+    /// A PUBLISH met the channels to other shards full.
+    Channels,
+    /// A stream PUBLISH met its own flow closed: a member is behind.
+    Flow,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    Open,
+    Draining,
+    Lingering,
+    Closing,
+}
+
+#[derive(Debug)]
+struct ConnState {
+    id: u64,
+    gen: u32,
+    phase: Phase,
+    reason: CloseReason,
+    out: OutQueue,
+    /// When the last complete frame arrived: liveness.
+    last_rx_ms: u64,
+    /// When the incomplete frame the decoder holds began to arrive;
+    /// [`NO_FRAME`] when it holds none.
+    frame_started_ms: u64,
+    /// While the socket refuses: when it last took bytes.
+    stalled_since_ms: u64,
+    heartbeat_ms: u32,
+    idle_timeout_ms: u32,
+    seen_frame: bool,
+    admitted: bool,
+    recv_armed: bool,
+    needs_arm: bool,
+    cancel_sent: bool,
+    dirty: bool,
+    /// Reading is paused, and why. The PUBLISH that paused it and what
+    /// followed wait in [`ShardCore::parked`].
+    pause: Pause,
+    /// The receive was cancelled for the pause.
+    pause_cancel_sent: bool,
+    /// Rooms and open streams; boxed, since most connections of a C100K run
+    /// are in no room and should not pay for the two lists.
+    rooms: Option<Box<Memberships>>,
+}
+
+/// A connection's rooms (ids in its shard's table) and open stream ids.
+#[derive(Debug, Default)]
+struct Memberships {
+    rooms: Vec<u32>,
+    /// Open streams: (stream id, room id), cancelled for the room's members if
+    /// the connection goes away mid-stream.
+    streams: Vec<(u16, u32)>,
+    /// The flow control of its stream fragments, made at its first one.
+    flow: Option<Arc<Flow>>,
+}
+
+impl ConnState {
+    fn member_of(&self, room: u32) -> bool {
+        self.rooms.as_ref().is_some_and(|m| m.rooms.contains(&room))
+    }
+
+    fn flow(&self) -> Option<&Arc<Flow>> {
+        self.rooms.as_ref()?.flow.as_ref()
+    }
+
+    fn is_paused(&self) -> bool {
+        self.pause != Pause::No
+    }
+
+    /// The earliest time something about this open connection is due: the
+    /// idle timeout (not while paused: the server chose not to read), the
+    /// frame timeout of an incomplete frame, or the slow-consumer limit of a
+    /// socket that refuses.
+    fn deadline(&self, limits: &Limits) -> Option<u64> {
+        let idle = (!self.is_paused()).then(|| self.last_rx_ms + u64::from(self.idle_timeout_ms));
+        let frame = (self.frame_started_ms != NO_FRAME)
+            .then(|| self.frame_started_ms + limits.frame_timeout_for(self.idle_timeout_ms));
+        let stall = self
+            .out
+            .is_refused()
+            .then(|| self.stalled_since_ms + limits.slow_consumer_ms);
+        [idle, frame, stall].into_iter().flatten().min()
+    }
+}
+
+/// A PUBLISH accepted in this batch, to be delivered once the batch's frames
+/// are decoded (delivery touches other connections).
+#[derive(Debug)]
+struct Published {
+    message: Arc<Broadcast>,
+    room: u32,
+    sender: u32,
+    echo: bool,
+}
+
+#[derive(Debug)]
+struct Conn {
+    decoder: Decoder,
+    st: ConnState,
+}
+
+#[derive(Debug, Default)]
+struct Slot {
+    gen: u32,
+    /// Inline, not boxed: the slot table grows with the highest slot in use,
+    /// and a connection costs no allocation of its own.
+    conn: Option<Conn>,
+}
+
+/// One shard's connections and timers.
+#[derive(Debug)]
+pub struct ShardCore {
+    limits: Limits,
+    slots: Vec<Slot>,
+    wheel: TimerWheel,
+    pool: BufPool,
+    dirty: Vec<u32>,
+    due: Vec<u32>,
+    /// Remainders of short sends, to go out before anything else on their slot.
+    resend: Vec<(u32, u32, Vec<u8>)>,
+    admission: Arc<Admission>,
+    metrics: Arc<ShardMetrics>,
+    next_seq: u64,
+    open: usize,
+    shutting_down: bool,
+    rooms: ShardRooms,
+    published: Vec<Published>,
+    /// Messages for the other shards, each with the shards that have members
+    /// of its room (a bit each), taken by [`ShardCore::drain_outgoing`].
+    outgoing: Vec<(Arc<Broadcast>, u64)>,
+    /// Set while the channels to other shards are backed up: a PUBLISH pauses
+    /// its connection's reading.
+    channels_full: bool,
+    /// Input of paused connections, by slot: from the PUBLISH that paused
+    /// it on, at most [`MAX_PARKED`] bytes each.
+    parked: HashMap<u32, Vec<u8>>,
+    scratch: Vec<u32>,
+    /// Heap held by the decoders for incomplete frames, against
+    /// `limits.partial_bytes`.
+    partial_bytes: usize,
+    /// Shards to wake: a flow of one of their publishers opened here.
+    wake: Vec<usize>,
+    /// Sends handed out since the engine last submitted, and sends submitted
+    /// whose completion has not been seen in a full drain: see
+    /// [`ShardCore::completions_drained`].
+    fresh_sends: Vec<(u32, u32)>,
+    submitted_sends: Vec<(u32, u32)>,
+}
+
+/// Everything a frame handler may touch besides the connection.
+struct Ctx<'a> {
+    limits: &'a Limits,
+    pool: &'a mut BufPool,
+    wheel: &'a mut TimerWheel,
+    metrics: &'a ShardMetrics,
+    rooms: &'a mut ShardRooms,
+    published: &'a mut Vec<Published>,
+    wake: &'a mut Vec<usize>,
+    channels_full: bool,
+    slot: u32,
+    now: u64,
+}
+
+/// A [`Ctx`] from the core's fields, leaving `slots` free to borrow.
+macro_rules! ctx {
+    ($core:ident, $slot:expr, $now:expr) => {
+        Ctx {
+            limits: &$core.limits,
+            pool: &mut $core.pool,
+            wheel: &mut $core.wheel,
+            metrics: &$core.metrics,
+            rooms: &mut $core.rooms,
+            published: &mut $core.published,
+            wake: &mut $core.wake,
+            channels_full: $core.channels_full,
+            slot: $slot,
+            now: $now,
+        }
+    };
+}
+
+impl ShardCore {
+    /// A core for one shard, at time `now_ms`.
+    pub fn new(
+        limits: Limits,
+        admission: Arc<Admission>,
+        registry: Arc<Registry>,
+        metrics: Arc<ShardMetrics>,
+        now_ms: u64,
+    ) -> Self {
+        let slots = limits.slots as usize;
+        let shard = usize::from(limits.shard);
+        let wheel = TimerWheel::new(limits.tick_ms, 1024, slots, now_ms);
+        let mut slot_table = Vec::new();
+        // Reserve address space only: pages are touched as slots come into use.
+        slot_table.reserve_exact(slots);
+        Self {
+            limits,
+            slots: slot_table,
+            wheel,
+            // At most 256 spare send buffers of at most 16 KiB: 4 MiB a shard.
+            pool: BufPool::new(256, 16 * 1024),
+            dirty: Vec::new(),
+            due: Vec::new(),
+            resend: Vec::new(),
+            admission,
+            metrics,
+            next_seq: 1,
+            open: 0,
+            shutting_down: false,
+            rooms: ShardRooms::new(registry, shard),
+            published: Vec::new(),
+            outgoing: Vec::new(),
+            channels_full: false,
+            parked: HashMap::new(),
+            scratch: Vec::new(),
+            partial_bytes: 0,
+            wake: Vec::new(),
+            fresh_sends: Vec::new(),
+            submitted_sends: Vec::new(),
+        }
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Connections held (in any phase).
+    pub fn open(&self) -> usize {
+        self.open
+    }
+
+    /// Whether a shutdown was asked for and every connection is gone.
+    pub fn is_drained(&self) -> bool {
+        self.shutting_down && self.open == 0
+    }
+
+    /// When the core next needs [`ShardCore::tick`].
+    pub fn next_tick_at_ms(&self) -> u64 {
+        self.wheel.next_tick_at_ms()
+    }
+
+    /// The kernel accepted a connection into `slot`.
+    pub fn accepted(&mut self, slot: u32, now: u64) {
+        assert!(
+            slot < self.limits.slots,
+            "accept into slot {slot} beyond the table"
+        );
+        let idx = slot as usize;
+        if idx >= self.slots.len() {
+            self.slots.resize_with(idx + 1, Slot::default);
+        }
+        let entry = &mut self.slots[idx];
+        assert!(entry.conn.is_none(), "kernel reused busy slot {slot}");
+        entry.gen = entry.gen.wrapping_add(1) & GEN_MASK;
+        let admitted = !self.shutting_down && self.admission.try_admit();
+        let heartbeat_ms = self.limits.heartbeat_ms;
+        let id = (u64::from(self.limits.shard) << 48) | self.next_seq;
+        self.next_seq += 1;
+        entry.conn = Some(Conn {
+            decoder: Decoder::new(self.limits.max_payload),
+            st: ConnState {
+                id,
+                gen: entry.gen,
+                phase: Phase::Open,
+                reason: CloseReason::Peer,
+                out: OutQueue::default(),
+                last_rx_ms: now,
+                frame_started_ms: NO_FRAME,
+                stalled_since_ms: now,
+                heartbeat_ms,
+                idle_timeout_ms: self.limits.idle_timeout_for(heartbeat_ms),
+                seen_frame: false,
+                admitted,
+                recv_armed: false,
+                needs_arm: true,
+                cancel_sent: false,
+                dirty: false,
+                pause: Pause::No,
+                pause_cancel_sent: false,
+                rooms: None,
+            },
+        });
+        self.open += 1;
+        self.metrics.accepted.inc();
+        self.metrics.conns_open.set(self.open as u64);
+
+        let conn = self.slots[idx].conn.as_mut().expect("just set");
+        let mut cx = ctx!(self, slot, now);
+        if !admitted {
+            let reason = if self.shutting_down {
+                "server is shutting down"
+            } else {
+                "server is at its connection limit"
+            };
+            let (why, frame) = if self.shutting_down {
+                (
+                    CloseReason::Shutdown,
+                    last_frame(true, ErrorCode::SHUTTING_DOWN, reason),
+                )
+            } else {
+                (
+                    CloseReason::Overloaded,
+                    last_frame(false, ErrorCode::OVERLOADED, reason),
+                )
+            };
+            begin_close(&mut conn.st, &mut cx, why, Some(frame));
+        } else {
+            cx.wheel
+                .schedule(slot, now + u64::from(conn.st.idle_timeout_ms));
+        }
+        mark_dirty(&mut conn.st, &mut self.dirty, slot);
+    }
+
+    /// Bytes arrived on `slot` (one multishot receive completion).
+    pub fn received(&mut self, slot: u32, gen: u32, data: &[u8], now: u64) {
+        let Some(conn) = conn_mut(&mut self.slots, slot, gen) else {
+            return;
+        };
+        self.metrics.bytes_in.add(data.len() as u64);
+        if conn.st.phase != Phase::Open {
+            return; // a closing connection's input is read and dropped
+        }
+        // Liveness is a complete frame, not bytes: see `process`.
+        if conn.st.is_paused() {
+            // Read before the receive's cancel took effect: it waits, in order.
+            let parked = self.parked.entry(slot).or_default();
+            if parked.len() + data.len() > MAX_PARKED {
+                let mut cx = ctx!(self, slot, now);
+                let frame = last_frame(
+                    false,
+                    ErrorCode::OVERLOADED,
+                    "too much input while reading was paused",
+                );
+                self.parked.remove(&slot);
+                begin_close(&mut conn.st, &mut cx, CloseReason::Overloaded, Some(frame));
+                return mark_dirty(&mut conn.st, &mut self.dirty, slot);
+            }
+            parked.extend_from_slice(data);
+            return;
+        }
+        self.process(slot, data, now);
+    }
+
+    /// Decodes and handles `data` on `slot` (open, not paused) until it ends,
+    /// the connection closes, or a PUBLISH pauses it: then that PUBLISH and
+    /// the rest are parked.
+    fn process(&mut self, slot: u32, data: &[u8], now: u64) {
+        let Some(conn) = self.slots[slot as usize].conn.as_mut() else {
+            return;
+        };
+        let mut cx = ctx!(self, slot, now);
+        let Conn { decoder, st } = conn;
+        let held_before = decoder.buffered_capacity();
+        let mut input = data;
+        let mut completed = false;
+        loop {
+            match decoder.decode(&mut input) {
+                Ok(Some(frame)) => {
+                    st.last_rx_ms = now;
+                    completed = true;
+                    on_frame(st, &mut cx, frame);
+                    if st.is_paused() {
+                        // The decoder is at a frame boundary: the PUBLISH is
+                        // re-encoded (decoding and encoding round-trip exactly).
+                        let mut rest = Vec::with_capacity(frame.encoded_len() + input.len());
+                        frame
+                            .encode_to_vec(&mut rest)
+                            .expect("a decoded frame encodes");
+                        rest.extend_from_slice(input);
+                        self.parked.insert(slot, rest);
+                        break;
+                    }
+                    cx.metrics.frames_in.inc();
+                    if st.phase != Phase::Open {
+                        break;
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    protocol_error(st, &mut cx, e);
+                    break;
+                }
+            }
+        }
+        decoder.release_idle_buffer();
+        // A frame begun must complete within the frame timeout.
+        if !decoder.is_mid_frame() {
+            st.frame_started_ms = NO_FRAME;
+        } else if completed || st.frame_started_ms == NO_FRAME {
+            st.frame_started_ms = now;
+            reschedule(st, &mut cx);
+        }
+        // Incomplete frames hold memory: bounded per shard.
+        let held = decoder.buffered_capacity();
+        self.partial_bytes = self.partial_bytes + held - held_before;
+        if held > held_before && self.partial_bytes > cx.limits.partial_bytes {
+            cx.metrics.partial_refused.inc();
+            *decoder = Decoder::new(cx.limits.max_payload);
+            self.partial_bytes -= held;
+            let frame = last_frame(
+                false,
+                ErrorCode::OVERLOADED,
+                "the server holds too much of other clients' incomplete frames",
+            );
+            begin_close(st, &mut cx, CloseReason::Overloaded, Some(frame));
+        }
+        cx.metrics.partial_bytes.set(self.partial_bytes as u64);
+        mark_dirty(st, &mut self.dirty, slot);
+        self.deliver_published(now);
+    }
+
+    /// Resumes the paused connections whose reason has gone (the channels
+    /// are not full; their flow opened): their parked input is handled
+    /// first, then reading goes on.
+    fn resume_paused(&mut self, now: u64) {
+        let channels_full = self.channels_full;
+        let slots = &self.slots;
+        let mut ready: Vec<u32> = self
+            .parked
+            .keys()
+            .copied()
+            .filter(|&slot| {
+                slots[slot as usize]
+                    .conn
+                    .as_ref()
+                    .is_none_or(|c| match c.st.pause {
+                        Pause::No => true,
+                        Pause::Channels => !channels_full,
+                        Pause::Flow => c.st.flow().is_none_or(|f| f.may_resume()),
+                    })
+            })
+            .collect();
+        ready.sort_unstable();
+        for slot in ready {
+            let bytes = self.parked.remove(&slot).expect("listed above");
+            let Some(conn) = self.slots[slot as usize].conn.as_mut() else {
+                continue;
+            };
+            let st = &mut conn.st;
+            if !st.is_paused() || st.phase != Phase::Open {
+                continue;
+            }
+            if let Some(flow) = st.flow() {
+                flow.set_waiting(false);
+            }
+            st.pause = Pause::No;
+            st.pause_cancel_sent = false;
+            st.needs_arm = true;
+            st.last_rx_ms = now;
+            // It may pause again (its PUBLISHes can fill the channels once more).
+            self.process(slot, &bytes, now);
+        }
+    }
+
+    /// Delivers this batch's PUBLISHes to local members, and queues them for
+    /// the other shards.
+    fn deliver_published(&mut self, now: u64) {
+        let mut published = std::mem::take(&mut self.published);
+        for p in published.drain(..) {
+            let skip = (!p.echo).then_some(p.sender);
+            self.deliver(&p.message, p.room, skip, now);
+            let shards = self.rooms.shards(p.room);
+            self.outgoing.push((p.message, shards));
+        }
+        self.published = published;
+    }
+
+    /// A message published on another shard. A stream frame leaves the
+    /// channel here, whether or not it finds members, for its flow's sake.
+    pub fn deliver_remote(&mut self, message: &Arc<Broadcast>, now: u64) {
+        self.metrics.cross_core_received.inc();
+        if let Some(room) = self.rooms.id(message.room()) {
+            self.deliver(message, room, None, now);
+        }
+        if let Some(flow) = message.flow() {
+            self.wake.extend(flow.left_channel(message.bytes().len()));
+        }
+    }
+
+    /// Queues the same encoded message for every local member of `room` (but
+    /// `skip`): a whole message in its message lane, where a member whose
+    /// socket refuses and whose bound overflows is cut off (nobody else
+    /// waits); a stream frame in its stream lane, which flow control bounds.
+    fn deliver(&mut self, message: &Arc<Broadcast>, room: u32, skip: Option<u32>, now: u64) {
+        let mut members = std::mem::take(&mut self.scratch);
+        members.clear();
+        members.extend(self.rooms.members(room));
+        for &slot in &members {
+            if Some(slot) == skip {
+                continue;
+            }
+            let Some(conn) = self.slots[slot as usize].conn.as_mut() else {
+                continue;
+            };
+            let st = &mut conn.st;
+            if st.phase != Phase::Open {
+                continue;
+            }
+            let queued = if message.stream() != 0 {
+                st.out.push_fragment(message.clone());
+                Ok(())
+            } else {
+                st.out
+                    .push_message(message.bytes(), self.limits.queue_bytes, &mut self.pool)
+            };
+            match queued {
+                Ok(()) => {
+                    self.metrics.deliveries.inc();
+                    self.metrics.frames_out.inc();
+                }
+                Err(_) => {
+                    let mut cx = ctx!(self, slot, now);
+                    slow_consumer(st, &mut cx, OVERFLOW_REASON);
+                }
+            }
+            mark_dirty(st, &mut self.dirty, slot);
+        }
+        self.scratch = members;
+    }
+
+    /// Relays a CANCEL of `stream` to `room`, as if its publisher had sent it.
+    fn cancel_stream(
+        &mut self,
+        from_conn_id: u64,
+        (stream, room): (u16, u32),
+        publisher: u32,
+        flow: Option<Arc<Flow>>,
+    ) {
+        let name = self.rooms.name(room).to_owned();
+        let message = Broadcast::encode(
+            Message {
+                from_conn_id,
+                room: proto::Room::new(&name).expect("a room in the table is valid"),
+                body: &[],
+                fragment: proto::Fragment {
+                    stream,
+                    more: false,
+                    cancel: true,
+                },
+            },
+            flow,
+        );
+        // Close to now: only a member cut off by this delivery uses it, for its drain deadline.
+        let now = self.wheel.next_tick_at_ms();
+        self.deliver(&message, room, Some(publisher), now);
+        self.outgoing.push((message, self.rooms.shards(room)));
+    }
+
+    /// Moves the messages for other shards into `out`, each with the mask of
+    /// the shards that have members of its room.
+    pub fn drain_outgoing(&mut self, out: &mut Vec<(Arc<Broadcast>, u64)>) {
+        out.append(&mut self.outgoing);
+    }
+
+    /// While set (the channels to the other shards are full), a PUBLISH
+    /// pauses its connection: that PUBLISH and what follows wait unread, and
+    /// the receive is cancelled, so TCP pushes back on the publisher. Called
+    /// once per loop turn: paused connections whose reason has gone (full
+    /// channels, or a closed flow) resume where they stopped.
+    pub fn set_channels_full(&mut self, full: bool, now: u64) {
+        self.channels_full = full;
+        if !self.parked.is_empty() {
+            self.resume_paused(now);
+        }
+    }
+
+    /// Whether a connection is paused: the shard then checks again within a
+    /// few milliseconds even if no wake-up comes.
+    pub fn has_paused(&self) -> bool {
+        !self.parked.is_empty()
+    }
+
+    /// Moves the shards to wake (a flow of theirs opened here) into `out`.
+    pub fn drain_wakes(&mut self, out: &mut Vec<usize>) {
+        out.append(&mut self.wake);
+    }
+
+    /// The engine submitted every send handed out so far.
+    pub fn sends_submitted(&mut self) {
+        self.submitted_sends.append(&mut self.fresh_sends);
+    }
+
+    /// Every completion of what was submitted has been read: a submitted send
+    /// still outstanding now found its socket full. From here its connection
+    /// is judged (the bound on what is queued meanwhile, and the time limit
+    /// on taking nothing).
+    pub fn completions_drained(&mut self, now: u64) {
+        let mut submitted = std::mem::take(&mut self.submitted_sends);
+        for (slot, gen) in submitted.drain(..) {
+            let Some(conn) = conn_mut(&mut self.slots, slot, gen) else {
+                continue;
+            };
+            let st = &mut conn.st;
+            if st.out.is_sending() && !st.out.is_refused() {
+                self.metrics.socket_refusals.inc();
+                st.out.refused_by_socket();
+                st.stalled_since_ms = now;
+                let mut cx = ctx!(self, slot, now);
+                reschedule(st, &mut cx);
+            }
+        }
+        self.submitted_sends = submitted;
+    }
+
+    /// Rooms with members on this shard.
+    pub fn rooms(&self) -> usize {
+        self.rooms.len()
+    }
+
+    /// A multishot receive on `slot` ended.
+    pub fn recv_ended(&mut self, slot: u32, gen: u32, end: RecvEnd) {
+        let Some(conn) = conn_mut(&mut self.slots, slot, gen) else {
+            return;
+        };
+        let st = &mut conn.st;
+        st.recv_armed = false;
+        match end {
+            RecvEnd::NoBuffers => {
+                self.metrics.enobufs_rearms.inc();
+                st.needs_arm = true;
+            }
+            RecvEnd::Stopped => st.needs_arm = true,
+            RecvEnd::Cancelled => {}
+            RecvEnd::Eof => close_now(st, CloseReason::Peer),
+            RecvEnd::Error(_) => close_now(st, CloseReason::SocketError),
+        }
+        mark_dirty(st, &mut self.dirty, slot);
+    }
+
+    /// A send on `slot` completed with `result` (bytes sent, or -errno); `buf`
+    /// is the buffer the [`Action::Send`] carried.
+    pub fn sent(&mut self, slot: u32, gen: u32, mut buf: Vec<u8>, result: i32, now: u64) {
+        let Some(conn) = conn_mut(&mut self.slots, slot, gen) else {
+            return;
+        };
+        let st = &mut conn.st;
+        match usize::try_from(result) {
+            Ok(n) if n < buf.len() && st.phase != Phase::Closing && n > 0 => {
+                self.metrics.bytes_out.add(n as u64);
+                self.metrics.partial_sends.inc();
+                // The socket took some and refused the rest, which goes
+                // first, before anything queued since.
+                st.out.partial_send(&mut buf, n);
+                st.stalled_since_ms = now;
+                let mut cx = ctx!(self, slot, now);
+                reschedule(st, &mut cx);
+                self.resend.push((slot, gen, buf));
+                return;
+            }
+            Ok(n) if n == buf.len() => {
+                self.metrics.bytes_out.add(n as u64);
+                st.out.finish_send(buf, &mut self.pool, &mut self.wake);
+            }
+            _ => {
+                // An error, a zero-byte send, or a cut-off while closing.
+                st.out.abandon_send(buf, &mut self.pool);
+                close_now(st, CloseReason::SocketError);
+            }
+        }
+        mark_dirty(st, &mut self.dirty, slot);
+    }
+
+    /// Processes the timing wheel up to `now`: heartbeat expiry and drain limits.
+    pub fn tick(&mut self, now: u64) {
+        let mut due = std::mem::take(&mut self.due);
+        self.wheel.advance(now, &mut due);
+        for &slot in &due {
+            let Some(conn) = self.slots[slot as usize].conn.as_mut() else {
+                continue;
+            };
+            let mut cx = ctx!(self, slot, now);
+            let st = &mut conn.st;
+            match st.phase {
+                Phase::Open => expire_if_due(st, &mut cx),
+                Phase::Draining | Phase::Lingering => {
+                    cx.metrics.drain_timeouts.inc();
+                    close_now(st, st.reason);
+                }
+                Phase::Closing => {}
+            }
+            mark_dirty(st, &mut self.dirty, slot);
+        }
+        due.clear();
+        self.due = due;
+    }
+
+    /// Stops the shard: every connection gets GOAWAY SHUTTING_DOWN, then is
+    /// flushed (within the drain time) and closed. New connections get the same.
+    pub fn shutdown(&mut self, now: u64) {
+        self.shutting_down = true;
+        for slot in 0..self.slots.len() as u32 {
+            let Some(conn) = self.slots[slot as usize].conn.as_mut() else {
+                continue;
+            };
+            let mut cx = ctx!(self, slot, now);
+            let frame = last_frame(true, ErrorCode::SHUTTING_DOWN, "server is shutting down");
+            begin_close(&mut conn.st, &mut cx, CloseReason::Shutdown, Some(frame));
+            mark_dirty(&mut conn.st, &mut self.dirty, slot);
+        }
+    }
+
+    /// Moves the actions due now into `actions`.
+    pub fn poll_actions(&mut self, actions: &mut Vec<Action>) {
+        for (slot, gen, buf) in self.resend.drain(..) {
+            actions.push(Action::Send { slot, gen, buf });
+        }
+        // By index: closing a connection can make others dirty (a stream
+        // cancel delivered to them), and they must be advanced in this pass.
+        let mut i = 0;
+        while i < self.dirty.len() {
+            let slot = self.dirty[i];
+            self.progress(slot, actions);
+            i += 1;
+        }
+        self.dirty.clear();
+    }
+
+    /// Advances one connection as far as it can go now.
+    fn progress(&mut self, slot: u32, actions: &mut Vec<Action>) {
+        let idx = slot as usize;
+        let Some(conn) = self.slots[idx].conn.as_mut() else {
+            return;
+        };
+        let st = &mut conn.st;
+        st.dirty = false;
+        let (gen, reading) = (st.gen, st.phase != Phase::Closing);
+        if matches!(st.phase, Phase::Open | Phase::Draining) {
+            if let Some(buf) = st.out.start_send(&mut self.pool) {
+                self.fresh_sends.push((slot, gen));
+                actions.push(Action::Send { slot, gen, buf });
+            }
+        }
+        if st.phase == Phase::Draining && st.out.is_empty() {
+            st.phase = Phase::Lingering;
+            actions.push(Action::ShutdownWrite { slot });
+        }
+        if st.is_paused() && st.recv_armed && !st.pause_cancel_sent && st.phase == Phase::Open {
+            st.pause_cancel_sent = true;
+            actions.push(Action::Cancel {
+                slot,
+                gen,
+                recv: true,
+                send: false,
+            });
+        }
+        if reading && st.needs_arm && !st.recv_armed && !st.is_paused() {
+            st.needs_arm = false;
+            st.recv_armed = true;
+            actions.push(Action::ArmRecv { slot, gen });
+        }
+        if st.phase == Phase::Open && !st.out.is_sending() {
+            st.out.release_idle(&mut self.pool);
+        }
+        if st.phase != Phase::Closing {
+            return;
+        }
+        if st.recv_armed || st.out.is_sending() {
+            if !st.cancel_sent {
+                st.cancel_sent = true;
+                actions.push(Action::Cancel {
+                    slot,
+                    gen,
+                    recv: st.recv_armed,
+                    send: st.out.is_sending(),
+                });
+            }
+            return;
+        }
+        // Nothing outstanding: the slot can be closed and reused.
+        let conn = self.slots[idx].conn.take().expect("checked above");
+        let Conn { decoder, st } = conn;
+        self.partial_bytes -= decoder.buffered_capacity();
+        self.metrics.partial_bytes.set(self.partial_bytes as u64);
+        drop(decoder);
+        if let Some(mut m) = st.rooms {
+            // Streams left open would never end for their receivers: cancel them.
+            for &open in &m.streams {
+                self.cancel_stream(st.id, open, slot, m.flow.clone());
+            }
+            self.rooms.leave_all(slot, &mut m.rooms);
+            room_gauges(&self.rooms, &self.metrics);
+        }
+        let mut out = st.out;
+        out.discard_queued(&mut self.pool, &mut self.wake);
+        self.parked.remove(&slot);
+        self.wheel.cancel(slot);
+        if st.admitted {
+            self.admission.release();
+        }
+        self.open -= 1;
+        self.metrics.closed_by(st.reason);
+        self.metrics.conns_open.set(self.open as u64);
+        actions.push(Action::Close { slot });
+    }
+}
+
+const GEN_MASK: u32 = (1 << 24) - 1;
+
+/// `frame_started_ms` of a connection whose decoder holds no partial frame.
+const NO_FRAME: u64 = u64::MAX;
+
+/// Most input a paused connection may hold: what arrived between the pause
+/// and its receive's cancel. Above Linux's largest default receive buffer
+/// (tcp_rmem 6 MiB), so only a raised tcp_rmem can reach it; then the
+/// connection gets ERROR OVERLOADED and is closed.
+pub const MAX_PARKED: usize = 8 << 20;
+
+fn conn_mut(slots: &mut [Slot], slot: u32, gen: u32) -> Option<&mut Conn> {
+    let entry = slots.get_mut(slot as usize)?;
+    if entry.gen != gen {
+        return None;
+    }
+    entry.conn.as_mut()
+}
+
+fn mark_dirty(st: &mut ConnState, dirty: &mut Vec<u32>, slot: u32) {
+    if !st.dirty {
+        st.dirty = true;
+        dirty.push(slot);
+    }
+}
+
+/// The last frame a connection gets: GOAWAY or ERROR.
+fn last_frame(goaway: bool, code: ErrorCode, reason: &str) -> Frame<'_> {
+    let status = Status { code, reason };
+    if goaway {
+        Frame::GoAway(status)
+    } else {
+        Frame::Error(status)
+    }
+}
+
+/// Ends an open connection gracefully: `frame` (if any) goes out after what is
+/// queued, then the write side is shut, all within the drain time.
+fn begin_close(
+    st: &mut ConnState,
+    cx: &mut Ctx<'_>,
+    reason: CloseReason,
+    frame: Option<Frame<'_>>,
+) {
+    if st.phase != Phase::Open {
+        return;
+    }
+    st.reason = reason;
+    if let Some(frame) = frame {
+        st.out.push_unbounded(&frame, cx.pool);
+        cx.metrics.frames_out.inc();
+    }
+    st.phase = Phase::Draining;
+    cx.wheel.schedule(cx.slot, cx.now + cx.limits.drain_ms);
+}
+
+/// Ends a connection now: nothing more is sent.
+fn close_now(st: &mut ConnState, reason: CloseReason) {
+    if st.phase == Phase::Open {
+        st.reason = reason;
+    }
+    st.phase = Phase::Closing;
+}
+
+/// A fatal decode error: ERROR with its code, then close.
+fn protocol_error(st: &mut ConnState, cx: &mut Ctx<'_>, e: DecodeError) {
+    let reason = match e.code() {
+        ErrorCode::FRAME_TOO_LARGE => CloseReason::FrameTooLarge,
+        ErrorCode::UNKNOWN_TYPE => CloseReason::UnknownType,
+        _ => CloseReason::Malformed,
+    };
+    let text = e.to_string();
+    begin_close(st, cx, reason, Some(last_frame(false, e.code(), &text)));
+}
+
+/// Queues a reply frame; an overflowing queue cuts the connection off.
+fn reply(st: &mut ConnState, cx: &mut Ctx<'_>, frame: &Frame<'_>) {
+    match st.out.push(frame, cx.limits.queue_bytes, cx.pool) {
+        Ok(()) => cx.metrics.frames_out.inc(),
+        Err(_) => slow_consumer(st, cx, OVERFLOW_REASON),
+    }
+}
+
+/// Why a connection was cut as a slow consumer, in its ERROR.
+const OVERFLOW_REASON: &str =
+    "outgoing queue full: the socket refused and more than --queue-bytes came since";
+const STALL_REASON: &str = "the socket took nothing within --slow-consumer-ms";
+
+/// A slow consumer: drop the backlog (opening the flows it held back), send
+/// SLOW_CONSUMER, close.
+fn slow_consumer(st: &mut ConnState, cx: &mut Ctx<'_>, reason: &str) {
+    st.out.discard_queued(cx.pool, cx.wake);
+    let frame = last_frame(false, ErrorCode::SLOW_CONSUMER, reason);
+    begin_close(st, cx, CloseReason::SlowConsumer, Some(frame));
+}
+
+/// Files an open connection on the wheel at its earliest deadline (which may
+/// have moved earlier: lazy re-arm only ever moves it later).
+fn reschedule(st: &ConnState, cx: &mut Ctx<'_>) {
+    if st.phase == Phase::Open {
+        if let Some(at) = st.deadline(cx.limits) {
+            cx.wheel.schedule(cx.slot, at);
+        }
+    }
+}
+
+/// The wheel came due for an open connection: cut it if its socket took
+/// nothing for the slow-consumer limit, if a frame is overdue, or if nothing
+/// arrived within the idle timeout; else re-file it at its next deadline.
+fn expire_if_due(st: &mut ConnState, cx: &mut Ctx<'_>) {
+    let now = cx.now;
+    if st.out.is_refused() && now >= st.stalled_since_ms + cx.limits.slow_consumer_ms {
+        cx.metrics.slow_consumer_stalls.inc();
+        return slow_consumer(st, cx, STALL_REASON);
+    }
+    let frame_due = st.frame_started_ms != NO_FRAME
+        && now >= st.frame_started_ms + cx.limits.frame_timeout_for(st.idle_timeout_ms);
+    let idle_due = !st.is_paused() && now >= st.last_rx_ms + u64::from(st.idle_timeout_ms);
+    if frame_due || idle_due {
+        cx.metrics.wheel_expiries.inc();
+        let (reason, text) = if frame_due {
+            (
+                CloseReason::FrameTimeout,
+                "a frame begun was not completed within the frame timeout",
+            )
+        } else {
+            (
+                CloseReason::HeartbeatTimeout,
+                "no complete frame received within the idle timeout",
+            )
+        };
+        let frame = last_frame(false, ErrorCode::HEARTBEAT_TIMEOUT, text);
+        return begin_close(st, cx, reason, Some(frame));
+    }
+    match st.deadline(cx.limits) {
+        Some(at) => cx.wheel.schedule(cx.slot, at), // lazy re-arm
+        // Paused, nothing else due: look again after an idle timeout.
+        None => cx
+            .wheel
+            .schedule(cx.slot, now + u64::from(st.idle_timeout_ms)),
+    }
+}
+
+/// A non-fatal ERROR (NOT_MEMBER, LIMIT): the connection stays open.
+fn refuse(st: &mut ConnState, cx: &mut Ctx<'_>, code: ErrorCode, reason: &str) {
+    reply(st, cx, &Frame::Error(Status { code, reason }));
+}
+
+/// One decoded frame from a client.
+fn on_frame(st: &mut ConnState, cx: &mut Ctx<'_>, frame: Frame<'_>) {
+    let first = !st.seen_frame;
+    st.seen_frame = true;
+    match frame {
+        Frame::Hello(hello) => {
+            if !first {
+                return protocol_error(st, cx, Malformed::LateHello.into());
+            }
+            st.heartbeat_ms = cx.limits.heartbeat_for(hello.heartbeat_ms);
+            st.idle_timeout_ms = cx.limits.idle_timeout_for(st.heartbeat_ms);
+            reschedule(st, cx);
+            let welcome = Frame::Welcome(Welcome {
+                conn_id: st.id,
+                heartbeat_ms: st.heartbeat_ms,
+                idle_timeout_ms: st.idle_timeout_ms,
+                max_payload: cx.limits.max_payload,
+                shard: cx.limits.shard,
+            });
+            reply(st, cx, &welcome);
+        }
+        Frame::Ping(payload) => reply(st, cx, &Frame::Pong(payload)),
+        Frame::Pong(_) => {} // a sign of life; unsolicited PONGs are ignored
+        Frame::GoAway(_) => begin_close(st, cx, CloseReason::Peer, None),
+        Frame::Join(room) => {
+            let mine = &mut st.rooms.get_or_insert_with(Default::default).rooms;
+            match cx
+                .rooms
+                .join(room.as_str(), cx.slot, mine, cx.limits.max_rooms_per_conn)
+            {
+                Joined::New | Joined::Already => {
+                    room_gauges(cx.rooms, cx.metrics);
+                    reply(st, cx, &Frame::Joined(room));
+                }
+                Joined::ConnLimit => refuse(
+                    st,
+                    cx,
+                    ErrorCode::LIMIT,
+                    "this connection is in its maximum number of rooms",
+                ),
+                Joined::ServerLimit => refuse(
+                    st,
+                    cx,
+                    ErrorCode::LIMIT,
+                    "the server has its maximum number of rooms",
+                ),
+            }
+        }
+        Frame::Leave(room) => {
+            if let Some(m) = st.rooms.as_mut() {
+                cx.rooms.leave(room.as_str(), cx.slot, &mut m.rooms);
+                room_gauges(cx.rooms, cx.metrics);
+            }
+            reply(st, cx, &Frame::Left(room));
+        }
+        Frame::Publish(p) => on_publish(st, cx, p),
+        Frame::Welcome(_)
+        | Frame::Joined(_)
+        | Frame::Left(_)
+        | Frame::Message(_)
+        | Frame::Error(_) => {
+            let ty = frame.frame_type();
+            protocol_error(st, cx, Malformed::WrongDirection { ty }.into());
+        }
+    }
+}
+
+fn room_gauges(rooms: &ShardRooms, metrics: &ShardMetrics) {
+    metrics.rooms.set(rooms.len() as u64);
+    metrics.members.set(rooms.memberships() as u64);
+}
+
+/// PUBLISH: membership and stream limits checked, encoded once as MESSAGE; or,
+/// while the channels to other shards are full, the connection paused.
+fn on_publish(st: &mut ConnState, cx: &mut Ctx<'_>, p: proto::Publish<'_>) {
+    let Some(room) = cx.rooms.id(p.room.as_str()).filter(|&id| st.member_of(id)) else {
+        return refuse(
+            st,
+            cx,
+            ErrorCode::NOT_MEMBER,
+            "publish to a room this connection has not joined",
+        );
+    };
+    if cx.channels_full {
+        cx.metrics.publish_paused.inc();
+        st.pause = Pause::Channels;
+        return;
+    }
+    let f = p.fragment;
+    let mut flow = None;
+    if f.stream != 0 {
+        let m = st.rooms.as_mut().expect("a member has memberships");
+        let own = m.flow.get_or_insert_with(|| {
+            Flow::new(usize::from(cx.limits.shard), cx.limits.stream_window)
+        });
+        if own.is_closed() {
+            // A member is behind on this publisher's streams: wait for it.
+            cx.metrics.flow_paused.inc();
+            own.set_waiting(true);
+            st.pause = Pause::Flow;
+            return;
+        }
+        flow = Some(own.clone());
+        let streams = &mut m.streams;
+        let open = streams.iter().any(|&(s, _)| s == f.stream);
+        if !open && f.more {
+            if streams.len() >= cx.limits.max_streams {
+                return refuse(
+                    st,
+                    cx,
+                    ErrorCode::LIMIT,
+                    "this connection has its maximum number of open streams",
+                );
+            }
+            streams.push((f.stream, room));
+        } else if open && !f.more {
+            streams.retain(|&(s, _)| s != f.stream);
+        }
+    }
+    cx.metrics.publishes.inc();
+    let message = Broadcast::encode(
+        Message {
+            from_conn_id: st.id,
+            room: p.room,
+            body: p.body,
+            fragment: f,
+        },
+        flow,
+    );
+    cx.published.push(Published {
+        message,
+        room,
+        sender: cx.slot,
+        echo: p.echo,
+    });
+}
+
+#[cfg(test)]
+mod tests;
