@@ -184,6 +184,9 @@ struct ConnState {
     pause: Pause,
     /// The receive was cancelled for the pause.
     pause_cancel_sent: bool,
+    /// The peer closed its side while input was parked: close once that
+    /// input is handled (what a client sent before closing is not lost).
+    eof_parked: bool,
     /// Rooms and open streams; boxed, since most connections of a C100K run
     /// are in no room and should not pay for the two lists.
     rooms: Option<Box<Memberships>>,
@@ -425,6 +428,7 @@ impl ShardCore {
                 dirty: false,
                 pause: Pause::No,
                 pause_cancel_sent: false,
+                eof_parked: false,
                 rooms: None,
             },
         });
@@ -593,10 +597,18 @@ impl ShardCore {
             }
             st.pause = Pause::No;
             st.pause_cancel_sent = false;
-            st.needs_arm = true;
+            st.needs_arm = !st.eof_parked;
             st.last_rx_ms = now;
             // It may pause again (its PUBLISHes can fill the channels once more).
             self.process(slot, &bytes, now);
+            let Some(conn) = self.slots[slot as usize].conn.as_mut() else {
+                continue;
+            };
+            if conn.st.eof_parked && !conn.st.is_paused() {
+                // Everything it sent before closing is handled: now close.
+                close_now(&mut conn.st, CloseReason::Peer);
+                mark_dirty(&mut conn.st, &mut self.dirty, slot);
+            }
         }
     }
 
@@ -769,6 +781,7 @@ impl ShardCore {
             }
             RecvEnd::Stopped => st.needs_arm = true,
             RecvEnd::Cancelled => {}
+            RecvEnd::Eof if st.is_paused() && st.phase == Phase::Open => st.eof_parked = true,
             RecvEnd::Eof => close_now(st, CloseReason::Peer),
             RecvEnd::Error(_) => close_now(st, CloseReason::SocketError),
         }

@@ -1215,3 +1215,28 @@ fn a_remote_fragment_leaves_the_channel_when_delivered() {
     );
     assert!(flow.may_resume());
 }
+
+#[test]
+fn a_publisher_that_closes_while_paused_loses_nothing() {
+    let mut h = members_of_r(3);
+    let body = [5u8; 1000];
+    for i in 0..8 {
+        // The whole file, as receives of one fragment each, then it closes.
+        h.send_frames(0, &[publish("r", &body, false, frag(1, i < 7))]);
+        h.settle_holding(&[2]);
+    }
+    assert_eq!(h.metrics.flow_paused.get(), 1);
+    h.core.recv_ended(0, h.gens[0], RecvEnd::Eof);
+    h.settle_holding(&[2]);
+    assert_eq!(h.core.open(), 3, "still open: its input is not handled yet");
+    for _ in 0..20 {
+        h.release(2);
+        h.settle_holding(&[2]);
+    }
+    h.release(2);
+    h.settle();
+    let got = h.received(2);
+    let messages: Vec<_> = got.iter().filter(|(ty, _)| *ty == FrameType::Message).collect();
+    assert_eq!(messages.len(), 8, "every fragment, and no CANCEL");
+    assert_eq!(h.closed(CloseReason::Peer), 1, "closed once it was all handled");
+}

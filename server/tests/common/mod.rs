@@ -4,6 +4,7 @@
 
 pub mod connect;
 
+use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -160,6 +161,10 @@ impl Drop for Server {
 pub struct Got {
     /// Its type.
     pub ty: FrameType,
+    /// Its flags byte (MORE, ECHO, CANCEL).
+    pub flags: u8,
+    /// Its stream id.
+    pub stream: u16,
     /// Its payload, as on the wire.
     pub payload: Vec<u8>,
 }
@@ -179,7 +184,7 @@ impl Got {
 pub struct Client {
     pub stream: TcpStream,
     decoder: Decoder,
-    pending: Vec<Got>,
+    pending: VecDeque<Got>,
 }
 
 impl Client {
@@ -197,7 +202,7 @@ impl Client {
         Client {
             stream,
             decoder: Decoder::new(u32::MAX),
-            pending: Vec::new(),
+            pending: VecDeque::new(),
         }
     }
 
@@ -219,7 +224,7 @@ impl Client {
     pub fn recv(&mut self) -> Option<Got> {
         loop {
             if !self.pending.is_empty() {
-                return Some(self.pending.remove(0));
+                return self.pending.pop_front();
             }
             let mut buf = [0u8; 65536];
             let n = match self.stream.read(&mut buf) {
@@ -234,8 +239,10 @@ impl Client {
             while let Some(frame) = self.decoder.decode(&mut input).unwrap() {
                 let mut bytes = Vec::new();
                 frame.encode_to_vec(&mut bytes).unwrap();
-                self.pending.push(Got {
+                self.pending.push_back(Got {
                     ty: frame.frame_type(),
+                    flags: bytes[5],
+                    stream: u16::from_be_bytes([bytes[6], bytes[7]]),
                     payload: bytes[8..].to_vec(),
                 });
             }

@@ -1,0 +1,370 @@
+//! Rooms under real traffic, from outside: a publisher at full speed, readers
+//! that keep up, a throttled reader, one that stops, and chat lines beside a
+//! file. Each reader is a thread of its own with a blocking socket that it
+//! reads as fast as it can; the server is a separate process.
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+use common::{Client, Server};
+use proto::{ErrorCode, Fragment, Frame, FrameType, Hello, Publish, Room};
+
+const ROOM: &str = "files";
+/// Bytes of a file fragment's body: PUBLISH fragments of 60,000 bytes.
+const FRAGMENT: usize = 60_000;
+/// 1,119 fragments of 60,000 bytes: 67.1 MB, just over 64 MiB.
+const FILE_FRAGMENTS: u32 = 1_119;
+
+/// How many runs of each scenario (`RINGROOM_STREAM_RUNS`, default 5).
+fn runs() -> usize {
+    std::env::var("RINGROOM_STREAM_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5)
+}
+
+/// The room chat lines go to in the priority test (the file goes to ROOM).
+const CHAT: &str = "chat";
+
+/// A client that said HELLO and joined `rooms`.
+fn member_of(server: &Server, rooms: &[&str]) -> Client {
+    let mut c = server.client();
+    c.send(&[Frame::Hello(Hello {
+        heartbeat_ms: 0,
+        name: "member",
+    })]);
+    c.expect(FrameType::Welcome);
+    for room in rooms {
+        c.send(&[Frame::Join(Room::new(room).unwrap())]);
+        assert_eq!(c.expect(FrameType::Joined).payload, room.as_bytes());
+    }
+    c
+}
+
+fn joined(server: &Server) -> Client {
+    member_of(server, &[ROOM])
+}
+
+/// A PUBLISH of `body` to the file room, a stream fragment if `stream` != 0.
+fn publish_bytes(body: &[u8], stream: u16, more: bool, out: &mut Vec<u8>) {
+    publish_to(ROOM, body, stream, more, out);
+}
+
+fn publish_to(room: &str, body: &[u8], stream: u16, more: bool, out: &mut Vec<u8>) {
+    Frame::Publish(Publish {
+        room: Room::new(room).unwrap(),
+        body,
+        echo: false,
+        fragment: Fragment {
+            stream,
+            more,
+            cancel: false,
+        },
+    })
+    .encode_to_vec(out)
+    .unwrap();
+}
+
+/// The body of a MESSAGE payload.
+fn body(payload: &[u8]) -> &[u8] {
+    &payload[9 + payload[8] as usize..]
+}
+
+/// Sends the file as one stream, each fragment's body led by its index.
+fn stream_file(publisher: &mut Client, fragments: u32, stop: Option<&AtomicBool>) -> u32 {
+    let mut frame = Vec::with_capacity(FRAGMENT + 100);
+    let mut data = vec![0xA5u8; FRAGMENT];
+    let mut sent = 0;
+    for i in 0..fragments {
+        let last = i + 1 == fragments || stop.is_some_and(|s| s.load(Ordering::Relaxed));
+        data[..4].copy_from_slice(&i.to_be_bytes());
+        frame.clear();
+        publish_bytes(&data, 1, !last, &mut frame);
+        if let Err(e) = std::io::Write::write_all(&mut publisher.stream, &frame) {
+            let why = publisher.recv();
+            panic!("the publisher's write failed after {sent} fragments: {e}; it got {why:?}");
+        }
+        sent += 1;
+        if last {
+            break;
+        }
+    }
+    sent
+}
+
+/// Reads fragments of stream 1 until the last; checks each one's index and
+/// size. Returns how many arrived, or the ERROR code that cut the reader.
+fn read_file(reader: &mut Client, bytes_per_sec: Option<usize>) -> Result<u32, ErrorCode> {
+    let mut next = 0u32;
+    let mut read = 0usize;
+    let start = Instant::now();
+    loop {
+        let Some(got) = reader.recv() else {
+            panic!("EOF after {next} fragments");
+        };
+        match got.ty {
+            FrameType::Message => {}
+            FrameType::Error => return Err(got.code()),
+            other => panic!("unexpected {other:?}"),
+        }
+        assert_eq!(got.stream, 1);
+        let b = body(&got.payload);
+        assert_eq!(b.len(), FRAGMENT, "fragment {next}");
+        assert_eq!(u32::from_be_bytes(b[..4].try_into().unwrap()), next, "in order");
+        next += 1;
+        read += got.payload.len();
+        if let Some(per_sec) = bytes_per_sec {
+            // Sleep until this many bytes are due at the throttled rate.
+            let due = Duration::from_secs_f64(read as f64 / per_sec as f64);
+            if let Some(wait) = due.checked_sub(start.elapsed()) {
+                std::thread::sleep(wait);
+            }
+        }
+        if got.flags & 1 == 0 {
+            return Ok(next); // MORE clear: the last fragment
+        }
+    }
+}
+
+/// The scenario of issue 11: three readers that keep up, one publisher
+/// streaming 67 MB as fast as its socket takes it. Every reader gets every
+/// fragment in order; nobody is cut.
+fn file_to_three_fast_readers(shards: &str) {
+    let server = Server::start(&["--shards", shards]);
+    for run in 0..runs() {
+        let mut readers: Vec<Client> = (0..3).map(|_| joined(&server)).collect();
+        let mut publisher = joined(&server);
+        let threads: Vec<_> = readers
+            .drain(..)
+            .map(|mut r| std::thread::spawn(move || read_file(&mut r, None)))
+            .collect();
+        let start = Instant::now();
+        stream_file(&mut publisher, FILE_FRAGMENTS, None);
+        for t in threads {
+            assert_eq!(
+                t.join().unwrap(),
+                Ok(FILE_FRAGMENTS),
+                "--shards {shards}, run {run}: a reader did not get the whole file"
+            );
+        }
+        eprintln!(
+            "--shards {shards} run {run}: 3 x {} MB in {:?}",
+            FILE_FRAGMENTS as usize * FRAGMENT / 1_000_000,
+            start.elapsed()
+        );
+    }
+    assert_eq!(server.metric("ringroom_closed_total", Some("slow_consumer")), 0);
+}
+
+#[test]
+fn a_file_reaches_three_fast_readers_on_one_shard() {
+    file_to_three_fast_readers("1");
+}
+
+#[test]
+fn a_file_reaches_three_fast_readers_on_two_shards() {
+    file_to_three_fast_readers("2");
+}
+
+#[test]
+fn a_file_reaches_three_fast_readers_on_four_shards() {
+    file_to_three_fast_readers("4");
+}
+
+/// 65,536 chat messages of 1 KB at full speed, readers that keep up, and a
+/// 64 KiB queue bound: nobody is cut, every message arrives once in order.
+fn chat_to_five_fast_readers(shards: &str) {
+    const MESSAGES: u32 = 65_536;
+    let server = Server::start(&["--shards", shards, "--queue-bytes", "65536"]);
+    for run in 0..runs() {
+        let readers: Vec<Client> = (0..5).map(|_| joined(&server)).collect();
+        let mut publisher = joined(&server);
+        let threads: Vec<_> = readers
+            .into_iter()
+            .map(|mut r| {
+                std::thread::spawn(move || {
+                    for i in 0..MESSAGES {
+                        let got = r.recv().expect("EOF");
+                        if got.ty == FrameType::Error {
+                            return Err((i, got.code()));
+                        }
+                        let b = body(&got.payload);
+                        assert_eq!(u32::from_be_bytes(b[..4].try_into().unwrap()), i);
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        let mut batch = Vec::new();
+        let mut data = [0x5Au8; 1000];
+        for i in 0..MESSAGES {
+            data[..4].copy_from_slice(&i.to_be_bytes());
+            publish_bytes(&data, 0, false, &mut batch);
+            if batch.len() > 60_000 {
+                publisher.send_raw(&batch);
+                batch.clear();
+            }
+        }
+        publisher.send_raw(&batch);
+        for t in threads {
+            assert_eq!(
+                t.join().unwrap(),
+                Ok(()),
+                "--shards {shards}, run {run}: a reader was cut"
+            );
+        }
+    }
+    assert_eq!(server.metric("ringroom_closed_total", Some("slow_consumer")), 0);
+}
+
+#[test]
+fn chat_at_full_speed_reaches_fast_readers_with_a_64k_queue_on_one_shard() {
+    chat_to_five_fast_readers("1");
+}
+
+#[test]
+fn chat_at_full_speed_reaches_fast_readers_with_a_64k_queue_on_two_shards() {
+    chat_to_five_fast_readers("2");
+}
+
+#[test]
+fn chat_at_full_speed_reaches_fast_readers_with_a_64k_queue_on_four_shards() {
+    chat_to_five_fast_readers("4");
+}
+
+#[test]
+fn a_throttled_reader_gets_the_whole_file_and_paces_the_publisher() {
+    // 500 fragments (30 MB); one reader takes 10 MB/s, one keeps up.
+    const FRAGMENTS: u32 = 500;
+    let server = Server::start(&["--shards", "2"]);
+    let mut slow = joined(&server);
+    let mut fast = joined(&server);
+    let mut publisher = joined(&server);
+    // Small socket buffers at the client ends, so that what paces is the
+    // server; its own end of the publisher's connection still buffers up to
+    // tcp_rmem's maximum (6 MB by default) once it pauses reading.
+    let _ = socket2::SockRef::from(&slow.stream).set_recv_buffer_size(64 << 10);
+    let _ = socket2::SockRef::from(&publisher.stream).set_send_buffer_size(64 << 10);
+    let slow = std::thread::spawn(move || {
+        read_file(&mut slow, Some(10_000_000))
+    });
+    let fast = std::thread::spawn(move || read_file(&mut fast, None));
+    let start = Instant::now();
+    stream_file(&mut publisher, FRAGMENTS, None);
+    let publisher_done = start.elapsed();
+    assert_eq!(slow.join().unwrap(), Ok(FRAGMENTS));
+    assert_eq!(fast.join().unwrap(), Ok(FRAGMENTS));
+    let total = start.elapsed();
+    eprintln!("publisher done after {publisher_done:?}, slow reader after {total:?}");
+    // 30 MB at 10 MB/s: 3 s. The publisher could write all of it in a
+    // fraction of that; held to the slow reader's pace, it ends when what is
+    // left fits in the window and the sockets' buffers (under 11 MB here).
+    assert!(total >= Duration::from_millis(2900), "throttled: {total:?}");
+    assert!(
+        publisher_done > Duration::from_millis(1800),
+        "the publisher was not paced: done after {publisher_done:?}"
+    );
+    assert!(server.metric("ringroom_flow_paused_total", None) > 0);
+    assert_eq!(server.metric("ringroom_closed_total", Some("slow_consumer")), 0);
+}
+
+#[test]
+fn a_reader_that_stops_is_cut_after_the_slow_consumer_limit_and_the_rest_finish() {
+    const FRAGMENTS: u32 = 400; // 24 MB
+    let server = Server::start(&["--shards", "2", "--slow-consumer-ms", "1000"]);
+    let stopped = joined(&server);
+    let _ = socket2::SockRef::from(&stopped.stream).set_recv_buffer_size(64 << 10);
+    let mut fast = joined(&server);
+    let mut publisher = joined(&server);
+    let fast = std::thread::spawn(move || read_file(&mut fast, None));
+    let start = Instant::now();
+    stream_file(&mut publisher, FRAGMENTS, None);
+    assert_eq!(fast.join().unwrap(), Ok(FRAGMENTS));
+    let took = start.elapsed();
+    eprintln!("the fast reader finished after {took:?}");
+    assert!(took >= Duration::from_millis(900), "held back until the cut");
+    assert!(took < Duration::from_secs(8));
+    server.wait_metric("ringroom_slow_consumer_stalls_total", None, 1);
+    drop(stopped);
+}
+
+/// Chat lines every 50 ms from one member to another, while (or not) a file
+/// streams to that other member as fast as it reads: their delay, p50 / p99 / max.
+fn chat_delays(with_file: bool) -> (Duration, Duration, Duration) {
+    const LINES: usize = 40;
+    let server = Server::start(&["--shards", "2"]);
+    let mut receiver = member_of(&server, &[ROOM, CHAT]);
+    let mut talker = member_of(&server, &[CHAT]);
+    let mut filer = joined(&server);
+    let epoch = Instant::now();
+    let done = Arc::new(AtomicBool::new(false));
+    let go = Arc::new(Barrier::new(2));
+    let file = with_file.then(|| {
+        let (done, go) = (done.clone(), go.clone());
+        std::thread::spawn(move || {
+            go.wait();
+            stream_file(&mut filer, u32::MAX, Some(&done))
+        })
+    });
+    let reader = std::thread::spawn(move || {
+        let mut delays = Vec::new();
+        let mut fragments = 0u32;
+        let mut file_ended = !with_file;
+        while delays.len() < LINES || !file_ended {
+            let got = receiver.recv().expect("EOF");
+            assert_eq!(got.ty, FrameType::Message);
+            if got.stream != 0 {
+                let b = body(&got.payload);
+                assert_eq!(u32::from_be_bytes(b[..4].try_into().unwrap()), fragments);
+                fragments += 1;
+                file_ended = got.flags & 1 == 0;
+            } else {
+                let b = body(&got.payload);
+                let sent = u64::from_be_bytes(b[..8].try_into().unwrap());
+                delays.push(epoch.elapsed() - Duration::from_nanos(sent));
+            }
+        }
+        (delays, fragments)
+    });
+    if with_file {
+        go.wait();
+        std::thread::sleep(Duration::from_millis(200)); // the file is flowing
+    }
+    for _ in 0..LINES {
+        let now = epoch.elapsed().as_nanos() as u64;
+        let mut line = Vec::new();
+        publish_to(CHAT, &now.to_be_bytes(), 0, false, &mut line);
+        talker.send_raw(&line);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    done.store(true, Ordering::Relaxed); // the file ends with its next fragment
+    let (mut delays, received) = reader.join().unwrap();
+    if let Some(file) = file {
+        let fragments = file.join().unwrap();
+        assert_eq!(received, fragments, "the whole file, in order");
+        eprintln!(
+            "{fragments} file fragments ({} MB) streamed meanwhile",
+            fragments as usize * FRAGMENT / 1_000_000
+        );
+        assert!(fragments > 100, "the file did stream");
+    }
+    delays.sort();
+    let at = |q: f64| delays[((delays.len() - 1) as f64 * q) as usize];
+    (at(0.5), at(0.99), *delays.last().unwrap())
+}
+
+#[test]
+fn chat_lines_do_not_wait_behind_a_file() {
+    let without = chat_delays(false);
+    let with = chat_delays(true);
+    eprintln!("chat delay p50 / p99 / max without a file: {without:?}; with a file streaming: {with:?}");
+    assert!(
+        with.1 < without.1 + Duration::from_millis(20),
+        "p99 with a file {:?} vs without {:?}",
+        with.1,
+        without.1
+    );
+}
