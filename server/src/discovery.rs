@@ -22,16 +22,29 @@ pub struct DiscoveryMetrics {
 /// Longest server name sent in a reply.
 pub const MAX_NAME_LEN: usize = 64;
 
-/// Binds `addr` and answers requests for ever on a thread named `discovery`;
+/// Binds the discovery port, exclusively: a port another process holds is
+/// refused (no `SO_REUSEADDR`/`SO_REUSEPORT`, so the kernel says EADDRINUSE).
+pub fn bind(addr: SocketAddr) -> Result<UdpSocket, String> {
+    UdpSocket::bind(addr).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::AddrInUse {
+            format!(
+                "cannot answer discovery on UDP {addr}: another process holds that port \
+                 (another ringroom-server?); choose one with --discovery ADDR, or --discovery off"
+            )
+        } else {
+            format!("cannot answer discovery on UDP {addr}: {e}")
+        }
+    })
+}
+
+/// Answers requests on `socket` for ever on a thread named `discovery`;
 /// returns the bound address.
 pub fn serve(
-    addr: SocketAddr,
+    socket: UdpSocket,
     tcp_port: u16,
     name: &str,
     metrics: Arc<DiscoveryMetrics>,
 ) -> Result<SocketAddr, String> {
-    let socket =
-        UdpSocket::bind(addr).map_err(|e| format!("cannot answer discovery on UDP {addr}: {e}"))?;
     let local = socket.local_addr().map_err(|e| e.to_string())?;
     let name = truncate(name, MAX_NAME_LEN).to_owned();
     std::thread::Builder::new()
@@ -81,7 +94,7 @@ mod tests {
     fn answers_requests_and_ignores_the_rest() {
         let metrics = Arc::new(DiscoveryMetrics::default());
         let addr = serve(
-            "127.0.0.1:0".parse().unwrap(),
+            bind("127.0.0.1:0".parse().unwrap()).unwrap(),
             7700,
             "test-server",
             metrics.clone(),
@@ -104,6 +117,13 @@ mod tests {
         assert!(client.recv_from(&mut buf).is_err(), "no reply to the junk");
         assert_eq!(metrics.ignored.get(), 1);
         assert_eq!(metrics.replies.get(), 1);
+    }
+
+    #[test]
+    fn a_port_held_by_another_socket_is_refused_with_the_reason() {
+        let held = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let e = bind(held.local_addr().unwrap()).unwrap_err();
+        assert!(e.contains("another process holds that port"), "{e}");
     }
 
     #[test]

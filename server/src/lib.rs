@@ -10,6 +10,8 @@
 //! * [`shard`]: one shard's event loop, joining engine and core.
 //! * [`metrics`]: per-shard counters, Prometheus text and the stderr summary.
 //! * [`discovery`]: the UDP discovery responder.
+//! * [`portcheck`]: one server per address (listeners of other processes on our port).
+//! * [`flow`]: stream flow control, a publisher paced by its slowest reader.
 //! * [`server`]: start-up checks, listeners, threads, signals and shutdown.
 #![forbid(unsafe_code)]
 
@@ -21,6 +23,7 @@ pub mod discovery;
 pub mod flow;
 pub mod metrics;
 pub mod outq;
+pub mod portcheck;
 pub mod rooms;
 pub mod server;
 pub mod shard;

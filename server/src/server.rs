@@ -17,6 +17,7 @@ use crate::config::{plan, Args, DiscoveryAddr, Plan};
 use crate::core::{Admission, Limits};
 use crate::discovery::{self, DiscoveryMetrics};
 use crate::metrics::{render_prometheus, summary_line, ShardMetrics};
+use crate::portcheck;
 use crate::rooms::Registry;
 use crate::shard::{self, ShardSpec};
 use engine::{sys, EngineConfig, RingMode};
@@ -66,8 +67,22 @@ impl Server {
             eprintln!("ringroom-server: {note}");
         }
 
+        // Every address is bound before any shard starts: a port another
+        // process holds is refused here, with nothing started.
         let listeners = bind_listeners(&args, plan.shards)?;
         let local = listeners.1;
+        let discovery_socket = match args.discovery {
+            DiscoveryAddr::Off => None,
+            DiscoveryAddr::At(addr) => Some(discovery::bind(addr)?),
+            DiscoveryAddr::Default => Some(discovery::bind(SocketAddr::new(
+                local.ip(),
+                local.port().wrapping_add(1),
+            ))?),
+        };
+        let metrics_listener = match args.metrics.0 {
+            Some(addr) => Some(bind_metrics(addr)?),
+            None => None,
+        };
         let stop = Arc::new(AtomicBool::new(false));
         let admission = Arc::new(Admission::new(plan.max_conns));
         let metrics: Vec<Arc<ShardMetrics>> = (0..plan.shards)
@@ -158,25 +173,18 @@ impl Server {
         }
 
         let discovery_metrics = Arc::new(DiscoveryMetrics::default());
-        let discovery_at = match args.discovery {
-            DiscoveryAddr::Off => None,
-            DiscoveryAddr::At(addr) => Some(addr),
-            DiscoveryAddr::Default => {
-                Some(SocketAddr::new(local.ip(), local.port().wrapping_add(1)))
-            }
-        };
-        let discovery_addr = match discovery_at {
-            Some(addr) => Some(discovery::serve(
-                addr,
+        let discovery_addr = match discovery_socket {
+            Some(socket) => Some(discovery::serve(
+                socket,
                 local.port(),
                 &args.name,
                 discovery_metrics.clone(),
             )?),
             None => None,
         };
-        let metrics_addr = match args.metrics.0 {
-            Some(addr) => Some(serve_metrics(
-                addr,
+        let metrics_addr = match metrics_listener {
+            Some(listener) => Some(serve_metrics(
+                listener,
                 server.metrics.clone(),
                 discovery_metrics,
             )?),
@@ -342,11 +350,31 @@ fn limits(args: &Args, plan: &Plan, shard: usize) -> Limits {
 /// One SO_REUSEPORT listener per shard, all on the same port (the first one
 /// picks it when --listen names port 0). Accepted sockets inherit TCP_NODELAY,
 /// keepalive and TCP_USER_TIMEOUT from their listener.
+///
+/// SO_REUSEPORT would let another process of the same user join the group
+/// and take a share of the connections: another listener on an overlapping
+/// address is refused, looked for before binding and again after (so that of
+/// two servers racing, neither goes on thinking it is alone).
 fn bind_listeners(args: &Args, shards: usize) -> Result<(Vec<OwnedFd>, SocketAddr), String> {
     let mut addr = args.listen;
+    if addr.port() != 0 {
+        let others = portcheck::foreign_listeners(addr, &[]);
+        if !others.is_empty() {
+            return Err(portcheck::refusal(addr, &others));
+        }
+    }
     let mut fds = Vec::with_capacity(shards);
     for _ in 0..shards {
-        let socket = listener(addr, args).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+        let socket = listener(addr, args).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::AddrInUse {
+                format!(
+                    "cannot listen on {addr}: another socket holds that address; stop the \
+                     process that has it, or choose another --listen"
+                )
+            } else {
+                format!("cannot listen on {addr}: {e}")
+            }
+        })?;
         if addr.port() == 0 {
             addr = socket
                 .local_addr()
@@ -355,6 +383,11 @@ fn bind_listeners(args: &Args, shards: usize) -> Result<(Vec<OwnedFd>, SocketAdd
                 .ok_or("cannot read the listener's address")?;
         }
         fds.push(OwnedFd::from(socket));
+    }
+    let ours: Vec<u64> = fds.iter().filter_map(portcheck::inode_of).collect();
+    let others = portcheck::foreign_listeners(addr, &ours);
+    if !others.is_empty() {
+        return Err(portcheck::refusal(addr, &others));
     }
     Ok((fds, addr))
 }
@@ -380,15 +413,28 @@ fn listener(addr: SocketAddr, args: &Args) -> std::io::Result<Socket> {
     Ok(socket)
 }
 
-/// Serves `GET /metrics` on `addr` from a thread of its own, one request at a
-/// time, each bounded in size and time.
+/// Binds the metrics port (a listening socket without SO_REUSEPORT: one
+/// another process holds is EADDRINUSE).
+fn bind_metrics(addr: SocketAddr) -> Result<TcpListener, String> {
+    TcpListener::bind(addr).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::AddrInUse {
+            format!(
+                "cannot serve metrics on {addr}: another process holds that port (another \
+                 ringroom-server?); choose one with --metrics ADDR, or --metrics off"
+            )
+        } else {
+            format!("cannot serve metrics on {addr}: {e}")
+        }
+    })
+}
+
+/// Serves `GET /metrics` on `listener` from a thread of its own, one request
+/// at a time, each bounded in size and time.
 fn serve_metrics(
-    addr: SocketAddr,
+    listener: TcpListener,
     shards: Vec<Arc<ShardMetrics>>,
     discovery: Arc<DiscoveryMetrics>,
 ) -> Result<SocketAddr, String> {
-    let listener =
-        TcpListener::bind(addr).map_err(|e| format!("cannot serve metrics on {addr}: {e}"))?;
     let local = listener.local_addr().map_err(|e| e.to_string())?;
     std::thread::Builder::new()
         .name("metrics".into())
