@@ -1,6 +1,6 @@
 //! The ringroom wire protocol, version 1, as plain Rust: no sockets, no clock.
 //!
-//! `PROTOCOL.md` is the contract; this crate is its single implementation, shared
+//! `docs/PROTOCOL.md` is the contract; this crate is its single implementation, shared
 //! by the server, the load generator and the tests.
 //!
 //! * [`Header`] and [`FrameType`]: the fixed 8-byte frame header.

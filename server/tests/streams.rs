@@ -6,10 +6,10 @@
 mod common;
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Barrier};
+use std::sync::{Arc, Barrier, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{Client, Server};
+use common::{Client, FastReader, Server};
 use proto::{ErrorCode, Fragment, Frame, FrameType, Hello, Publish, Room};
 
 const ROOM: &str = "files";
@@ -17,6 +17,13 @@ const ROOM: &str = "files";
 const FRAGMENT: usize = 60_000;
 /// 1,119 fragments of 60,000 bytes: 67.1 MB, just over 64 MiB.
 const FILE_FRAGMENTS: u32 = 1_119;
+
+/// These tests load both cores: one at a time, so that each measures itself.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn alone() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 /// How many runs of each scenario (`RINGROOM_STREAM_RUNS`, default 5).
 fn runs() -> usize {
@@ -95,27 +102,35 @@ fn stream_file(publisher: &mut Client, fragments: u32, stop: Option<&AtomicBool>
     sent
 }
 
+/// The ERROR code of an ERROR frame's payload.
+fn error_code(payload: &[u8]) -> ErrorCode {
+    ErrorCode(u16::from_be_bytes([payload[0], payload[1]]))
+}
+
 /// Reads fragments of stream 1 until the last; checks each one's index and
 /// size. Returns how many arrived, or the ERROR code that cut the reader.
-fn read_file(reader: &mut Client, bytes_per_sec: Option<usize>) -> Result<u32, ErrorCode> {
+fn read_file(reader: Client, bytes_per_sec: Option<usize>) -> Result<u32, ErrorCode> {
+    let mut reader = FastReader::new(reader);
     let mut next = 0u32;
     let mut read = 0usize;
+    let mut result = None;
     let start = Instant::now();
-    loop {
-        let Some(got) = reader.recv() else {
-            panic!("EOF after {next} fragments");
-        };
-        match got.ty {
-            FrameType::Message => {}
-            FrameType::Error => return Err(got.code()),
-            other => panic!("unexpected {other:?}"),
+    let open = reader.frames(|f| {
+        if f.ty == FrameType::Error as u8 {
+            result = Some(Err(error_code(f.payload)));
+            return false;
         }
-        assert_eq!(got.stream, 1);
-        let b = body(&got.payload);
+        assert_eq!(f.ty, FrameType::Message as u8);
+        assert_eq!(f.stream, 1);
+        let b = body(f.payload);
         assert_eq!(b.len(), FRAGMENT, "fragment {next}");
-        assert_eq!(u32::from_be_bytes(b[..4].try_into().unwrap()), next, "in order");
+        assert_eq!(
+            u32::from_be_bytes(b[..4].try_into().unwrap()),
+            next,
+            "in order"
+        );
         next += 1;
-        read += got.payload.len();
+        read += f.payload.len();
         if let Some(per_sec) = bytes_per_sec {
             // Sleep until this many bytes are due at the throttled rate.
             let due = Duration::from_secs_f64(read as f64 / per_sec as f64);
@@ -123,10 +138,14 @@ fn read_file(reader: &mut Client, bytes_per_sec: Option<usize>) -> Result<u32, E
                 std::thread::sleep(wait);
             }
         }
-        if got.flags & 1 == 0 {
-            return Ok(next); // MORE clear: the last fragment
+        if f.flags & 1 == 0 {
+            result = Some(Ok(next)); // MORE clear: the last fragment
+            return false;
         }
-    }
+        true
+    });
+    assert!(open, "EOF after {next} fragments");
+    result.expect("stopped only with a result")
 }
 
 /// The scenario of issue 11: three readers that keep up, one publisher
@@ -139,7 +158,7 @@ fn file_to_three_fast_readers(shards: &str) {
         let mut publisher = joined(&server);
         let threads: Vec<_> = readers
             .drain(..)
-            .map(|mut r| std::thread::spawn(move || read_file(&mut r, None)))
+            .map(|r| std::thread::spawn(move || read_file(r, None)))
             .collect();
         let start = Instant::now();
         stream_file(&mut publisher, FILE_FRAGMENTS, None);
@@ -156,21 +175,27 @@ fn file_to_three_fast_readers(shards: &str) {
             start.elapsed()
         );
     }
-    assert_eq!(server.metric("ringroom_closed_total", Some("slow_consumer")), 0);
+    assert_eq!(
+        server.metric("ringroom_closed_total", Some("slow_consumer")),
+        0
+    );
 }
 
 #[test]
 fn a_file_reaches_three_fast_readers_on_one_shard() {
+    let _alone = alone();
     file_to_three_fast_readers("1");
 }
 
 #[test]
 fn a_file_reaches_three_fast_readers_on_two_shards() {
+    let _alone = alone();
     file_to_three_fast_readers("2");
 }
 
 #[test]
 fn a_file_reaches_three_fast_readers_on_four_shards() {
+    let _alone = alone();
     file_to_three_fast_readers("4");
 }
 
@@ -184,17 +209,23 @@ fn chat_to_five_fast_readers(shards: &str) {
         let mut publisher = joined(&server);
         let threads: Vec<_> = readers
             .into_iter()
-            .map(|mut r| {
+            .map(|r| {
                 std::thread::spawn(move || {
-                    for i in 0..MESSAGES {
-                        let got = r.recv().expect("EOF");
-                        if got.ty == FrameType::Error {
-                            return Err((i, got.code()));
+                    let mut r = FastReader::new(r);
+                    let mut next = 0u32;
+                    let mut cut = None;
+                    let open = r.frames(|f| {
+                        if f.ty == FrameType::Error as u8 {
+                            cut = Some((next, error_code(f.payload)));
+                            return false;
                         }
-                        let b = body(&got.payload);
-                        assert_eq!(u32::from_be_bytes(b[..4].try_into().unwrap()), i);
-                    }
-                    Ok(())
+                        let b = body(f.payload);
+                        assert_eq!(u32::from_be_bytes(b[..4].try_into().unwrap()), next);
+                        next += 1;
+                        next < MESSAGES
+                    });
+                    assert!(open, "EOF after {next} messages");
+                    cut.map_or(Ok(()), Err)
                 })
             })
             .collect();
@@ -217,41 +248,46 @@ fn chat_to_five_fast_readers(shards: &str) {
             );
         }
     }
-    assert_eq!(server.metric("ringroom_closed_total", Some("slow_consumer")), 0);
+    assert_eq!(
+        server.metric("ringroom_closed_total", Some("slow_consumer")),
+        0
+    );
 }
 
 #[test]
 fn chat_at_full_speed_reaches_fast_readers_with_a_64k_queue_on_one_shard() {
+    let _alone = alone();
     chat_to_five_fast_readers("1");
 }
 
 #[test]
 fn chat_at_full_speed_reaches_fast_readers_with_a_64k_queue_on_two_shards() {
+    let _alone = alone();
     chat_to_five_fast_readers("2");
 }
 
 #[test]
 fn chat_at_full_speed_reaches_fast_readers_with_a_64k_queue_on_four_shards() {
+    let _alone = alone();
     chat_to_five_fast_readers("4");
 }
 
 #[test]
 fn a_throttled_reader_gets_the_whole_file_and_paces_the_publisher() {
+    let _alone = alone();
     // 500 fragments (30 MB); one reader takes 10 MB/s, one keeps up.
     const FRAGMENTS: u32 = 500;
     let server = Server::start(&["--shards", "2"]);
-    let mut slow = joined(&server);
-    let mut fast = joined(&server);
+    let slow = joined(&server);
+    let fast = joined(&server);
     let mut publisher = joined(&server);
     // Small socket buffers at the client ends, so that what paces is the
     // server; its own end of the publisher's connection still buffers up to
     // tcp_rmem's maximum (6 MB by default) once it pauses reading.
     let _ = socket2::SockRef::from(&slow.stream).set_recv_buffer_size(64 << 10);
     let _ = socket2::SockRef::from(&publisher.stream).set_send_buffer_size(64 << 10);
-    let slow = std::thread::spawn(move || {
-        read_file(&mut slow, Some(10_000_000))
-    });
-    let fast = std::thread::spawn(move || read_file(&mut fast, None));
+    let slow = std::thread::spawn(move || read_file(slow, Some(10_000_000)));
+    let fast = std::thread::spawn(move || read_file(fast, None));
     let start = Instant::now();
     stream_file(&mut publisher, FRAGMENTS, None);
     let publisher_done = start.elapsed();
@@ -268,24 +304,31 @@ fn a_throttled_reader_gets_the_whole_file_and_paces_the_publisher() {
         "the publisher was not paced: done after {publisher_done:?}"
     );
     assert!(server.metric("ringroom_flow_paused_total", None) > 0);
-    assert_eq!(server.metric("ringroom_closed_total", Some("slow_consumer")), 0);
+    assert_eq!(
+        server.metric("ringroom_closed_total", Some("slow_consumer")),
+        0
+    );
 }
 
 #[test]
 fn a_reader_that_stops_is_cut_after_the_slow_consumer_limit_and_the_rest_finish() {
+    let _alone = alone();
     const FRAGMENTS: u32 = 400; // 24 MB
     let server = Server::start(&["--shards", "2", "--slow-consumer-ms", "1000"]);
     let stopped = joined(&server);
     let _ = socket2::SockRef::from(&stopped.stream).set_recv_buffer_size(64 << 10);
-    let mut fast = joined(&server);
+    let fast = joined(&server);
     let mut publisher = joined(&server);
-    let fast = std::thread::spawn(move || read_file(&mut fast, None));
+    let fast = std::thread::spawn(move || read_file(fast, None));
     let start = Instant::now();
     stream_file(&mut publisher, FRAGMENTS, None);
     assert_eq!(fast.join().unwrap(), Ok(FRAGMENTS));
     let took = start.elapsed();
     eprintln!("the fast reader finished after {took:?}");
-    assert!(took >= Duration::from_millis(900), "held back until the cut");
+    assert!(
+        took >= Duration::from_millis(900),
+        "held back until the cut"
+    );
     assert!(took < Duration::from_secs(8));
     server.wait_metric("ringroom_slow_consumer_stalls_total", None, 1);
     drop(stopped);
@@ -358,9 +401,12 @@ fn chat_delays(with_file: bool) -> (Duration, Duration, Duration) {
 
 #[test]
 fn chat_lines_do_not_wait_behind_a_file() {
+    let _alone = alone();
     let without = chat_delays(false);
     let with = chat_delays(true);
-    eprintln!("chat delay p50 / p99 / max without a file: {without:?}; with a file streaming: {with:?}");
+    eprintln!(
+        "chat delay p50 / p99 / max without a file: {without:?}; with a file streaming: {with:?}"
+    );
     assert!(
         with.1 < without.1 + Duration::from_millis(20),
         "p99 with a file {:?} vs without {:?}",

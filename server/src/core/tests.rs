@@ -1236,7 +1236,14 @@ fn a_publisher_that_closes_while_paused_loses_nothing() {
     h.release(2);
     h.settle();
     let got = h.received(2);
-    let messages: Vec<_> = got.iter().filter(|(ty, _)| *ty == FrameType::Message).collect();
+    let messages: Vec<_> = got
+        .iter()
+        .filter(|(ty, _)| *ty == FrameType::Message)
+        .collect();
     assert_eq!(messages.len(), 8, "every fragment, and no CANCEL");
-    assert_eq!(h.closed(CloseReason::Peer), 1, "closed once it was all handled");
+    assert_eq!(
+        h.closed(CloseReason::Peer),
+        1,
+        "closed once it was all handled"
+    );
 }
