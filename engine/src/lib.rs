@@ -358,6 +358,11 @@ impl Engine {
         })
     }
 
+    /// Completions waiting to be read now.
+    pub fn completions_ready(&mut self) -> usize {
+        self.ring.completion().len()
+    }
+
     /// Whether a multishot accept is armed.
     pub fn is_accepting(&self) -> bool {
         self.accepting

@@ -89,7 +89,7 @@ pub fn run(spec: ShardSpec, ready: impl FnOnce(Result<(), StartError>)) {
         if let Err(e) = engine.submit_and_wait(Duration::from_millis(wait)) {
             panic!("shard {}: io_uring_enter failed: {e}", core.limits().shard);
         }
-        core.sends_submitted();
+        core.sends_submitted(engine.completions_ready());
         let now = now_ms(&clock);
         if panic_at.is_some_and(|at| now >= at) {
             panic!(
@@ -124,9 +124,8 @@ pub fn run(spec: ShardSpec, ready: impl FnOnce(Result<(), StartError>)) {
             Event::Woken => woken = true,
         });
         completions_left = !dry;
-        if dry {
-            core.completions_drained(now);
-        } else {
+        core.completions_read(n, now);
+        if !dry {
             spec.metrics.input_budget_hits.inc();
         }
         if n > 0 {

@@ -1,0 +1,403 @@
+//! One connection: its state, and the protocol frame by frame. The shard
+//! core ([`super::ShardCore`]) owns the connections and calls in here with a
+//! [`Ctx`] of what a frame may touch besides its own connection.
+
+use std::sync::Arc;
+
+use proto::{DecodeError, ErrorCode, Frame, Malformed, Message, Status, Welcome};
+
+use super::Limits;
+use crate::broadcast::Broadcast;
+use crate::flow::Flow;
+use crate::metrics::{CloseReason, ShardMetrics};
+use crate::outq::{BufPool, OutQueue};
+use crate::rooms::{Joined, ShardRooms};
+use crate::wheel::TimerWheel;
+
+/// Why a connection's reading is paused (its input waits in
+/// [`ShardCore::parked`], and TCP pushes back on the client).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Pause {
+    /// Reading.
+    No,
+    /// A PUBLISH met the channels to other shards full.
+    Channels,
+    /// A stream PUBLISH met its own flow closed: a member is behind.
+    Flow,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Phase {
+    Open,
+    Draining,
+    Lingering,
+    Closing,
+}
+
+#[derive(Debug)]
+pub(super) struct ConnState {
+    pub(super) id: u64,
+    pub(super) gen: u32,
+    pub(super) phase: Phase,
+    pub(super) reason: CloseReason,
+    pub(super) out: OutQueue,
+    /// When the last complete frame arrived: liveness.
+    pub(super) last_rx_ms: u64,
+    /// When the incomplete frame the decoder holds began to arrive;
+    /// [`NO_FRAME`] when it holds none.
+    pub(super) frame_started_ms: u64,
+    /// While the socket refuses: when it last took bytes.
+    pub(super) stalled_since_ms: u64,
+    pub(super) heartbeat_ms: u32,
+    pub(super) idle_timeout_ms: u32,
+    pub(super) seen_frame: bool,
+    pub(super) admitted: bool,
+    pub(super) recv_armed: bool,
+    pub(super) needs_arm: bool,
+    pub(super) cancel_sent: bool,
+    pub(super) dirty: bool,
+    /// Reading is paused, and why. The PUBLISH that paused it and what
+    /// followed wait in [`ShardCore::parked`].
+    pub(super) pause: Pause,
+    /// The receive was cancelled for the pause.
+    pub(super) pause_cancel_sent: bool,
+    /// The peer closed its side while input was parked: close once that
+    /// input is handled (what a client sent before closing is not lost).
+    pub(super) eof_parked: bool,
+    /// Rooms and open streams; boxed, since most connections of a C100K run
+    /// are in no room and should not pay for the two lists.
+    pub(super) rooms: Option<Box<Memberships>>,
+}
+
+/// A connection's rooms (ids in its shard's table) and open stream ids.
+#[derive(Debug, Default)]
+pub(super) struct Memberships {
+    pub(super) rooms: Vec<u32>,
+    /// Open streams: (stream id, room id), cancelled for the room's members if
+    /// the connection goes away mid-stream.
+    pub(super) streams: Vec<(u16, u32)>,
+    /// The flow control of its stream fragments, made at its first one.
+    pub(super) flow: Option<Arc<Flow>>,
+}
+
+impl ConnState {
+    pub(super) fn member_of(&self, room: u32) -> bool {
+        self.rooms.as_ref().is_some_and(|m| m.rooms.contains(&room))
+    }
+
+    pub(super) fn flow(&self) -> Option<&Arc<Flow>> {
+        self.rooms.as_ref()?.flow.as_ref()
+    }
+
+    pub(super) fn is_paused(&self) -> bool {
+        self.pause != Pause::No
+    }
+
+    /// The earliest time something about this open connection is due: the
+    /// idle timeout (not while paused: the server chose not to read), the
+    /// frame timeout of an incomplete frame, or the slow-consumer limit of a
+    /// socket that refuses.
+    pub(super) fn deadline(&self, limits: &Limits) -> Option<u64> {
+        let idle = (!self.is_paused()).then(|| self.last_rx_ms + u64::from(self.idle_timeout_ms));
+        let frame = (self.frame_started_ms != NO_FRAME)
+            .then(|| self.frame_started_ms + limits.frame_timeout_for(self.idle_timeout_ms));
+        let stall = self
+            .out
+            .is_refused()
+            .then(|| self.stalled_since_ms + limits.slow_consumer_ms);
+        [idle, frame, stall].into_iter().flatten().min()
+    }
+}
+
+/// A PUBLISH accepted in this batch, to be delivered once the batch's frames
+/// are decoded (delivery touches other connections).
+#[derive(Debug)]
+pub(super) struct Published {
+    pub(super) message: Arc<Broadcast>,
+    pub(super) room: u32,
+    pub(super) sender: u32,
+    pub(super) echo: bool,
+}
+
+/// Everything a frame handler may touch besides the connection.
+pub(super) struct Ctx<'a> {
+    pub(super) limits: &'a Limits,
+    pub(super) pool: &'a mut BufPool,
+    pub(super) wheel: &'a mut TimerWheel,
+    pub(super) metrics: &'a ShardMetrics,
+    pub(super) rooms: &'a mut ShardRooms,
+    pub(super) published: &'a mut Vec<Published>,
+    pub(super) wake: &'a mut Vec<usize>,
+    pub(super) channels_full: bool,
+    pub(super) slot: u32,
+    pub(super) now: u64,
+}
+
+/// `frame_started_ms` of a connection whose decoder holds no partial frame.
+pub(super) const NO_FRAME: u64 = u64::MAX;
+
+pub(super) fn mark_dirty(st: &mut ConnState, dirty: &mut Vec<u32>, slot: u32) {
+    if !st.dirty {
+        st.dirty = true;
+        dirty.push(slot);
+    }
+}
+
+/// The last frame a connection gets: GOAWAY or ERROR.
+pub(super) fn last_frame(goaway: bool, code: ErrorCode, reason: &str) -> Frame<'_> {
+    let status = Status { code, reason };
+    if goaway {
+        Frame::GoAway(status)
+    } else {
+        Frame::Error(status)
+    }
+}
+
+/// Ends an open connection gracefully: `frame` (if any) goes out after what is
+/// queued, then the write side is shut, all within the drain time.
+pub(super) fn begin_close(
+    st: &mut ConnState,
+    cx: &mut Ctx<'_>,
+    reason: CloseReason,
+    frame: Option<Frame<'_>>,
+) {
+    if st.phase != Phase::Open {
+        return;
+    }
+    st.reason = reason;
+    if let Some(frame) = frame {
+        st.out.push_unbounded(&frame, cx.pool);
+        cx.metrics.frames_out.inc();
+    }
+    st.phase = Phase::Draining;
+    cx.wheel.schedule(cx.slot, cx.now + cx.limits.drain_ms);
+}
+
+/// Ends a connection now: nothing more is sent.
+pub(super) fn close_now(st: &mut ConnState, reason: CloseReason) {
+    if st.phase == Phase::Open {
+        st.reason = reason;
+    }
+    st.phase = Phase::Closing;
+}
+
+/// A fatal decode error: ERROR with its code, then close.
+pub(super) fn protocol_error(st: &mut ConnState, cx: &mut Ctx<'_>, e: DecodeError) {
+    let reason = match e.code() {
+        ErrorCode::FRAME_TOO_LARGE => CloseReason::FrameTooLarge,
+        ErrorCode::UNKNOWN_TYPE => CloseReason::UnknownType,
+        _ => CloseReason::Malformed,
+    };
+    let text = e.to_string();
+    begin_close(st, cx, reason, Some(last_frame(false, e.code(), &text)));
+}
+
+/// Queues a reply frame; an overflowing queue cuts the connection off.
+pub(super) fn reply(st: &mut ConnState, cx: &mut Ctx<'_>, frame: &Frame<'_>) {
+    match st.out.push(frame, cx.limits.queue_bytes, cx.pool) {
+        Ok(()) => cx.metrics.frames_out.inc(),
+        Err(_) => slow_consumer(st, cx, OVERFLOW_REASON),
+    }
+}
+
+/// Why a connection was cut as a slow consumer, in its ERROR.
+pub(super) const OVERFLOW_REASON: &str =
+    "outgoing queue full: the socket refused and more than --queue-bytes came since";
+pub(super) const STALL_REASON: &str = "the socket took nothing within --slow-consumer-ms";
+
+/// A slow consumer: drop the backlog (opening the flows it held back), send
+/// SLOW_CONSUMER, close.
+pub(super) fn slow_consumer(st: &mut ConnState, cx: &mut Ctx<'_>, reason: &str) {
+    st.out.discard_queued(cx.pool, cx.wake);
+    let frame = last_frame(false, ErrorCode::SLOW_CONSUMER, reason);
+    begin_close(st, cx, CloseReason::SlowConsumer, Some(frame));
+}
+
+/// Files an open connection on the wheel at its earliest deadline (which may
+/// have moved earlier: lazy re-arm only ever moves it later).
+pub(super) fn reschedule(st: &ConnState, cx: &mut Ctx<'_>) {
+    if st.phase == Phase::Open {
+        if let Some(at) = st.deadline(cx.limits) {
+            cx.wheel.schedule(cx.slot, at);
+        }
+    }
+}
+
+/// The wheel came due for an open connection: cut it if its socket took
+/// nothing for the slow-consumer limit, if a frame is overdue, or if nothing
+/// arrived within the idle timeout; else re-file it at its next deadline.
+pub(super) fn expire_if_due(st: &mut ConnState, cx: &mut Ctx<'_>) {
+    let now = cx.now;
+    if st.out.is_refused() && now >= st.stalled_since_ms + cx.limits.slow_consumer_ms {
+        cx.metrics.slow_consumer_stalls.inc();
+        return slow_consumer(st, cx, STALL_REASON);
+    }
+    let frame_due = st.frame_started_ms != NO_FRAME
+        && now >= st.frame_started_ms + cx.limits.frame_timeout_for(st.idle_timeout_ms);
+    let idle_due = !st.is_paused() && now >= st.last_rx_ms + u64::from(st.idle_timeout_ms);
+    if frame_due || idle_due {
+        cx.metrics.wheel_expiries.inc();
+        let (reason, text) = if frame_due {
+            (
+                CloseReason::FrameTimeout,
+                "a frame begun was not completed within the frame timeout",
+            )
+        } else {
+            (
+                CloseReason::HeartbeatTimeout,
+                "no complete frame received within the idle timeout",
+            )
+        };
+        let frame = last_frame(false, ErrorCode::HEARTBEAT_TIMEOUT, text);
+        return begin_close(st, cx, reason, Some(frame));
+    }
+    match st.deadline(cx.limits) {
+        Some(at) => cx.wheel.schedule(cx.slot, at), // lazy re-arm
+        // Paused, nothing else due: look again after an idle timeout.
+        None => cx
+            .wheel
+            .schedule(cx.slot, now + u64::from(st.idle_timeout_ms)),
+    }
+}
+
+/// A non-fatal ERROR (NOT_MEMBER, LIMIT): the connection stays open.
+pub(super) fn refuse(st: &mut ConnState, cx: &mut Ctx<'_>, code: ErrorCode, reason: &str) {
+    reply(st, cx, &Frame::Error(Status { code, reason }));
+}
+
+/// One decoded frame from a client.
+pub(super) fn on_frame(st: &mut ConnState, cx: &mut Ctx<'_>, frame: Frame<'_>) {
+    let first = !st.seen_frame;
+    st.seen_frame = true;
+    match frame {
+        Frame::Hello(hello) => {
+            if !first {
+                return protocol_error(st, cx, Malformed::LateHello.into());
+            }
+            st.heartbeat_ms = cx.limits.heartbeat_for(hello.heartbeat_ms);
+            st.idle_timeout_ms = cx.limits.idle_timeout_for(st.heartbeat_ms);
+            reschedule(st, cx);
+            let welcome = Frame::Welcome(Welcome {
+                conn_id: st.id,
+                heartbeat_ms: st.heartbeat_ms,
+                idle_timeout_ms: st.idle_timeout_ms,
+                max_payload: cx.limits.max_payload,
+                shard: cx.limits.shard,
+            });
+            reply(st, cx, &welcome);
+        }
+        Frame::Ping(payload) => reply(st, cx, &Frame::Pong(payload)),
+        Frame::Pong(_) => {} // a sign of life; unsolicited PONGs are ignored
+        Frame::GoAway(_) => begin_close(st, cx, CloseReason::Peer, None),
+        Frame::Join(room) => {
+            let mine = &mut st.rooms.get_or_insert_with(Default::default).rooms;
+            match cx
+                .rooms
+                .join(room.as_str(), cx.slot, mine, cx.limits.max_rooms_per_conn)
+            {
+                Joined::New | Joined::Already => {
+                    room_gauges(cx.rooms, cx.metrics);
+                    reply(st, cx, &Frame::Joined(room));
+                }
+                Joined::ConnLimit => refuse(
+                    st,
+                    cx,
+                    ErrorCode::LIMIT,
+                    "this connection is in its maximum number of rooms",
+                ),
+                Joined::ServerLimit => refuse(
+                    st,
+                    cx,
+                    ErrorCode::LIMIT,
+                    "the server has its maximum number of rooms",
+                ),
+            }
+        }
+        Frame::Leave(room) => {
+            if let Some(m) = st.rooms.as_mut() {
+                cx.rooms.leave(room.as_str(), cx.slot, &mut m.rooms);
+                room_gauges(cx.rooms, cx.metrics);
+            }
+            reply(st, cx, &Frame::Left(room));
+        }
+        Frame::Publish(p) => on_publish(st, cx, p),
+        Frame::Welcome(_)
+        | Frame::Joined(_)
+        | Frame::Left(_)
+        | Frame::Message(_)
+        | Frame::Error(_) => {
+            let ty = frame.frame_type();
+            protocol_error(st, cx, Malformed::WrongDirection { ty }.into());
+        }
+    }
+}
+
+pub(super) fn room_gauges(rooms: &ShardRooms, metrics: &ShardMetrics) {
+    metrics.rooms.set(rooms.len() as u64);
+    metrics.members.set(rooms.memberships() as u64);
+}
+
+/// PUBLISH: membership and stream limits checked, encoded once as MESSAGE; or,
+/// while the channels to other shards are full, the connection paused.
+pub(super) fn on_publish(st: &mut ConnState, cx: &mut Ctx<'_>, p: proto::Publish<'_>) {
+    let Some(room) = cx.rooms.id(p.room.as_str()).filter(|&id| st.member_of(id)) else {
+        return refuse(
+            st,
+            cx,
+            ErrorCode::NOT_MEMBER,
+            "publish to a room this connection has not joined",
+        );
+    };
+    if cx.channels_full {
+        cx.metrics.publish_paused.inc();
+        st.pause = Pause::Channels;
+        return;
+    }
+    let f = p.fragment;
+    let mut flow = None;
+    if f.stream != 0 {
+        let m = st.rooms.as_mut().expect("a member has memberships");
+        let own = m.flow.get_or_insert_with(|| {
+            Flow::new(usize::from(cx.limits.shard), cx.limits.stream_window)
+        });
+        if own.is_closed() {
+            // A member is behind on this publisher's streams: wait for it.
+            cx.metrics.flow_paused.inc();
+            own.set_waiting(true);
+            st.pause = Pause::Flow;
+            return;
+        }
+        flow = Some(own.clone());
+        let streams = &mut m.streams;
+        let open = streams.iter().any(|&(s, _)| s == f.stream);
+        if !open && f.more {
+            if streams.len() >= cx.limits.max_streams {
+                return refuse(
+                    st,
+                    cx,
+                    ErrorCode::LIMIT,
+                    "this connection has its maximum number of open streams",
+                );
+            }
+            streams.push((f.stream, room));
+        } else if open && !f.more {
+            streams.retain(|&(s, _)| s != f.stream);
+        }
+    }
+    cx.metrics.publishes.inc();
+    let message = Broadcast::encode(
+        Message {
+            from_conn_id: st.id,
+            room: p.room,
+            body: p.body,
+            fragment: f,
+        },
+        flow,
+    );
+    cx.published.push(Published {
+        message,
+        room,
+        sender: cx.slot,
+        echo: p.echo,
+    });
+}
