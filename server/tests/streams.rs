@@ -110,7 +110,7 @@ fn error_code(payload: &[u8]) -> ErrorCode {
 /// Reads fragments of stream 1 until the last; checks each one's index and
 /// size. Returns how many arrived, or the ERROR code that cut the reader.
 fn read_file(reader: Client, bytes_per_sec: Option<usize>) -> Result<u32, ErrorCode> {
-    let mut reader = FastReader::new(reader);
+    let mut reader = FastReader::new(reader.into_stream());
     let mut next = 0u32;
     let mut read = 0usize;
     let mut result = None;
@@ -211,7 +211,7 @@ fn chat_to_five_fast_readers(shards: &str) {
             .into_iter()
             .map(|r| {
                 std::thread::spawn(move || {
-                    let mut r = FastReader::new(r);
+                    let mut r = FastReader::new(r.into_stream());
                     let mut next = 0u32;
                     let mut cut = None;
                     let open = r.frames(|f| {

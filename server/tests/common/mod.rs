@@ -3,6 +3,10 @@
 #![allow(dead_code)]
 
 pub mod connect;
+pub mod fast_reader;
+
+#[allow(unused_imports)]
+pub use fast_reader::FastReader;
 
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
@@ -286,78 +290,10 @@ impl Client {
     }
 }
 
-/// A reader that keeps up: large reads, frames parsed in place, nothing
-/// allocated per frame, so that a test's reader is never the slow one.
-pub struct FastReader {
-    stream: TcpStream,
-    buf: Vec<u8>,
-    start: usize,
-    end: usize,
-}
-
-/// A frame seen by a [`FastReader`], borrowed from its buffer.
-pub struct Seen<'a> {
-    /// The frame type byte.
-    pub ty: u8,
-    /// The flags byte.
-    pub flags: u8,
-    /// The stream id.
-    pub stream: u16,
-    /// The payload.
-    pub payload: &'a [u8],
-}
-
-impl FastReader {
-    /// Takes over a client's socket (nothing may be buffered in the client).
-    pub fn new(client: Client) -> Self {
-        assert!(client.pending.is_empty(), "frames left in the client");
-        Self {
-            stream: client.stream,
-            buf: vec![0; 1 << 20],
-            start: 0,
-            end: 0,
-        }
-    }
-
-    /// Hands each frame to `each` until it returns false; returns false at EOF.
-    pub fn frames(&mut self, mut each: impl FnMut(Seen<'_>) -> bool) -> bool {
-        loop {
-            while self.end - self.start >= 8 {
-                let h = &self.buf[self.start..self.start + 8];
-                let len = u32::from_be_bytes([h[0], h[1], h[2], h[3]]) as usize;
-                if self.end - self.start < 8 + len {
-                    break;
-                }
-                let seen = Seen {
-                    ty: h[4],
-                    flags: h[5],
-                    stream: u16::from_be_bytes([h[6], h[7]]),
-                    payload: &self.buf[self.start + 8..self.start + 8 + len],
-                };
-                self.start += 8 + len;
-                if !each(seen) {
-                    return true;
-                }
-            }
-            // Move a partial frame to the front, and grow for a large one.
-            self.buf.copy_within(self.start..self.end, 0);
-            self.end -= self.start;
-            self.start = 0;
-            if self.end >= 8 {
-                let len = u32::from_be_bytes(self.buf[..4].try_into().unwrap()) as usize;
-                if 8 + len > self.buf.len() {
-                    self.buf.resize(8 + len, 0);
-                }
-            }
-            let n = match self.stream.read(&mut self.buf[self.end..]) {
-                Ok(n) => n,
-                Err(e) if e.kind() == ErrorKind::ConnectionReset => 0,
-                Err(e) => panic!("read failed: {e}"),
-            };
-            if n == 0 {
-                return false;
-            }
-            self.end += n;
-        }
+impl Client {
+    /// The socket, for a [`FastReader`]; nothing may be buffered here.
+    pub fn into_stream(self) -> TcpStream {
+        assert!(self.pending.is_empty(), "frames left in the client");
+        self.stream
     }
 }
