@@ -61,8 +61,7 @@ echo "|---|---|---|---|---|"
 for mb in 0 2000; do
     start_server "$@"
     if [ "$mb" = 0 ]; then
-        # No file: a 1 MB file just to end the run; the chat lines run 2 s meanwhile.
-        DONE=$("$CLI" "$ADDR" ringroom 1 1 "$SPID" chat | grep '^DONE')
+        DONE=$("$CLI" "$ADDR" ringroom 1 0 "$SPID" chat | grep '^DONE')
         label="chat alone"
     else
         DONE=$("$CLI" "$ADDR" ringroom 1 "$mb" "$SPID" chat | grep '^DONE')

@@ -13,7 +13,8 @@
 //!   readers subscribed to (redis has no streams; each body is a message).
 //! * `chat` (ringroom only): meanwhile another member publishes a chat line
 //!   every 50 ms to a second room that reader 0 is also in; reader 0 records
-//!   each line's delay from its send time.
+//!   each line's delay from its send time, and reads until the file has ended
+//!   and at least 40 lines came. With MB 0 there is no file: chat alone.
 //!
 //! Prints `DONE readers=.. mb_each=.. wall_s=.. min_mbps=.. median_mbps=..
 //! max_mbps=.. server_cpu_s=.. cpu_s_per_gb=..` (and `chat_lines= chat_p50_us=
@@ -36,6 +37,8 @@ use proto::{Fragment, Frame, FrameType, Hello, Publish, Room};
 const FRAGMENT: usize = 60_000;
 const FILES: &str = "files";
 const CHAT: &str = "chat";
+/// Chat lines the chat reader waits for at least.
+const CHAT_LINES: usize = 40;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -73,10 +76,11 @@ fn main() {
                     ringroom_member(target, rooms)
                 };
                 go.wait();
+                let lines = if chat && i == 0 { CHAT_LINES } else { 0 };
                 let (bytes, delays) = if redis {
                     read_redis(stream, fragments)
                 } else {
-                    read_ringroom(stream, start.clone())
+                    read_ringroom(stream, fragments > 0, lines, start.clone())
                 };
                 let took = start.get().expect("set before publishing").elapsed();
                 (bytes, took, delays)
@@ -203,13 +207,17 @@ fn ringroom_member(target: SocketAddr, rooms: &[&str]) -> TcpStream {
     s
 }
 
-/// Reads the file's fragments (and chat lines) until the last fragment.
+/// Reads the file's fragments (if `file`) until the last, and chat lines
+/// until at least `lines` came.
 fn read_ringroom(
     stream: TcpStream,
+    file: bool,
+    lines: usize,
     start: Arc<std::sync::OnceLock<Instant>>,
 ) -> (u64, Vec<Duration>) {
     let mut reader = FastReader::new(stream);
     let (mut bytes, mut delays) = (0u64, Vec::new());
+    let mut file_ended = !file;
     let open = reader.frames(|f| {
         assert_eq!(f.ty, FrameType::Message as u8, "cut off?");
         let body = &f.payload[9 + f.payload[8] as usize..];
@@ -217,10 +225,11 @@ fn read_ringroom(
             let sent = u64::from_be_bytes(body[..8].try_into().unwrap());
             let t0 = start.get().expect("chat starts after the file");
             delays.push(t0.elapsed() - Duration::from_nanos(sent));
-            return true;
+        } else {
+            bytes += body.len() as u64;
+            file_ended = f.flags & 1 == 0; // MORE clear: the last
         }
-        bytes += body.len() as u64;
-        f.flags & 1 != 0 // MORE: not the last
+        !file_ended || delays.len() < lines
     });
     assert!(open, "EOF before the last fragment");
     (bytes, delays)

@@ -344,6 +344,7 @@ fn limits(args: &Args, plan: &Plan, shard: usize) -> Limits {
         slow_consumer_ms: args.slow_consumer_ms,
         frame_timeout_ms: args.frame_timeout_ms,
         partial_bytes: args.partial_bytes,
+        max_parked: crate::core::parked_bound(args.buffers, args.buffer_size),
     }
 }
 

@@ -72,6 +72,8 @@ pub struct Limits {
     pub frame_timeout_ms: Option<u32>,
     /// Memory this shard may hold for incomplete frames (`--partial-bytes`).
     pub partial_bytes: usize,
+    /// Input a paused connection may hold: see [`parked_bound`].
+    pub max_parked: usize,
 }
 
 impl Limits {
@@ -180,7 +182,7 @@ pub struct ShardCore {
     /// its connection's reading.
     channels_full: bool,
     /// Input of paused connections, by slot: from the PUBLISH that paused
-    /// it on, at most [`MAX_PARKED`] bytes each.
+    /// it on, at most `limits.max_parked` bytes each.
     parked: HashMap<u32, Vec<u8>>,
     scratch: Vec<u32>,
     /// Heap held by the decoders for incomplete frames, against
@@ -362,7 +364,7 @@ impl ShardCore {
         if conn.st.is_paused() {
             // Read before the receive's cancel took effect: it waits, in order.
             let parked = self.parked.entry(slot).or_default();
-            if parked.len() + data.len() > MAX_PARKED {
+            if parked.len() + data.len() > self.limits.max_parked {
                 let mut cx = ctx!(self, slot, now);
                 let frame = last_frame(
                     false,
@@ -860,11 +862,19 @@ impl ShardCore {
 
 const GEN_MASK: u32 = (1 << 24) - 1;
 
-/// Most input a paused connection may hold: what arrived between the pause
-/// and its receive's cancel. Above Linux's largest default receive buffer
-/// (tcp_rmem 6 MiB), so only a raised tcp_rmem can reach it; then the
-/// connection gets ERROR OVERLOADED and is closed.
+/// The least input a paused connection may hold: above Linux's largest
+/// default receive buffer (tcp_rmem 6 MiB).
 pub const MAX_PARKED: usize = 8 << 20;
+
+/// Most input a paused connection may hold: what arrived between the pause
+/// and its receive's cancel. Until the cancel takes effect the kernel goes on
+/// filling the shard's receive buffers, so that is at most the whole buffer
+/// ring (`buffers` x `buffer_size`), and never less than [`MAX_PARKED`].
+/// Beyond it (only a client that ignores TCP's window could get there) the
+/// connection gets ERROR OVERLOADED and is closed.
+pub fn parked_bound(buffers: u16, buffer_size: u32) -> usize {
+    MAX_PARKED.max(usize::from(buffers) * buffer_size as usize)
+}
 
 fn conn_mut(slots: &mut [Slot], slot: u32, gen: u32) -> Option<&mut Conn> {
     let entry = slots.get_mut(slot as usize)?;

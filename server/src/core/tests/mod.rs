@@ -33,6 +33,7 @@ fn limits() -> Limits {
         slow_consumer_ms: 2000,
         frame_timeout_ms: None,
         partial_bytes: 1 << 20,
+        max_parked: MAX_PARKED,
     }
 }
 

@@ -366,7 +366,7 @@ fn a_paused_connection_holds_at_most_max_parked_bytes() {
     h.send_frames(0, &[publish("r", b"1", false, Default::default())]);
     h.settle();
     let chunk = vec![0u8; 1 << 20];
-    for _ in 0..MAX_PARKED / chunk.len() {
+    for _ in 0..h.core.limits().max_parked / chunk.len() {
         h.feed(0, &chunk);
     }
     assert_eq!(h.core.open(), 1, "up to the bound");
@@ -378,6 +378,16 @@ fn a_paused_connection_holds_at_most_max_parked_bytes() {
         0,
         "draining, not closed yet"
     );
+}
+
+#[test]
+fn the_parked_bound_holds_the_whole_receive_ring() {
+    assert_eq!(
+        parked_bound(1024, 4096),
+        MAX_PARKED,
+        "4 MiB ring: the floor"
+    );
+    assert_eq!(parked_bound(256, 65_536), 16 << 20);
 }
 
 #[test]
