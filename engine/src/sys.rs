@@ -35,6 +35,20 @@ pub fn set_bind_address_no_port(socket: &impl AsRawFd) -> io::Result<()> {
     Ok(())
 }
 
+/// Lets SIGPIPE end the process quietly, as it does every Unix filter: a
+/// command whose output goes to `| head` then stops when the reader has had
+/// enough, instead of failing on EPIPE. Rust's runtime ignores SIGPIPE; call
+/// this only in a process that writes to no socket with plain `write` (the
+/// engine's sends carry MSG_NOSIGNAL, so they never raise it).
+pub fn restore_default_sigpipe() {
+    // SAFETY: signal(2) with SIG_DFL installs no handler (no code runs on
+    // delivery) and touches no memory of ours; its result, the previous
+    // disposition, is not needed.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 /// A value under /proc/sys, trimmed (`path` like `kernel/io_uring_disabled`).
 pub fn read_sysctl(path: &str) -> Option<String> {
     std::fs::read_to_string(format!("/proc/sys/{path}"))

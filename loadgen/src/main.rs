@@ -15,9 +15,10 @@ use hdrhistogram::Histogram;
 use loadgen::client::{Counts, Pinging, RoomPlan};
 use loadgen::results::RunRecord;
 use loadgen::sources::{local_port_range, parse_sources, Capacity};
+use loadgen::units::{Rate, Seconds};
 use loadgen::wire::Protocol;
 use loadgen::worker::{self, share, Progress, WorkerSpec, INTERVAL};
-use loadgen::{procstat, report};
+use loadgen::{errnos, procstat, report};
 use std::io::IsTerminal;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -25,9 +26,16 @@ use std::sync::Arc;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// loadgen: opens many client connections to a ringroom server, keeps them
-/// alive, and measures.
+/// loadgen: opens many client connections to a ringroom server (or, with
+/// --protocol, to redis, nats or mosquitto), keeps them alive, and measures.
 #[derive(FromArgs)]
+#[argh(
+    note = "Scenarios: idle, ping, rooms, and the presets c10k and c100k.\n\n\
+            Subcommands (each with its own --help):\n  \
+            loadgen compare A B   is run (or release) B slower than A, beyond the noise?\n  \
+            loadgen merge DIR...  adds up the results of several load generators\n  \
+            loadgen report DIR    rebuilds the index of bench-results/"
+)]
 struct Args {
     /// server address (repeat to spread over several)
     #[argh(option)]
@@ -37,14 +45,15 @@ struct Args {
     #[argh(option)]
     conns: Option<usize>,
 
-    /// connections opened per second, in all (default 5000; c100k 20000)
+    /// connections opened per second, in all: 5000, 5000/s, 300000/m
+    /// (default 5000; c100k 20000)
     #[argh(option)]
-    connect_rate: Option<f64>,
+    connect_rate: Option<Rate>,
 
-    /// seconds to hold the connections once all are open (default 10; c10k
-    /// 15; c100k 60)
+    /// how long to hold the connections once all are open, whole seconds:
+    /// 15, 15s, 2m (default 10s; c10k 15s; c100k 60s)
     #[argh(option)]
-    duration: Option<u64>,
+    duration: Option<Seconds>,
 
     /// source addresses: addresses, ranges (127.0.0.2-127.0.0.40) and CIDRs,
     /// comma-separated (default 127.0.0.1; c10k 127.0.0.2-127.0.0.9; c100k
@@ -52,24 +61,26 @@ struct Args {
     #[argh(option)]
     source: Option<String>,
 
-    /// idle (heartbeats at the granted interval), ping (a fixed rate), or the
-    /// presets c10k (10,000 connections pinging 3/s for 15 s) and c100k
-    /// (100,000 idle connections for 60 s) (default c10k)
+    /// idle (heartbeats at the granted interval), ping (a fixed rate), rooms
+    /// (members of --rooms rooms, one publisher each), or the presets c10k
+    /// (10,000 connections pinging 3/s for 15 s) and c100k (100,000 idle
+    /// connections for 60 s) (default c10k)
     #[argh(option, default = "String::from(\"c10k\")")]
     scenario: String,
 
-    /// PINGs per second per connection in the ping scenario (default 1; c10k 3)
+    /// PINGs per connection in the ping scenario: 3, 3/s, 30/m (default 1/s;
+    /// c10k 3/s)
     #[argh(option)]
-    ping_rate: Option<f64>,
+    ping_rate: Option<Rate>,
 
     /// rooms in the rooms scenario: connection i joins room i % rooms, and the
     /// first member of each room publishes (default 100)
     #[argh(option, default = "100")]
     rooms: u64,
 
-    /// PUBLISHes per second per room in the rooms scenario (default 1)
-    #[argh(option, default = "1.0")]
-    publish_rate: f64,
+    /// PUBLISHes per room in the rooms scenario: 1, 1/s, 60/m (default 1/s)
+    #[argh(option, default = "Rate(1.0)")]
+    publish_rate: Rate,
 
     /// PUBLISH body size in bytes, at least 16 (default 64)
     #[argh(option, default = "64")]
@@ -139,10 +150,10 @@ fn plan(args: &Args) -> Result<Plan, String> {
         protocol,
         idle,
         conns: args.conns.unwrap_or(conns),
-        connect_rate: args.connect_rate.unwrap_or(rate),
-        duration: args.duration.unwrap_or(duration),
+        connect_rate: args.connect_rate.map_or(rate, |r| r.0),
+        duration: args.duration.map_or(duration, |d| d.0),
         source: args.source.clone().unwrap_or_else(|| source.to_string()),
-        ping_rate: args.ping_rate.unwrap_or(ping),
+        ping_rate: args.ping_rate.map_or(ping, |r| r.0),
     };
     if plan.conns == 0 || plan.connect_rate <= 0.0 || plan.ping_rate <= 0.0 {
         return Err("--conns, --connect-rate and --ping-rate must be positive".into());
@@ -155,6 +166,10 @@ fn main() -> ExitCode {
     if raw.get(1).map(String::as_str) == Some("--internal-server") {
         return internal_server(&raw[2..]);
     }
+    // `loadgen --help | head`, `loadgen compare A B | head`: end quietly when
+    // the reader goes, like any Unix tool (the server above keeps ignoring
+    // SIGPIPE: its metrics endpoint writes to sockets).
+    engine::sys::restore_default_sigpipe();
     if let Some(sub @ ("compare" | "merge" | "report")) = raw.get(1).map(String::as_str) {
         let rest: Vec<&str> = raw[2..].iter().map(String::as_str).collect();
         let command = format!("loadgen {sub}");
@@ -264,7 +279,12 @@ fn run(args: Args) -> Result<(), String> {
     } else {
         Pinging::Rate(plan.ping_rate)
     };
-    let sources: Vec<IpAddr> = parse_sources(&plan.source)?;
+    let sources: Vec<IpAddr> = if args.source.is_none() && is_v6_run(&args.target) {
+        vec![IpAddr::V6(std::net::Ipv6Addr::LOCALHOST)] // the default follows the target
+    } else {
+        parse_sources(&plan.source)?
+    };
+    check_families(&sources, &args.target)?;
     let ports = local_port_range()?;
     let capacity = Capacity::new(sources.len(), args.target.len().max(1), ports);
     println!(
@@ -289,6 +309,32 @@ fn run(args: Args) -> Result<(), String> {
         server.stop();
     }
     result
+}
+
+/// Whether the run's targets are IPv6 (loadgen's own server is IPv4).
+fn is_v6_run(targets: &[SocketAddr]) -> bool {
+    !targets.is_empty() && targets.iter().all(SocketAddr::is_ipv6)
+}
+
+/// Every source must be of the targets' family: an IPv4 source cannot reach
+/// an IPv6 target (each connection would fail), so say so before connecting.
+fn check_families(sources: &[IpAddr], targets: &[SocketAddr]) -> Result<(), String> {
+    let v6 = is_v6_run(targets);
+    if targets.iter().any(|t| t.is_ipv6() != v6) {
+        return Err("--target: all targets must be of one family, IPv4 or IPv6".into());
+    }
+    if let Some(bad) = sources.iter().find(|s| s.is_ipv6() != v6) {
+        let (want, example) = if v6 {
+            ("IPv6", "::1")
+        } else {
+            ("IPv4", "127.0.0.1")
+        };
+        return Err(format!(
+            "--source {bad} cannot reach {} targets: give {want} sources (e.g. --source {example})",
+            if v6 { "IPv6" } else { "IPv4" }
+        ));
+    }
+    Ok(())
 }
 
 fn drive(
@@ -316,7 +362,7 @@ fn drive(
         .then(|| -> Result<RoomPlan, String> {
             if args.rooms == 0
                 || args.rooms > plan.conns as u64
-                || args.publish_rate <= 0.0
+                || args.publish_rate.0 <= 0.0
                 || args.payload < 16
             {
                 return Err(
@@ -327,7 +373,7 @@ fn drive(
             Ok(RoomPlan {
                 rooms: args.rooms,
                 conns: plan.conns as u64,
-                period: Duration::from_secs_f64(1.0 / args.publish_rate),
+                period: Duration::from_secs_f64(1.0 / args.publish_rate.0),
                 payload: args.payload,
                 // Publishing starts a second after the ramp, once every member has joined.
                 start: Duration::from_secs_f64(plan.conns as f64 / plan.connect_rate)
@@ -474,8 +520,10 @@ fn drive(
     let lost = counts.pings.saturating_sub(counts.pongs);
     if counts.connected < plan.conns as u64 {
         return Err(format!(
-            "only {} of {} connections came up",
-            counts.connected, plan.conns
+            "only {} of {} connections came up (failed: {})",
+            counts.connected,
+            plan.conns,
+            errnos::by_name(&counts.failed, errnos::errno_name)
         ));
     }
     if counts.dropped > 0 {
@@ -518,17 +566,20 @@ fn print_summary(
         "| connections up / asked | {} / {} |",
         counts.connected, plan.conns
     );
-    println!("| peak open | {peak} |");
+    println!("| peak up (welcomed at once) | {peak} |");
     println!(
-        "| failed before WELCOME (errno: count) | {:?} |",
-        counts.failed
+        "| failed before WELCOME | {} |",
+        errnos::by_name(&counts.failed, errnos::errno_name)
     );
     println!("| dropped after WELCOME | {} |", counts.dropped);
     println!(
         "| dead server (no reply within the idle timeout) / reconnects | {} / {} |",
         counts.dead_server, counts.reconnects
     );
-    println!("| ERROR/GOAWAY (code: count) | {:?} |", counts.errors);
+    println!(
+        "| ERROR/GOAWAY received | {} |",
+        errnos::by_name(&counts.errors, errnos::error_code_name)
+    );
     println!(
         "| PINGs sent / PONGs | {} / {} |",
         counts.pings, counts.pongs
@@ -649,7 +700,7 @@ fn record(
         }),
         rooms: run.delivery.as_ref().map(|_| r::Rooms {
             rooms: args.rooms,
-            publish_rate: args.publish_rate,
+            publish_rate: args.publish_rate.0,
             payload: args.payload,
             published: counts.published,
             expected: counts.expected,
