@@ -7,7 +7,9 @@
 //! * [`sources`]: `--source` parsing, the capacity a run's sources, targets and
 //!   port range allow, and spreading connections over them.
 //! * [`schedule`]: open-loop send schedules with jittered phases.
+//! * [`units`]: durations and rates with units on the command line.
 //! * [`verify`]: loss, duplicate and order checks of room messages.
+//! * [`errnos`]: errno and error-code counts by name, for the tables.
 //! * [`procstat`]: CPU time and RSS of the server and of the load generator.
 //! * [`report`]: `.hlog`, `.hgrm` and `plot.svg` in HdrHistogram's formats.
 //! * [`results`]: a result folder (summary.json, machine.json, logs): write, read, merge.
@@ -17,12 +19,14 @@
 
 pub mod client;
 pub mod compare;
+pub mod errnos;
 pub mod index;
 pub mod procstat;
 pub mod report;
 pub mod results;
 pub mod schedule;
 pub mod sources;
+pub mod units;
 pub mod verify;
 pub mod wire;
 pub mod worker;
