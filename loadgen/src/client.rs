@@ -142,6 +142,8 @@ struct Conn {
 /// One worker's connections.
 pub struct ClientCore {
     conns: Vec<Option<Conn>>,
+    /// Connections welcomed and not yet closed.
+    up: usize,
     protocol: Protocol,
     seed: u64,
     replies: Vec<Reply>,
@@ -190,6 +192,7 @@ impl ClientCore {
     pub fn new(pinging: Pinging, heartbeat_ms: u32, seed: u64) -> Self {
         Self {
             conns: Vec::new(),
+            up: 0,
             protocol: Protocol::Ringroom,
             seed,
             replies: Vec::new(),
@@ -219,6 +222,12 @@ impl ClientCore {
     /// Connections held (connecting or open).
     pub fn open(&self) -> usize {
         self.conns.iter().filter(|c| c.is_some()).count()
+    }
+
+    /// Connections up now: welcomed (for peers, their handshake answered)
+    /// and not closed. Kept as a count: the worker reads it every turn.
+    pub fn up(&self) -> usize {
+        self.up
     }
 
     /// Speaks `protocol` (ringroom by default).
@@ -423,6 +432,7 @@ impl ClientCore {
         if let Some(heartbeat_ms) = welcome {
             if !conn.welcomed {
                 conn.welcomed = true;
+                self.up += 1;
                 self.counts.connected += 1;
                 self.connect
                     .saturating_record(micros(now.saturating_sub(conn.started)));
@@ -621,6 +631,9 @@ impl ClientCore {
                     }
                     continue;
                 }
+                if conn.welcomed {
+                    self.up -= 1;
+                }
                 self.conns[idx] = None;
                 actions.push(Action::Close { slot });
                 continue;
@@ -694,8 +707,10 @@ mod tests {
         let hello = &sends(&actions)[0];
         assert_eq!(hello[4], 0x01, "HELLO first");
         c.sent(0, 1, hello.clone(), hello.len() as i32);
+        assert_eq!((c.open(), c.up()), (1, 0), "installed, not yet up");
         c.received(0, 1, &welcome(10_000), 3 * MS);
         assert_eq!(c.counts.connected, 1);
+        assert_eq!(c.up(), 1);
         assert!(
             c.connect.equivalent(c.connect.max(), 3000),
             "connect latency in microseconds"
@@ -747,6 +762,7 @@ mod tests {
         assert!(actions.contains(&Action::Close { slot: 0 }));
         assert!(actions.contains(&Action::Close { slot: 1 }));
         assert_eq!(c.open(), 0);
+        assert_eq!(c.up(), 0, "the welcomed one is no longer up");
     }
 
     fn libc_econnrefused() -> i32 {

@@ -83,7 +83,7 @@ pub struct WorkerResult {
     pub connect: Histogram<u64>,
     /// PING round trips from their planned time, microseconds.
     pub rtt: Histogram<u64>,
-    /// Most connections open at once.
+    /// Most connections up (welcomed, not closed) at once.
     pub peak_open: usize,
     /// RTTs of each successive second of the run.
     pub intervals: Vec<Histogram<u64>>,
@@ -212,7 +212,7 @@ pub fn run(spec: &WorkerSpec) -> Result<WorkerResult, String> {
         for action in actions.drain(..) {
             engine.execute(action);
         }
-        peak_open = peak_open.max(core.open());
+        peak_open = peak_open.max(core.up());
         if now >= next_interval {
             next_interval += INTERVAL;
             let p = &spec.progress;
