@@ -15,9 +15,9 @@ pub struct Args {
     #[argh(option, default = "\"0.0.0.0:7700\".parse().unwrap()")]
     pub listen: SocketAddr,
 
-    /// shards (event-loop threads, each pinned to a core and owning one ring);
-    /// default: the cores available. Raised if --max-conns needs more
-    /// fixed-file tables than that
+    /// shards (event-loop threads, each pinned to a core and owning one ring),
+    /// at least 1; default: the cores available. Raised if --max-conns needs
+    /// more fixed-file tables than that
     #[argh(option)]
     pub shards: Option<usize>,
 
@@ -30,7 +30,7 @@ pub struct Args {
     /// receive buffers per shard in its provided-buffer ring, a power of two
     /// up to 32768 (default 1024)
     #[argh(option, default = "1024")]
-    pub buffers: u16,
+    pub buffers: u32,
 
     /// size of each receive buffer in bytes (default 4096)
     #[argh(option, default = "4096")]

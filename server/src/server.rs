@@ -114,7 +114,7 @@ impl Server {
                 engine: EngineConfig {
                     sq_entries: args.sq_entries,
                     slots: plan.slots_per_shard,
-                    buffers: args.buffers,
+                    buffers: u16::try_from(args.buffers).expect("checked: at most 32768"),
                     buffer_size: args.buffer_size,
                     mode: args.ring_mode,
                     batch_wait_us: args.batch_wait_us,
@@ -259,6 +259,9 @@ impl Server {
 }
 
 fn check_args(args: &Args) -> Result<(), String> {
+    if args.shards == Some(0) {
+        return Err("--shards must be at least 1 (leave it out for one per core)".into());
+    }
     if !args.buffers.is_power_of_two() || args.buffers > 32768 {
         return Err(format!(
             "--buffers must be a power of two up to 32768, not {}",

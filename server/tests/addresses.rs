@@ -4,48 +4,14 @@
 
 mod common;
 
-use std::io::Read;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
-
-use common::{Server, TIMEOUT};
+use common::Server;
 use proto::{Frame, FrameType, Hello};
 
-/// Runs a second server with `args`; it must exit on its own. Its status and stderr.
+/// Runs a second server with `args`; it must exit on its own without saying
+/// ready. Its status and stderr.
 fn second_server(args: &[&str]) -> (std::process::ExitStatus, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ringroom-server"))
-        .args(["--stats-interval", "0"])
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let start = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if start.elapsed() > TIMEOUT {
-            child.kill().unwrap();
-            panic!("the second server kept running: {args:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let mut out = String::new();
-    child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut out)
-        .unwrap();
+    let (status, out, err) = common::run_to_exit(args);
     assert!(!out.contains("ready"), "it must not say ready: {out}");
-    let mut err = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
     (status, err)
 }
 

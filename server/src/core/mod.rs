@@ -872,8 +872,8 @@ pub const MAX_PARKED: usize = 8 << 20;
 /// ring (`buffers` x `buffer_size`), and never less than [`MAX_PARKED`].
 /// Beyond it (only a client that ignores TCP's window could get there) the
 /// connection gets ERROR OVERLOADED and is closed.
-pub fn parked_bound(buffers: u16, buffer_size: u32) -> usize {
-    MAX_PARKED.max(usize::from(buffers) * buffer_size as usize)
+pub fn parked_bound(buffers: u32, buffer_size: u32) -> usize {
+    MAX_PARKED.max(buffers as usize * buffer_size as usize)
 }
 
 fn conn_mut(slots: &mut [Slot], slot: u32, gen: u32) -> Option<&mut Conn> {

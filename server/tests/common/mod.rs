@@ -165,6 +165,34 @@ impl Drop for Server {
     }
 }
 
+/// Runs `ringroom-server` with `args` (and no stats line) until it exits on
+/// its own, within [`TIMEOUT`]: its status, stdout and stderr.
+pub fn run_to_exit(args: &[&str]) -> (ExitStatus, String, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ringroom-server"))
+        .args(["--stats-interval", "0"])
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if start.elapsed() > TIMEOUT {
+            child.kill().unwrap();
+            panic!("the server kept running: {args:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut out = String::new();
+    child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+    let mut err = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    (status, out, err)
+}
+
 /// A frame received, owned.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Got {
