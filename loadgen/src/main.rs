@@ -247,7 +247,14 @@ impl OwnServer {
             .map_err(|e| format!("server: {e}"))?;
         let addr = loadgen::ready_address(&line)
             .ok_or_else(|| format!("the server did not start: {line}"))?;
-        println!("started {}", line.trim_end());
+        let ready = line.trim_end();
+        println!(
+            "loadgen's own server (pid {}): {}",
+            child.id(),
+            ready
+                .strip_prefix("ringroom-server ready: ")
+                .unwrap_or(ready)
+        );
         Ok((Self { child }, addr))
     }
 
@@ -461,7 +468,7 @@ fn drive(
     let dir = args
         .out
         .clone()
-        .unwrap_or_else(|| default_out(&args.scenario));
+        .unwrap_or_else(|| default_out(&run_name(args, plan)));
     if rooms.is_some() {
         println!(
             "| rooms: published / expected / delivered | {} / {} / {} |",
@@ -987,10 +994,62 @@ fn report_cmd(args: &ReportArgs) -> Result<(), String> {
     Ok(())
 }
 
-/// `bench-results/local/NAME-UNIXTIME/`.
+/// `bench-results/local/NAME-YYYYMMDDTHHMMSSZ/`: UTC, so folders sort by time.
 fn default_out(name: &str) -> std::path::PathBuf {
-    let stamp = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    std::path::PathBuf::from(format!("bench-results/local/{name}-{stamp}"))
+    std::path::PathBuf::from(format!(
+        "bench-results/local/{name}-{}",
+        utc_stamp(std::time::SystemTime::now())
+    ))
+}
+
+/// `20261201T200641Z`: RFC 3339 in UTC without its separators.
+fn utc_stamp(at: std::time::SystemTime) -> String {
+    humantime::format_rfc3339_seconds(at)
+        .to_string()
+        .replace(['-', ':'], "")
+}
+
+/// What a run's folder is named after: the preset when it ran as the preset,
+/// else what actually ran (a preset whose numbers were changed is no longer it).
+fn run_name(args: &Args, plan: &Plan) -> String {
+    let preset = matches!(args.scenario.as_str(), "c10k" | "c100k");
+    let changed = args.conns.is_some()
+        || args.connect_rate.is_some()
+        || args.duration.is_some()
+        || args.source.is_some()
+        || args.ping_rate.is_some();
+    match (preset, changed) {
+        (true, false) => args.scenario.clone(),
+        (true, true) => format!("{}-{}", if plan.idle { "idle" } else { "ping" }, plan.conns),
+        (false, _) => format!("{}-{}", args.scenario, plan.conns),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(line: &[&str]) -> Args {
+        Args::from_args(&["loadgen"], line).unwrap()
+    }
+
+    #[test]
+    fn result_folders_sort_by_utc_time_and_say_what_ran() {
+        let at = std::time::UNIX_EPOCH + Duration::from_secs(1_796_154_538);
+        assert_eq!(utc_stamp(at), "20261201T194858Z");
+        let name = |line: &[&str]| {
+            let a = args(line);
+            run_name(&a, &plan(&a).unwrap())
+        };
+        assert_eq!(name(&[]), "c10k");
+        assert_eq!(name(&["--scenario", "c10k", "--conns", "500"]), "ping-500");
+        assert_eq!(
+            name(&["--scenario", "c100k", "--duration", "5s"]),
+            "idle-100000"
+        );
+        assert_eq!(
+            name(&["--scenario", "rooms", "--conns", "200"]),
+            "rooms-200"
+        );
+    }
 }
