@@ -462,8 +462,14 @@ fn drive(
         }),
         _ => None,
     };
+    let own_memory = (after.rss, after.peak_rss.saturating_sub(before.rss));
     print_summary(
         args, plan, workers, &counts, &connect, &rtt, peak, elapsed, own_cpu, server_cpu,
+    );
+    println!(
+        "| loadgen RSS / peak growth per connection | {} KiB / {} B |",
+        own_memory.0 / 1024,
+        own_memory.1 / counts.connected.max(1)
     );
     let dir = args
         .out
@@ -491,6 +497,7 @@ fn drive(
         intervals,
         delivery: rooms.is_some().then_some(delivery),
         order,
+        own_memory,
     };
     let result = record(
         args, plan, &targets, workers, &counts, &connect, own_cpu, server_cpu, &run,
@@ -699,6 +706,8 @@ fn record(
             reconnects: counts.reconnects,
         },
         loadgen_cpu_s: own_cpu.as_secs_f64(),
+        loadgen_rss_bytes: run.own_memory.0,
+        loadgen_peak_rss_growth_bytes: run.own_memory.1,
         server: server.map(|(cpu, rss, growth)| r::Server {
             cpu_s: cpu.as_secs_f64(),
             rss_bytes: rss,
@@ -740,6 +749,8 @@ struct Run {
     delivery: Option<Histogram<u64>>,
     /// Room messages late, duplicated, missing.
     order: [u64; 3],
+    /// The load generator's RSS at the end and its peak growth, bytes.
+    own_memory: (u64, u64),
 }
 
 /// A live line while the workers run: connections, PONGs a second, the last

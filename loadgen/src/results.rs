@@ -239,6 +239,12 @@ pub struct Summary {
     pub loadgen_cpu_s: f64,
     /// The same per million PONGs.
     pub loadgen_cpu_s_per_million_pongs: Option<f64>,
+    /// The load generator's resident memory at the end, in bytes.
+    pub loadgen_rss_bytes: u64,
+    /// Its peak RSS growth over the run, in bytes.
+    pub loadgen_peak_rss_growth_bytes: u64,
+    /// That growth per connection up.
+    pub loadgen_peak_rss_growth_bytes_per_connection: u64,
     /// The server's CPU and memory, when its pid was known.
     pub server: Option<Server>,
     /// Latency percentiles.
@@ -319,6 +325,8 @@ impl RunRecord {
             deliveries_per_s: delivered as f64 / secs,
         };
         s.loadgen_cpu_s_per_million_pongs = per_million(s.loadgen_cpu_s, s.counts.pongs);
+        s.loadgen_peak_rss_growth_bytes_per_connection =
+            s.loadgen_peak_rss_growth_bytes / s.counts.connected.max(1);
         if let Some(server) = s.server.as_mut() {
             server.peak_rss_growth_bytes_per_connection =
                 server.peak_rss_growth_bytes / s.counts.connected.max(1);
@@ -477,6 +485,9 @@ pub fn merge(runs: &[RunRecord], names: &[String]) -> Result<RunRecord, String> 
             s.config.source = format!("{},{}", s.config.source, o.config.source);
         }
         s.loadgen_cpu_s += o.loadgen_cpu_s;
+        // Separate processes: their memory adds up.
+        s.loadgen_rss_bytes += o.loadgen_rss_bytes;
+        s.loadgen_peak_rss_growth_bytes += o.loadgen_peak_rss_growth_bytes;
         s.server = match (s.server.take(), o.server.clone()) {
             (Some(a), Some(b)) => Some(if b.cpu_s > a.cpu_s { b } else { a }),
             (a, b) => a.or(b),

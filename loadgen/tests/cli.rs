@@ -101,6 +101,18 @@ fn durations_and_rates_take_units_and_bad_ones_are_named() {
     assert_eq!(v["config"]["duration_s"], 2);
     assert_eq!(v["config"]["ping_rate"], 2.0);
     assert_eq!(v["config"]["connect_rate"], 10.0);
+    // The load generator's own memory, beside the server's.
+    assert!(
+        v["loadgen_rss_bytes"].as_u64().unwrap() > 1 << 20,
+        "{summary}"
+    );
+    assert!(v["loadgen_peak_rss_growth_bytes_per_connection"]
+        .as_u64()
+        .is_some());
+    assert!(
+        text.contains("| loadgen RSS / peak growth per connection |"),
+        "{text}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
