@@ -427,6 +427,7 @@ fn drive(
     let mut delivery = connect.clone();
     let mut order = [0u64; 3]; // late, duplicates, missing
     let mut peak = 0;
+    let mut ramp = Duration::ZERO;
     for handle in handles {
         let result = handle
             .join()
@@ -448,6 +449,7 @@ fn drive(
         order[1] += result.duplicates;
         order[2] += result.missing;
         peak += result.peak_open;
+        ramp = ramp.max(result.ramp_done);
     }
     let elapsed = started.elapsed();
     let after = procstat::sample(None)?;
@@ -498,13 +500,28 @@ fn drive(
         delivery: rooms.is_some().then_some(delivery),
         order,
         own_memory,
+        ramp,
     };
     let result = record(
         args, plan, &targets, workers, &counts, &connect, own_cpu, server_cpu, &run,
     );
+    println!(
+        "| ramp: every connection up after / planned | {:.1} s / {:.1} s |",
+        ramp.as_secs_f64(),
+        result.planned_ramp_s()
+    );
+    if result.ramp_ran_late() {
+        println!(
+            "NOTE: the ramp ran late (took {:.1} s, planned {:.1} s): connects queued behind \
+             each other; the hold is measured from {} s",
+            ramp.as_secs_f64(),
+            result.planned_ramp_s(),
+            result.hold_start().as_secs()
+        );
+    }
     if let Some(h) = &result.summary.latency.ping_rtt_hold {
         println!(
-            "| ping RTT over the hold (from {} s) ms p50 / p99 / p99.9 / max | {:.3} / {:.3} / {:.3} / {:.3} |",
+            "| ping RTT over the hold (from {} s: a second after the last connect completed) ms p50 / p99 / p99.9 / max | {:.3} / {:.3} / {:.3} / {:.3} |",
             result.hold_start().as_secs(),
             h.p50_ms,
             h.p99_ms,
@@ -706,6 +723,7 @@ fn record(
             reconnects: counts.reconnects,
         },
         loadgen_cpu_s: own_cpu.as_secs_f64(),
+        ramp_s: Some(run.ramp.as_secs_f64()),
         loadgen_rss_bytes: run.own_memory.0,
         loadgen_peak_rss_growth_bytes: run.own_memory.1,
         server: server.map(|(cpu, rss, growth)| r::Server {
@@ -751,6 +769,8 @@ struct Run {
     order: [u64; 3],
     /// The load generator's RSS at the end and its peak growth, bytes.
     own_memory: (u64, u64),
+    /// When the last connection of the ramp came up, since the run's start.
+    ramp: Duration,
 }
 
 /// A live line while the workers run: connections, PONGs a second, the last

@@ -239,6 +239,9 @@ pub struct Summary {
     pub loadgen_cpu_s: f64,
     /// The same per million PONGs.
     pub loadgen_cpu_s_per_million_pongs: Option<f64>,
+    /// Seconds from the run's start until every connection asked for was up
+    /// (or the last one that came up did); none in results older than it.
+    pub ramp_s: Option<f64>,
     /// The load generator's resident memory at the end, in bytes.
     pub loadgen_rss_bytes: u64,
     /// Its peak RSS growth over the run, in bytes.
@@ -353,16 +356,31 @@ impl RunRecord {
         };
     }
 
-    /// When the hold's steady state starts, since the run's start: a second
-    /// after the last connect was due (connections / connect rate), rounded up.
+    /// When the hold's steady state starts, since the run's start: one
+    /// second after the last connect completed (in older results: after it
+    /// was due), on a whole second.
     pub fn hold_start(&self) -> Duration {
+        let ramp = self.summary.ramp_s.unwrap_or_else(|| self.planned_ramp_s());
+        Duration::from_secs(ramp.ceil() as u64 + 1)
+    }
+
+    /// The ramp's planned length: connections / connect rate, in seconds.
+    pub fn planned_ramp_s(&self) -> f64 {
         let c = &self.summary.config;
-        let ramp = if c.connect_rate > 0.0 {
+        if c.connect_rate > 0.0 {
             c.conns as f64 / c.connect_rate
         } else {
             0.0
-        };
-        Duration::from_secs(ramp.ceil() as u64 + 1)
+        }
+    }
+
+    /// Whether the ramp took notably longer than planned (half a second and
+    /// a tenth more): the connects ran late, and the hold started later.
+    pub fn ramp_ran_late(&self) -> bool {
+        let planned = self.planned_ramp_s();
+        self.summary
+            .ramp_s
+            .is_some_and(|took| took > planned * 1.1 + 0.5)
     }
 
     /// Writes the folder (creating it): summary.json, machine.json, a
@@ -719,7 +737,7 @@ mod tests {
         let mut r = run(start, &values, 2000);
         r.summary.config.connect_rate = 1000.0;
         r.finish();
-        assert_eq!(r.hold_start(), Duration::from_secs(3));
+        assert_eq!(r.hold_start(), Duration::from_secs(3), "planned: 2 s + 1");
         let hold = r.summary.latency.ping_rtt_hold.clone().unwrap();
         assert_eq!(hold.count, 200, "intervals 3 and 4");
         assert!(hold.max_ms < 1.1, "{hold:?}");
@@ -727,6 +745,13 @@ mod tests {
             r.summary.latency.ping_rtt.max_ms > 899.0,
             "the whole run keeps the ramp"
         );
+        assert!(!r.ramp_ran_late());
+        // The connects actually finished at 2.9 s: the hold starts at 4 s.
+        r.summary.ramp_s = Some(2.9);
+        r.finish();
+        assert_eq!(r.hold_start(), Duration::from_secs(4));
+        assert_eq!(r.summary.latency.ping_rtt_hold.clone().unwrap().count, 100);
+        assert!(r.ramp_ran_late(), "2.9 s against 2.0 planned");
     }
 
     #[test]

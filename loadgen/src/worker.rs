@@ -85,6 +85,9 @@ pub struct WorkerResult {
     pub rtt: Histogram<u64>,
     /// Most connections up (welcomed, not closed) at once.
     pub peak_open: usize,
+    /// When (since the run's epoch) this worker's last connection of the ramp
+    /// came up: all of its share, or the last one that did.
+    pub ramp_done: Duration,
     /// RTTs of each successive second of the run.
     pub intervals: Vec<Histogram<u64>>,
     /// Room message delivery latency, microseconds.
@@ -132,6 +135,8 @@ pub fn run(spec: &WorkerSpec) -> Result<WorkerResult, String> {
     let end = ramp + spec.hold;
     let mut made = 0usize;
     let mut peak_open = 0;
+    let mut ramp_done: Option<Duration> = None;
+    let mut last_up = Duration::ZERO;
     let mut closing_since: Option<Instant> = None;
     let mut intervals = Vec::new();
     let mut next_interval = INTERVAL;
@@ -212,7 +217,13 @@ pub fn run(spec: &WorkerSpec) -> Result<WorkerResult, String> {
         for action in actions.drain(..) {
             engine.execute(action);
         }
-        peak_open = peak_open.max(core.up());
+        if core.up() > peak_open {
+            peak_open = core.up();
+            last_up = now;
+        }
+        if ramp_done.is_none() && core.counts.connected >= spec.conns as u64 {
+            ramp_done = Some(now);
+        }
         if now >= next_interval {
             next_interval += INTERVAL;
             let p = &spec.progress;
@@ -240,6 +251,7 @@ pub fn run(spec: &WorkerSpec) -> Result<WorkerResult, String> {
         connect: core.connect.clone(),
         rtt: core.rtt.clone(),
         peak_open,
+        ramp_done: ramp_done.unwrap_or(last_up),
         intervals,
         delivery: core.delivery.clone(),
         late: core.order.late,
