@@ -5,7 +5,15 @@
 //! whether B's intervals are slower than A's by more than run-to-run noise. A
 //! regression needs both: a one-sided p-value under `alpha`, and a median p99
 //! at least `threshold` (relative) above A's, so that a significant but tiny
-//! shift does not fail a build.
+//! shift does not fail a build. A second rule catches what the interval test
+//! cannot see with few intervals: the whole run's p99 or p99.9 of a steady
+//! metric (PING round trip, room delivery) more than `threshold` above A's,
+//! where enough samples support that percentile. The output says which rule
+//! fired.
+//!
+//! Two runs are comparable only if they ran the same thing: a different
+//! scenario, connection count, rate, length, protocol or machine is named in
+//! a loud warning before any figure.
 
 use hdrhistogram::serialization::Deserializer;
 use std::path::Path;
@@ -120,6 +128,74 @@ pub fn compare(a: &[Histogram<u64>], b: &[Histogram<u64>], threshold: f64, alpha
     }
 }
 
+/// Fewest samples in both runs for the whole-run rule to read a percentile
+/// q: ten times 1 / (1 - q), so that the percentile rests on ten samples.
+pub fn supports(count: u64, q: f64) -> bool {
+    count as f64 >= 10.0 / (1.0 - q)
+}
+
+/// The whole-run rule: the quantiles (p99, p99.9) of B more than `threshold`
+/// above A's, of those both runs' counts support. Returns the first that is,
+/// as ("p99", A, B) in microseconds.
+pub fn whole_run_regression(
+    a: &Histogram<u64>,
+    b: &Histogram<u64>,
+    threshold: f64,
+) -> Option<(&'static str, f64, f64)> {
+    [("p99", 0.99), ("p99.9", 0.999)]
+        .into_iter()
+        .filter(|&(_, q)| supports(a.len(), q) && supports(b.len(), q))
+        .map(|(label, q)| {
+            let (va, vb) = (a.value_at_quantile(q) as f64, b.value_at_quantile(q) as f64);
+            (label, va, vb)
+        })
+        .find(|&(_, va, vb)| va > 0.0 && vb > va * (1.0 + threshold))
+}
+
+/// What differs between two runs' settings and machines, one phrase each.
+pub fn differences(a: &crate::results::Summary, b: &crate::results::Summary) -> Vec<String> {
+    let (ca, cb) = (&a.config, &b.config);
+    let mut out = Vec::new();
+    let mut differ = |what: &str, x: String, y: String| {
+        if x != y {
+            out.push(format!("{what} {x} vs {y}"));
+        }
+    };
+    differ("scenario", ca.scenario.clone(), cb.scenario.clone());
+    differ("protocol", ca.protocol.clone(), cb.protocol.clone());
+    differ("connections", ca.conns.to_string(), cb.conns.to_string());
+    differ(
+        "connect rate",
+        format!("{}/s", ca.connect_rate),
+        format!("{}/s", cb.connect_rate),
+    );
+    differ(
+        "ping rate",
+        format!("{}/s", ca.ping_rate),
+        format!("{}/s", cb.ping_rate),
+    );
+    differ(
+        "hold",
+        format!("{} s", ca.duration_s),
+        format!("{} s", cb.duration_s),
+    );
+    let rooms = |s: &crate::results::Summary| {
+        s.rooms.as_ref().map_or("none".to_string(), |r| {
+            format!("{} at {}/s", r.rooms, r.publish_rate)
+        })
+    };
+    differ("rooms", rooms(a), rooms(b));
+    let (ma, mb) = (&a.machine, &b.machine);
+    differ("cores", ma.cores.to_string(), mb.cores.to_string());
+    differ(
+        "CPU",
+        ma.cpu_model.clone().unwrap_or_default(),
+        mb.cpu_model.clone().unwrap_or_default(),
+    );
+    differ("kernel", ma.kernel.clone(), mb.kernel.clone());
+    out
+}
+
 /// B's change against A, in per cent ("-" when A is 0).
 fn change(a: f64, b: f64) -> String {
     if a > 0.0 {
@@ -149,6 +225,20 @@ pub fn compare_folders(
     let mut regressed = false;
     let mut curves: Vec<(String, Histogram<u64>)> = Vec::new();
     println!("A = {}\nB = {}", a.display(), b.display());
+    let summary = |dir: &Path| crate::results::RunRecord::read(dir).ok().map(|r| r.summary);
+    let (sum_a, sum_b) = (summary(a), summary(b));
+    if let (Some(sa), Some(sb)) = (&sum_a, &sum_b) {
+        let diff = differences(sa, sb);
+        if !diff.is_empty() {
+            let warning = format!(
+                "WARNING: these runs did not run the same thing ({}): their figures are not \
+                 comparable, whatever the verdict below says",
+                diff.join("; ")
+            );
+            println!("\n{warning}");
+            eprintln!("loadgen compare: {warning}");
+        }
+    }
     for metric in ["ping-rtt", "delivery", "connect"] {
         let file = format!("{metric}.hlog");
         let (Ok(ta), Ok(tb)) = (std::fs::read(a.join(&file)), std::fs::read(b.join(&file))) else {
@@ -174,7 +264,7 @@ pub fn compare_folders(
         let v = compare(&ia, &ib, threshold, alpha);
         match v.p_value {
             Some(p) => println!(
-                "Mann-Whitney U on per-interval p99 ({} vs {} intervals): median {:.3} -> {:.3} ms, one-sided p = {p:.2e}: {}",
+                "interval rule: Mann-Whitney U on per-interval p99 ({} vs {} intervals): median {:.3} -> {:.3} ms, one-sided p = {p:.2e}: {}",
                 ia.len(),
                 ib.len(),
                 v.median_a / 1000.0,
@@ -182,11 +272,32 @@ pub fn compare_folders(
                 if v.regression { "REGRESSION" } else { "no regression" }
             ),
             None => println!(
-                "fewer than {} intervals on a side: not tested (no regression declared)",
+                "interval rule: fewer than {} intervals on a side: not tested",
                 MIN_INTERVALS
             ),
         }
         regressed |= v.regression;
+        // Steady metrics only: connect latency is the ramp's, noisy by nature.
+        if metric != "connect" {
+            match whole_run_regression(&ha, &hb, threshold) {
+                Some((label, va, vb)) => {
+                    println!(
+                        "whole-run rule: {label} {:.3} -> {:.3} ms ({}), beyond the {:.0} % threshold: REGRESSION",
+                        va / 1000.0,
+                        vb / 1000.0,
+                        change(va, vb),
+                        threshold * 100.0
+                    );
+                    regressed = true;
+                }
+                None => println!(
+                    "whole-run rule: p99 and p99.9 (where {} and {} samples support them) within the {:.0} % threshold",
+                    ha.len(),
+                    hb.len(),
+                    threshold * 100.0
+                ),
+            }
+        }
         curves.push((format!("A {metric}"), ha));
         curves.push((format!("B {metric}"), hb));
     }
@@ -194,13 +305,8 @@ pub fn compare_folders(
         return Err("no interval log (ping-rtt, delivery or connect .hlog) in both folders".into());
     }
     // CPU and memory, side by side (reported, not tested: one figure per run).
-    let server = |dir: &Path| -> Option<crate::results::Server> {
-        let text = std::fs::read(dir.join("summary.json")).ok()?;
-        serde_json::from_slice::<crate::results::Summary>(&text)
-            .ok()?
-            .server
-    };
-    if let (Some(sa), Some(sb)) = (server(a), server(b)) {
+    let server = |s: &Option<crate::results::Summary>| s.as_ref()?.server.clone();
+    if let (Some(sa), Some(sb)) = (server(&sum_a), server(&sum_b)) {
         println!("\n| figure | A | B | change |\n|---|---|---|---|");
         let rss = |s: &crate::results::Server| Some(s.peak_rss_growth_bytes_per_connection as f64);
         for (label, va, vb) in [
@@ -301,6 +407,52 @@ mod tests {
         );
         assert_eq!(v.p_value, None);
         assert!(!v.regression);
+    }
+
+    #[test]
+    fn the_whole_run_rule_catches_a_tail_the_interval_test_cannot_see() {
+        // Three intervals a side: too few for the test; B's tail is far out.
+        let a = intervals(3, 1000.0, 10);
+        let mut b = intervals(3, 1000.0, 11);
+        for _ in 0..100 {
+            b[1].record(900_000).unwrap();
+        }
+        assert_eq!(compare(&a, &b, 0.5, 0.01).p_value, None);
+        let total = |hs: &[Histogram<u64>]| {
+            let mut t = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap();
+            hs.iter().for_each(|h| t.add(h).unwrap());
+            t
+        };
+        let (ta, tb) = (total(&a), total(&b));
+        let fired = whole_run_regression(&ta, &tb, 0.5).expect("flagged");
+        assert_eq!(fired.0, "p99");
+        assert!(fired.2 > 800_000.0);
+        assert_eq!(
+            whole_run_regression(&ta, &ta, 0.5),
+            None,
+            "same run: nothing"
+        );
+        assert!(supports(1000, 0.99) && !supports(999, 0.999) && supports(10_000, 0.999));
+    }
+
+    #[test]
+    fn runs_of_different_things_are_named() {
+        use crate::results::Summary;
+        let mut a = Summary::default();
+        a.config.scenario = "ping".into();
+        a.config.conns = 10_000;
+        a.config.duration_s = 30;
+        a.machine.cores = 2;
+        let mut b = a.clone();
+        assert!(differences(&a, &b).is_empty());
+        b.config.duration_s = 15;
+        b.config.scenario = "idle".into();
+        b.machine.cores = 8;
+        let d = differences(&a, &b);
+        assert_eq!(
+            d,
+            ["scenario ping vs idle", "hold 30 s vs 15 s", "cores 2 vs 8"]
+        );
     }
 
     #[test]

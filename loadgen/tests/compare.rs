@@ -87,5 +87,23 @@ fn compare_flags_a_slowed_server_and_not_the_same_build() {
         text.contains("2 scenario(s) compared; regressed: ping"),
         "{text}"
     );
+
+    // A run of something else: named loudly, whatever the verdict.
+    copy("a", "longer");
+    let summary = dir.join("longer/summary.json");
+    let mut v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&summary).unwrap()).unwrap();
+    v["config"]["duration_s"] = 14.into();
+    v["config"]["conns"] = 900.into();
+    std::fs::write(&summary, v.to_string()).unwrap();
+    let other = compare("a", "longer");
+    let text = String::from_utf8_lossy(&other.stdout);
+    assert!(
+        text.contains("WARNING: these runs did not run the same thing")
+            && text.contains("connections 500 vs 900")
+            && text.contains("hold 7 s vs 14 s"),
+        "{text}"
+    );
+    assert!(text.contains("whole-run rule"), "{text}");
     let _ = std::fs::remove_dir_all(&dir);
 }
