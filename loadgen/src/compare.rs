@@ -330,7 +330,15 @@ pub fn compare_folders(
     if let Some(path) = plot {
         let refs: Vec<(&str, &Histogram<u64>)> =
             curves.iter().map(|(n, h)| (n.as_str(), h)).collect();
-        std::fs::write(path, crate::report::plot_svg("A vs B", &refs))
+        let name = |d: &Path| {
+            d.file_name().map_or_else(
+                || d.display().to_string(),
+                |n| n.to_string_lossy().into_owned(),
+            )
+        };
+        let title = format!("A = {} vs B = {}", name(a), name(b));
+        let subtitle = format!("A: {}; B: {}", a.display(), b.display());
+        std::fs::write(path, crate::plot::percentiles_svg(&title, &subtitle, &refs))
             .map_err(|e| format!("{}: {e}", path.display()))?;
         println!("\nplot: {}", path.display());
     }

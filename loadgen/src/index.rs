@@ -119,7 +119,7 @@ pub fn collect(root: &Path) -> Result<Contents, String> {
     Ok(c)
 }
 
-fn thousands(n: u64) -> String {
+pub(crate) fn thousands(n: u64) -> String {
     let s = n.to_string();
     let mut out = String::new();
     for (i, ch) in s.chars().enumerate() {

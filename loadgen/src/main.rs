@@ -108,7 +108,8 @@ struct Args {
     #[argh(option, default = "String::from(\"ringroom\")")]
     protocol: String,
 
-    /// folder for the results: summary.json, .hgrm, .hlog, plot.svg
+    /// folder for the results: summary.json, .hgrm, .hlog, plot.svg,
+    /// timeline.svg
     /// (default bench-results/local/SCENARIO-TIMESTAMP/)
     #[argh(option)]
     out: Option<std::path::PathBuf>,
@@ -424,6 +425,7 @@ fn drive(
     let mut connect = Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3).expect("bounds");
     let mut rtt = connect.clone();
     let mut intervals: Vec<Histogram<u64>> = Vec::new();
+    let mut up_per_second: Vec<u64> = Vec::new();
     let mut delivery = connect.clone();
     let mut order = [0u64; 3]; // late, duplicates, missing
     let mut peak = 0;
@@ -435,6 +437,13 @@ fn drive(
         counts.add(&result.counts);
         connect.add(&result.connect).map_err(|e| format!("{e:?}"))?;
         rtt.add(&result.rtt).map_err(|e| format!("{e:?}"))?;
+        for (i, &n) in result.up_per_interval.iter().enumerate() {
+            if i == up_per_second.len() {
+                up_per_second.push(n);
+            } else {
+                up_per_second[i] += n;
+            }
+        }
         for (i, h) in result.intervals.iter().enumerate() {
             if i == intervals.len() {
                 intervals.push(h.clone());
@@ -501,6 +510,7 @@ fn drive(
         order,
         own_memory,
         ramp,
+        up_per_second,
     };
     let result = record(
         args, plan, &targets, workers, &counts, &connect, own_cpu, server_cpu, &run,
@@ -724,6 +734,8 @@ fn record(
         },
         loadgen_cpu_s: own_cpu.as_secs_f64(),
         ramp_s: Some(run.ramp.as_secs_f64()),
+        commit: git_commit(),
+        up_per_second: run.up_per_second.clone(),
         loadgen_rss_bytes: run.own_memory.0,
         loadgen_peak_rss_growth_bytes: run.own_memory.1,
         server: server.map(|(cpu, rss, growth)| r::Server {
@@ -771,6 +783,8 @@ struct Run {
     own_memory: (u64, u64),
     /// When the last connection of the ramp came up, since the run's start.
     ramp: Duration,
+    /// Connections up at the end of each second, all workers added.
+    up_per_second: Vec<u64>,
 }
 
 /// A live line while the workers run: connections, PONGs a second, the last
@@ -1023,6 +1037,18 @@ fn report_cmd(args: &ReportArgs) -> Result<(), String> {
     std::fs::write(&path, page).map_err(|e| format!("{}: {e}", path.display()))?;
     println!("wrote {}", path.display());
     Ok(())
+}
+
+/// The commit of the checkout loadgen runs in (`git rev-parse --short HEAD`),
+/// if it runs in one: a result names what it measured.
+fn git_commit() -> Option<String> {
+    let out = std::process::Command::new("git")
+        .args(["rev-parse", "--short", "HEAD"])
+        .stderr(std::process::Stdio::null())
+        .output()
+        .ok()?;
+    let commit = String::from_utf8(out.stdout).ok()?.trim().to_string();
+    (out.status.success() && !commit.is_empty()).then_some(commit)
 }
 
 /// `bench-results/local/NAME-YYYYMMDDTHHMMSSZ/`: UTC, so folders sort by time.

@@ -2,13 +2,12 @@
 //!
 //! * `.hlog`: the interval log (one compressed histogram per interval), with
 //!   the header and legend HdrHistogram's Java `HistogramLogWriter` writes;
-//! * `.hgrm`: the percentile distribution `outputPercentileDistribution` prints;
-//! * `plot.svg`: percentile curves on a log scale of nines, as HdrHistogram's
-//!   plotter draws them.
+//! * `.hgrm`: the percentile distribution `outputPercentileDistribution` prints.
+//!
+//! The pictures drawn from them are in [`crate::plot`].
 //!
 //! Latencies are recorded in microseconds and reported in milliseconds.
 
-use std::fmt::Write as _;
 use std::io::{self, Write};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -101,105 +100,6 @@ pub fn write_hgrm(out: &mut impl Write, histogram: &Histogram<u64>) -> io::Resul
     )
 }
 
-/// Percentile curves of several metrics: x is the percentile on a log scale
-/// of nines (0 %, 90 %, 99 %, ...), y the latency in milliseconds.
-pub fn plot_svg(title: &str, curves: &[(&str, &Histogram<u64>)]) -> String {
-    const W: f64 = 800.0;
-    const H: f64 = 480.0;
-    const LEFT: f64 = 70.0;
-    const BOTTOM: f64 = 50.0;
-    const TOP: f64 = 40.0;
-    const NINES: f64 = 6.0; // up to 99.9999 %
-    const COLOURS: [&str; 6] = [
-        "#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf",
-    ];
-    let max_ms = curves
-        .iter()
-        .map(|(_, h)| h.max() as f64 / UNIT_RATIO)
-        .fold(0.0_f64, f64::max)
-        .max(0.001)
-        * 1.1;
-    const RIGHT: f64 = 50.0; // room for the last percentile label
-    let x = |nines: f64| LEFT + (W - LEFT - RIGHT) * nines.min(NINES) / NINES;
-    let y = |ms: f64| H - BOTTOM - (H - BOTTOM - TOP) * ms / max_ms;
-    let mut svg = String::new();
-    let _ = writeln!(
-        svg,
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{W}\" height=\"{H}\" font-family=\"sans-serif\" font-size=\"12\">"
-    );
-    let _ = writeln!(svg, "<rect width=\"100%\" height=\"100%\" fill=\"white\"/>");
-    let _ = writeln!(
-        svg,
-        "<text x=\"{}\" y=\"24\" font-size=\"16\">{}</text>",
-        LEFT,
-        escape(title)
-    );
-    for (i, label) in ["0%", "90%", "99%", "99.9%", "99.99%", "99.999%", "99.9999%"]
-        .iter()
-        .enumerate()
-    {
-        let xi = x(i as f64);
-        let _ = writeln!(
-            svg,
-            "<line x1=\"{xi:.1}\" y1=\"{TOP}\" x2=\"{xi:.1}\" y2=\"{:.1}\" stroke=\"#ddd\"/><text x=\"{xi:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{label}</text>",
-            H - BOTTOM,
-            H - BOTTOM + 18.0
-        );
-    }
-    for step in 0..=4 {
-        let ms = max_ms * f64::from(step) / 4.0;
-        let yi = y(ms);
-        let _ = writeln!(
-            svg,
-            "<line x1=\"{LEFT}\" y1=\"{yi:.1}\" x2=\"{:.1}\" y2=\"{yi:.1}\" stroke=\"#eee\"/><text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">{ms:.2}</text>",
-            W - RIGHT,
-            LEFT - 6.0,
-            yi + 4.0
-        );
-    }
-    let _ = writeln!(
-        svg,
-        "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">percentile</text><text x=\"16\" y=\"{:.1}\" transform=\"rotate(-90 16 {:.1})\" text-anchor=\"middle\">latency (ms)</text>",
-        (W + LEFT) / 2.0,
-        H - 10.0,
-        H / 2.0,
-        H / 2.0
-    );
-    for (i, (name, h)) in curves.iter().enumerate() {
-        let colour = COLOURS[i % COLOURS.len()];
-        let mut points = String::new();
-        for v in h.iter_quantiles(5) {
-            let q = v.quantile_iterated_to();
-            let nines = if q >= 1.0 { NINES } else { -(1.0 - q).log10() };
-            let ms = h.highest_equivalent(v.value_iterated_to()) as f64 / UNIT_RATIO;
-            let _ = write!(points, "{:.1},{:.1} ", x(nines), y(ms));
-        }
-        let _ = writeln!(
-            svg,
-            "<polyline fill=\"none\" stroke=\"{colour}\" stroke-width=\"2\" points=\"{}\"/>",
-            points.trim_end()
-        );
-        let ly = TOP + 16.0 * i as f64 + 8.0;
-        let _ = writeln!(
-            svg,
-            "<line x1=\"{:.1}\" y1=\"{ly:.1}\" x2=\"{:.1}\" y2=\"{ly:.1}\" stroke=\"{colour}\" stroke-width=\"2\"/><text x=\"{:.1}\" y=\"{:.1}\">{}</text>",
-            LEFT + 10.0,
-            LEFT + 30.0,
-            LEFT + 36.0,
-            ly + 4.0,
-            escape(name)
-        );
-    }
-    svg.push_str("</svg>\n");
-    svg
-}
-
-fn escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -286,17 +186,5 @@ mod tests {
         assert!(text.contains("#[Max     =     1000.",), "{text}");
         assert!(text.contains("Total count    =        10000]"));
         assert!(text.contains("SubBuckets     =         2048]"));
-    }
-
-    #[test]
-    fn plot_draws_one_curve_per_metric() {
-        let a = histogram(1..=1000);
-        let b = histogram((1..=1000).map(|v| v * 3));
-        let svg = plot_svg("ping <rtt>", &[("ping", &a), ("delivery", &b)]);
-        assert!(svg.starts_with("<svg"));
-        assert_eq!(svg.matches("<polyline").count(), 2);
-        assert!(svg.contains("99.999%"));
-        assert!(svg.contains("ping &lt;rtt&gt;"));
-        assert!(svg.trim_end().ends_with("</svg>"));
     }
 }

@@ -239,6 +239,11 @@ pub struct Summary {
     pub loadgen_cpu_s: f64,
     /// The same per million PONGs.
     pub loadgen_cpu_s_per_million_pongs: Option<f64>,
+    /// Connections up at the end of each second of the run (the timeline's).
+    pub up_per_second: Vec<u64>,
+    /// The commit the run was built from (`git rev-parse --short HEAD` where
+    /// it ran), if known.
+    pub commit: Option<String>,
     /// Seconds from the run's start until every connection asked for was up
     /// (or the last one that came up did); none in results older than it.
     pub ramp_s: Option<f64>,
@@ -405,13 +410,74 @@ impl RunRecord {
         }
         let curves: Vec<(&str, &Histogram<u64>)> =
             totals.iter().map(|(n, h)| (n.as_str(), h)).collect();
-        let title = format!(
-            "loadgen {} ({})",
-            self.summary.config.scenario, self.summary.config.protocol
-        );
-        std::fs::write(dir.join("plot.svg"), report::plot_svg(&title, &curves))?;
+        let (title, subtitle) = self.titles();
+        std::fs::write(
+            dir.join("plot.svg"),
+            crate::plot::percentiles_svg(&title, &subtitle, &curves),
+        )?;
+        let steady = self.metric("ping-rtt").or_else(|| self.metric("delivery"));
+        if let Some(metric) = steady {
+            let seconds = self.seconds(metric);
+            let hold = self.hold_start().as_secs_f64();
+            std::fs::write(
+                dir.join("timeline.svg"),
+                crate::plot::timeline_svg(&title, &subtitle, &metric.name, &seconds, hold),
+            )?;
+        }
         std::fs::write(dir.join("machine.json"), pretty(&self.summary.machine))?;
         std::fs::write(dir.join("summary.json"), pretty(&self.summary))
+    }
+
+    /// A plot's title and subtitle: what ran, and when and from which commit.
+    pub fn titles(&self) -> (String, String) {
+        let s = &self.summary;
+        let c = &s.config;
+        let what = if c.idle {
+            "heartbeats".to_string()
+        } else {
+            format!("{}/s PINGs each", c.ping_rate)
+        };
+        let rooms = s.rooms.as_ref().map_or(String::new(), |r| {
+            format!(", {} rooms x {}/s publishes", r.rooms, r.publish_rate)
+        });
+        let title = format!(
+            "{} ({}): {} connections, {what}{rooms}",
+            c.scenario,
+            c.protocol,
+            crate::index::thousands(c.conns)
+        );
+        let when = self
+            .metrics
+            .first()
+            .map(|m| humantime::format_rfc3339_seconds(m.start_time).to_string())
+            .unwrap_or_default();
+        let subtitle = format!(
+            "connect {}/s, hold {} s; {when}; commit {}; {} cores, Linux {}",
+            c.connect_rate,
+            c.duration_s,
+            s.commit.as_deref().unwrap_or("unknown"),
+            s.machine.cores,
+            s.machine.kernel
+        );
+        (title, subtitle)
+    }
+
+    /// `metric`'s intervals as the timeline's seconds, with the connections
+    /// up at the end of each (none in results older than that count).
+    pub fn seconds(&self, metric: &Metric) -> Vec<crate::plot::Second> {
+        metric
+            .intervals
+            .iter()
+            .enumerate()
+            .map(|(k, i)| {
+                let up = self.summary.up_per_second.get(k).copied().unwrap_or(0);
+                crate::plot::Second {
+                    at: i.start.as_secs_f64(),
+                    latency: i.histogram.clone(),
+                    up,
+                }
+            })
+            .collect()
     }
 
     /// Reads a folder `write` (or an older loadgen) wrote.
@@ -503,6 +569,13 @@ pub fn merge(runs: &[RunRecord], names: &[String]) -> Result<RunRecord, String> 
             s.config.source = format!("{},{}", s.config.source, o.config.source);
         }
         s.loadgen_cpu_s += o.loadgen_cpu_s;
+        // Connections up per second, second by second of each run.
+        for (k, n) in o.up_per_second.iter().enumerate() {
+            match s.up_per_second.get_mut(k) {
+                Some(m) => *m += n,
+                None => s.up_per_second.push(*n),
+            }
+        }
         // Separate processes: their memory adds up.
         s.loadgen_rss_bytes += o.loadgen_rss_bytes;
         s.loadgen_peak_rss_growth_bytes += o.loadgen_peak_rss_growth_bytes;

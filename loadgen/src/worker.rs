@@ -90,6 +90,8 @@ pub struct WorkerResult {
     pub ramp_done: Duration,
     /// RTTs of each successive second of the run.
     pub intervals: Vec<Histogram<u64>>,
+    /// Connections up at the end of each of those seconds.
+    pub up_per_interval: Vec<u64>,
     /// Room message delivery latency, microseconds.
     pub delivery: Histogram<u64>,
     /// Room messages that arrived out of order, twice, or not (yet).
@@ -139,6 +141,7 @@ pub fn run(spec: &WorkerSpec) -> Result<WorkerResult, String> {
     let mut last_up = Duration::ZERO;
     let mut closing_since: Option<Instant> = None;
     let mut intervals = Vec::new();
+    let mut up_per_interval = Vec::new();
     let mut next_interval = INTERVAL;
     loop {
         let now = start.elapsed();
@@ -235,6 +238,7 @@ pub fn run(spec: &WorkerSpec) -> Result<WorkerResult, String> {
             p.p99_us
                 .store(core.interval_rtt.value_at_quantile(0.99), Ordering::Relaxed);
             intervals.push(core.interval_rtt.clone());
+            up_per_interval.push(core.up() as u64);
             core.interval_rtt.reset();
         }
         if let Some(since) = closing_since {
@@ -246,7 +250,9 @@ pub fn run(spec: &WorkerSpec) -> Result<WorkerResult, String> {
     let _ = engine.submit_and_wait(Duration::ZERO);
     let counts = core.counts.clone();
     intervals.push(core.interval_rtt.clone());
+    up_per_interval.push(core.up() as u64);
     Ok(WorkerResult {
+        up_per_interval,
         counts,
         connect: core.connect.clone(),
         rtt: core.rtt.clone(),
