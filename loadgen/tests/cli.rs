@@ -113,6 +113,14 @@ fn durations_and_rates_take_units_and_bad_ones_are_named() {
         text.contains("| loadgen RSS / peak growth per connection |"),
         "{text}"
     );
+    // The pictures, titled with the run.
+    let plot = std::fs::read_to_string(dir.join("plot.svg")).unwrap();
+    assert!(
+        plot.contains("ping (ringroom): 20 connections, 2/s PINGs each"),
+        "{plot}"
+    );
+    let timeline = std::fs::read_to_string(dir.join("timeline.svg")).unwrap();
+    assert!(timeline.contains("connections up") && timeline.contains("hold from"));
     let _ = std::fs::remove_dir_all(&dir);
 }
 
