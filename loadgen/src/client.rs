@@ -178,9 +178,7 @@ pub struct ClientCore {
     pub counts: Counts,
 }
 
-fn histogram() -> Histogram<u64> {
-    Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid bounds")
-}
+use crate::results::histogram;
 
 fn micros(d: Duration) -> u64 {
     d.as_micros().clamp(1, 3_600_000_000) as u64

@@ -15,7 +15,6 @@
 //! scenario, connection count, rate, length, protocol or machine is named in
 //! a loud warning before any figure.
 
-use hdrhistogram::serialization::Deserializer;
 use std::path::Path;
 
 use hdrhistogram::Histogram;
@@ -35,23 +34,6 @@ pub struct Verdict {
     pub p_value: Option<f64>,
     /// Whether this is a regression.
     pub regression: bool,
-}
-
-/// Reads an interval log: its interval histograms, in order.
-pub fn read_hlog(text: &[u8]) -> Result<Vec<Histogram<u64>>, String> {
-    let (_, intervals) = crate::results::read_hlog_intervals(text)?;
-    Ok(intervals.into_iter().map(|i| i.histogram).collect())
-}
-
-/// One histogram as an interval log encodes it (base64 of the V2 compressed form).
-pub fn decode_histogram(encoded: &str) -> Result<Histogram<u64>, String> {
-    use base64::Engine as _;
-    let bytes = base64::engine::general_purpose::STANDARD
-        .decode(encoded)
-        .map_err(|e| format!("bad histogram encoding: {e}"))?;
-    Deserializer::new()
-        .deserialize(&mut bytes.as_slice())
-        .map_err(|e| format!("bad histogram: {e:?}"))
 }
 
 /// The p99 of each non-empty interval.
@@ -244,7 +226,10 @@ pub fn compare_folders(
         let (Ok(ta), Ok(tb)) = (std::fs::read(a.join(&file)), std::fs::read(b.join(&file))) else {
             continue;
         };
-        let (ia, ib) = (read_hlog(&ta)?, read_hlog(&tb)?);
+        let (ia, ib) = (
+            crate::hlog::read_histograms(&ta)?,
+            crate::hlog::read_histograms(&tb)?,
+        );
         let (ha, hb) = (total(&ia)?, total(&ib)?);
         println!("\n{metric} (ms)\n| percentile | A | B | change |\n|---|---|---|---|");
         for (label, q) in [
@@ -362,7 +347,7 @@ mod tests {
         let mut rng = fastrand::Rng::with_seed(seed);
         (0..n)
             .map(|_| {
-                let mut h = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap();
+                let mut h = crate::results::histogram();
                 for _ in 0..1000 {
                     // An exponential-ish tail: most near the center, a few far out.
                     let x = center * (1.0 - rng.f64().ln() * 0.3);
@@ -427,7 +412,7 @@ mod tests {
         }
         assert_eq!(compare(&a, &b, 0.5, 0.01).p_value, None);
         let total = |hs: &[Histogram<u64>]| {
-            let mut t = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap();
+            let mut t = crate::results::histogram();
             hs.iter().for_each(|h| t.add(h).unwrap());
             t
         };
@@ -471,22 +456,5 @@ mod tests {
         let p = mann_whitney_greater(&[6.0, 7.0, 8.0, 9.0, 10.0], &[1.0, 2.0, 3.0, 4.0, 5.0]);
         assert!(p > 0.99, "{p}");
         assert_eq!(mann_whitney_greater(&[1.0; 5], &[1.0; 5]), 1.0);
-    }
-
-    #[test]
-    fn an_hlog_written_by_loadgen_is_read_back() {
-        let a = intervals(4, 1000.0, 9);
-        let log: Vec<crate::report::Interval> = a
-            .iter()
-            .enumerate()
-            .map(|(i, h)| crate::report::Interval {
-                start: std::time::Duration::from_secs(i as u64),
-                length: std::time::Duration::from_secs(1),
-                histogram: h.clone(),
-            })
-            .collect();
-        let mut bytes = Vec::new();
-        crate::report::write_hlog(&mut bytes, std::time::SystemTime::now(), &log).unwrap();
-        assert_eq!(read_hlog(&bytes).unwrap(), a);
     }
 }

@@ -315,7 +315,7 @@ mod tests {
 
     #[test]
     fn the_index_lists_releases_peers_and_other_folders() {
-        use crate::report::Interval;
+        use crate::hlog::Interval;
         use crate::results::{histogram, Metric, Server};
         use std::time::{Duration, UNIX_EPOCH};
         let root = std::env::temp_dir().join(format!("loadgen-index-{}", std::process::id()));

@@ -11,7 +11,8 @@
 //! * [`verify`]: loss, duplicate and order checks of room messages.
 //! * [`errnos`]: errno and error-code counts by name, for the tables.
 //! * [`procstat`]: CPU time and RSS of the server and of the load generator.
-//! * [`report`]: `.hlog` and `.hgrm` in HdrHistogram's formats.
+//! * [`hlog`]: the interval log (`.hlog`): written, read and decoded in one place.
+//! * [`report`]: the `.hgrm` percentile distribution.
 //! * [`plot`]: `plot.svg` (percentile distribution) and `timeline.svg` (second by second).
 //! * [`results`]: a result folder (summary.json, machine.json, logs): write, read, merge.
 //! * [`compare`]: is run B slower than run A, beyond the noise? (Mann-Whitney U on interval p99s)
@@ -21,6 +22,7 @@
 pub mod client;
 pub mod compare;
 pub mod errnos;
+pub mod hlog;
 pub mod index;
 pub mod plot;
 pub mod procstat;

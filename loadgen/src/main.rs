@@ -18,7 +18,7 @@ use loadgen::sources::{local_port_range, parse_sources, Capacity};
 use loadgen::units::{Rate, Seconds};
 use loadgen::wire::Protocol;
 use loadgen::worker::{self, share, Progress, WorkerSpec, INTERVAL};
-use loadgen::{errnos, procstat, report};
+use loadgen::{errnos, procstat};
 use std::io::IsTerminal;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -422,7 +422,7 @@ fn drive(
         .collect();
     show_progress(&handles, &progress, plan.conns, started);
     let mut counts = Counts::default();
-    let mut connect = Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3).expect("bounds");
+    let mut connect = loadgen::results::histogram();
     let mut rtt = connect.clone();
     let mut intervals: Vec<Histogram<u64>> = Vec::new();
     let mut up_per_second: Vec<u64> = Vec::new();
@@ -679,7 +679,7 @@ fn record(
     let whole = |name: &str, h: &Histogram<u64>| r::Metric {
         name: name.into(),
         start_time: run.started_at,
-        intervals: vec![report::Interval {
+        intervals: vec![loadgen::hlog::Interval {
             start: Duration::ZERO,
             length: Duration::from_secs(plan.duration),
             histogram: h.clone(),
@@ -695,7 +695,7 @@ fn record(
                 .intervals
                 .iter()
                 .enumerate()
-                .map(|(i, h)| report::Interval {
+                .map(|(i, h)| loadgen::hlog::Interval {
                     start: INTERVAL * i as u32,
                     length: INTERVAL,
                     histogram: h.clone(),

@@ -9,12 +9,13 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
-use crate::report::{self, Interval};
+use crate::hlog::Interval;
+use crate::report;
 
 /// Latency percentiles of one metric, in milliseconds.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -402,7 +403,7 @@ impl RunRecord {
                 &mut std::fs::File::create(dir.join(format!("{}.hgrm", m.name)))?,
                 total,
             )?;
-            report::write_hlog(
+            crate::hlog::write(
                 &mut std::fs::File::create(dir.join(format!("{}.hlog", m.name)))?,
                 m.start_time,
                 &m.intervals,
@@ -493,7 +494,7 @@ impl RunRecord {
                 continue;
             };
             let (start_time, intervals) =
-                read_hlog_intervals(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+                crate::hlog::read(&text).map_err(|e| format!("{}: {e}", path.display()))?;
             metrics.push(Metric {
                 name: name.into(),
                 start_time,
@@ -506,25 +507,6 @@ impl RunRecord {
 
 fn pretty<T: Serialize>(value: &T) -> String {
     serde_json::to_string_pretty(value).expect("plain data serializes") + "\n"
-}
-
-/// Reads an interval log with its start time and each interval's offset and length.
-pub fn read_hlog_intervals(text: &[u8]) -> Result<(SystemTime, Vec<Interval>), String> {
-    use hdrhistogram::serialization::interval_log::{IntervalLogIterator, LogEntry};
-    let mut start = UNIX_EPOCH;
-    let mut out = Vec::new();
-    for entry in IntervalLogIterator::new(text) {
-        match entry.map_err(|e| format!("bad interval log: {e:?}"))? {
-            LogEntry::StartTime(t) => start = UNIX_EPOCH + t,
-            LogEntry::Interval(i) => out.push(Interval {
-                start: i.start_timestamp(),
-                length: i.duration(),
-                histogram: crate::compare::decode_histogram(i.encoded_histogram())?,
-            }),
-            LogEntry::BaseTime(_) => {}
-        }
-    }
-    Ok((start, out))
 }
 
 /// Adds up runs of several load-generator processes that drove one server at
@@ -655,6 +637,7 @@ fn merge_metric(name: &str, parts: &[&Metric]) -> Result<Metric, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::UNIX_EPOCH;
 
     fn temp_dir(tag: &str) -> std::path::PathBuf {
         let d = std::env::temp_dir().join(format!(
