@@ -1,6 +1,7 @@
 //! The ringroom load generator's building blocks, sans-io and unit-tested where
 //! they can be; `main.rs` wires them into the `loadgen` command.
 //!
+//! * [`cli`]: a run's options, the scenarios, and the one checked plan they make.
 //! * [`client`]: a worker's connections, PING schedules, rooms and measurements (sans-io).
 //! * [`wire`]: the wire protocols: ringroom, and redis, nats, mqtt for comparison (sans-io).
 //! * [`worker`]: one thread with its own ring and its share of the connections.
@@ -19,6 +20,7 @@
 //! * [`index`]: the bench-results index and the peers table.
 #![forbid(unsafe_code)]
 
+pub mod cli;
 pub mod client;
 pub mod compare;
 pub mod errnos;

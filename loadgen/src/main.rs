@@ -12,11 +12,10 @@ use std::time::{Duration, Instant};
 
 use argh::FromArgs;
 use hdrhistogram::Histogram;
+use loadgen::cli::{plan, run_name, Args, Plan, Scenario};
 use loadgen::client::{Counts, Pinging, RoomPlan};
 use loadgen::results::RunRecord;
 use loadgen::sources::{local_port_range, parse_sources, Capacity};
-use loadgen::units::{Rate, Seconds};
-use loadgen::wire::Protocol;
 use loadgen::worker::{self, share, Progress, WorkerSpec, INTERVAL};
 use loadgen::{errnos, procstat};
 use std::io::IsTerminal;
@@ -25,142 +24,6 @@ use std::sync::Arc;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-/// loadgen: opens many client connections to a ringroom server (or, with
-/// --protocol, to redis, nats or mosquitto), keeps them alive, and measures.
-#[derive(FromArgs)]
-#[argh(
-    note = "Scenarios: idle, ping, rooms, and the presets c10k and c100k.\n\n\
-            Subcommands (each with its own --help):\n  \
-            loadgen compare A B   is run (or release) B slower than A, beyond the noise?\n  \
-            loadgen merge DIR...  adds up the results of several load generators\n  \
-            loadgen report DIR    rebuilds the index of bench-results/"
-)]
-struct Args {
-    /// server address (repeat to spread over several)
-    #[argh(option)]
-    target: Vec<SocketAddr>,
-
-    /// connections to open (default 1000; c10k 10000; c100k 100000)
-    #[argh(option)]
-    conns: Option<usize>,
-
-    /// connections opened per second, in all: 5000, 5000/s, 300000/m
-    /// (default 5000; c100k 20000)
-    #[argh(option)]
-    connect_rate: Option<Rate>,
-
-    /// how long to hold the connections once all are open, whole seconds:
-    /// 15, 15s, 2m (default 10s; c10k 15s; c100k 60s)
-    #[argh(option)]
-    duration: Option<Seconds>,
-
-    /// source addresses: addresses, ranges (127.0.0.2-127.0.0.40) and CIDRs,
-    /// comma-separated (default 127.0.0.1; c10k 127.0.0.2-127.0.0.9; c100k
-    /// 127.0.1.0/26)
-    #[argh(option)]
-    source: Option<String>,
-
-    /// idle (heartbeats at the granted interval), ping (a fixed rate), rooms
-    /// (members of --rooms rooms, one publisher each), or the presets c10k
-    /// (10,000 connections pinging 3/s for 15 s) and c100k (100,000 idle
-    /// connections for 60 s) (default c10k)
-    #[argh(option, default = "String::from(\"c10k\")")]
-    scenario: String,
-
-    /// PINGs per connection in the ping scenario: 3, 3/s, 30/m (default 1/s;
-    /// c10k 3/s)
-    #[argh(option)]
-    ping_rate: Option<Rate>,
-
-    /// rooms in the rooms scenario: connection i joins room i % rooms, and the
-    /// first member of each room publishes (default 100)
-    #[argh(option, default = "100")]
-    rooms: u64,
-
-    /// PUBLISHes per room in the rooms scenario: 1, 1/s, 60/m (default 1/s)
-    #[argh(option, default = "Rate(1.0)")]
-    publish_rate: Rate,
-
-    /// PUBLISH body size in bytes, at least 16 (default 64)
-    #[argh(option, default = "64")]
-    payload: usize,
-
-    /// heartbeat to ask for in HELLO, ms (default 0: the server's)
-    #[argh(option, default = "0")]
-    heartbeat_ms: u32,
-
-    /// worker threads, each with its own ring (default: the cores)
-    #[argh(option)]
-    workers: Option<usize>,
-
-    /// do not reconnect lost or failed connections (by default they reconnect
-    /// with jittered exponential backoff, and are counted)
-    #[argh(switch)]
-    no_reconnect: bool,
-
-    /// process id of the server, to report its CPU time and memory
-    #[argh(option)]
-    server_pid: Option<u32>,
-
-    /// wire protocol: ringroom (default), or a peer server's for comparison:
-    /// redis (RESP), nats or mqtt (3.1.1); peers need --target
-    #[argh(option, default = "String::from(\"ringroom\")")]
-    protocol: String,
-
-    /// folder for the results: summary.json, .hgrm, .hlog, plot.svg,
-    /// timeline.svg
-    /// (default bench-results/local/SCENARIO-TIMESTAMP/)
-    #[argh(option)]
-    out: Option<std::path::PathBuf>,
-}
-
-/// A run's settings once the preset and the flags are combined.
-struct Plan {
-    protocol: Protocol,
-    idle: bool,
-    conns: usize,
-    connect_rate: f64,
-    duration: u64,
-    source: String,
-    ping_rate: f64,
-}
-
-fn plan(args: &Args) -> Result<Plan, String> {
-    let (idle, conns, rate, duration, source, ping) = match args.scenario.as_str() {
-        "c10k" => (false, 10_000, 10_000.0, 15, "127.0.0.2-127.0.0.9", 3.0),
-        "c100k" => (true, 100_000, 20_000.0, 60, "127.0.1.0/26", 1.0),
-        "ping" => (false, 1000, 5000.0, 10, "127.0.0.1", 1.0),
-        "idle" => (true, 1000, 5000.0, 10, "127.0.0.1", 1.0),
-        "rooms" => (true, 1000, 5000.0, 10, "127.0.0.1", 1.0),
-        other => {
-            return Err(format!(
-                "unknown --scenario {other:?}: idle, ping, rooms, c10k or c100k"
-            ))
-        }
-    };
-    let protocol: Protocol = args.protocol.parse()?;
-    if protocol != Protocol::Ringroom && args.target.is_empty() {
-        return Err(format!(
-            "--protocol {} needs --target (and --server-pid for its CPU and memory): \
-             loadgen starts only ringroom itself; bench-results/peers.sh starts the peers",
-            protocol.name()
-        ));
-    }
-    let plan = Plan {
-        protocol,
-        idle,
-        conns: args.conns.unwrap_or(conns),
-        connect_rate: args.connect_rate.map_or(rate, |r| r.0),
-        duration: args.duration.map_or(duration, |d| d.0),
-        source: args.source.clone().unwrap_or_else(|| source.to_string()),
-        ping_rate: args.ping_rate.map_or(ping, |r| r.0),
-    };
-    if plan.conns == 0 || plan.connect_rate <= 0.0 || plan.ping_rate <= 0.0 {
-        return Err("--conns, --connect-rate and --ping-rate must be positive".into());
-    }
-    Ok(plan)
-}
 
 fn main() -> ExitCode {
     let raw: Vec<String> = std::env::args().collect();
@@ -366,29 +229,16 @@ fn drive(
     let server_before = server_pid.map(|p| procstat::sample(Some(p))).transpose()?;
     let started = Instant::now();
     let started_at = std::time::SystemTime::now();
-    let rooms = (args.scenario == "rooms")
-        .then(|| -> Result<RoomPlan, String> {
-            if args.rooms == 0
-                || args.rooms > plan.conns as u64
-                || args.publish_rate.0 <= 0.0
-                || args.payload < 16
-            {
-                return Err(
-                    "rooms: need 1 <= --rooms <= --conns, --publish-rate > 0, --payload >= 16"
-                        .into(),
-                );
-            }
-            Ok(RoomPlan {
-                rooms: args.rooms,
-                conns: plan.conns as u64,
-                period: Duration::from_secs_f64(1.0 / args.publish_rate.0),
-                payload: args.payload,
-                // Publishing starts a second after the ramp, once every member has joined.
-                start: Duration::from_secs_f64(plan.conns as f64 / plan.connect_rate)
-                    + Duration::from_secs(1),
-            })
-        })
-        .transpose()?;
+    // The plan checked the rooms options.
+    let rooms = (args.scenario == Scenario::Rooms).then(|| RoomPlan {
+        rooms: args.rooms,
+        conns: plan.conns as u64,
+        period: Duration::from_secs_f64(1.0 / args.publish_rate.0),
+        payload: args.payload,
+        // Publishing starts a second after the ramp, once every member has joined.
+        start: Duration::from_secs_f64(plan.conns as f64 / plan.connect_rate)
+            + Duration::from_secs(1),
+    });
     let progress: Vec<Arc<Progress>> = (0..workers).map(|_| Arc::default()).collect();
     let handles: Vec<_> = (0..workers)
         .map(|index| {
@@ -647,8 +497,8 @@ fn print_summary(
             growth / counts.connected.max(1)
         );
         // Per million of the scenario's own messages (ramp included).
-        let (events, what) = match args.scenario.as_str() {
-            "rooms" => (counts.delivered, "room deliveries"),
+        let (events, what) = match args.scenario {
+            Scenario::Rooms => (counts.delivered, "room deliveries"),
             _ if !plan.idle => (counts.pongs, "PONGs"),
             _ => (0, ""),
         };
@@ -714,7 +564,7 @@ fn record(
             connect_rate: plan.connect_rate,
             duration_s: plan.duration,
             source: plan.source.clone(),
-            scenario: args.scenario.clone(),
+            scenario: args.scenario.to_string(),
             idle: plan.idle,
             ping_rate: plan.ping_rate,
             heartbeat_ms: args.heartbeat_ms,
@@ -1055,58 +905,6 @@ fn git_commit() -> Option<String> {
 fn default_out(name: &str) -> std::path::PathBuf {
     std::path::PathBuf::from(format!(
         "bench-results/local/{name}-{}",
-        utc_stamp(std::time::SystemTime::now())
+        loadgen::results::utc_stamp(std::time::SystemTime::now())
     ))
-}
-
-/// `20261201T200641Z`: RFC 3339 in UTC without its separators.
-fn utc_stamp(at: std::time::SystemTime) -> String {
-    humantime::format_rfc3339_seconds(at)
-        .to_string()
-        .replace(['-', ':'], "")
-}
-
-/// What a run's folder is named after: the preset when it ran as the preset,
-/// else what actually ran (a preset whose numbers were changed is no longer it).
-fn run_name(args: &Args, plan: &Plan) -> String {
-    let preset = matches!(args.scenario.as_str(), "c10k" | "c100k");
-    let changed = args.conns.is_some()
-        || args.connect_rate.is_some()
-        || args.duration.is_some()
-        || args.source.is_some()
-        || args.ping_rate.is_some();
-    match (preset, changed) {
-        (true, false) => args.scenario.clone(),
-        (true, true) => format!("{}-{}", if plan.idle { "idle" } else { "ping" }, plan.conns),
-        (false, _) => format!("{}-{}", args.scenario, plan.conns),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn args(line: &[&str]) -> Args {
-        Args::from_args(&["loadgen"], line).unwrap()
-    }
-
-    #[test]
-    fn result_folders_sort_by_utc_time_and_say_what_ran() {
-        let at = std::time::UNIX_EPOCH + Duration::from_secs(1_796_154_538);
-        assert_eq!(utc_stamp(at), "20261201T194858Z");
-        let name = |line: &[&str]| {
-            let a = args(line);
-            run_name(&a, &plan(&a).unwrap())
-        };
-        assert_eq!(name(&[]), "c10k");
-        assert_eq!(name(&["--scenario", "c10k", "--conns", "500"]), "ping-500");
-        assert_eq!(
-            name(&["--scenario", "c100k", "--duration", "5s"]),
-            "idle-100000"
-        );
-        assert_eq!(
-            name(&["--scenario", "rooms", "--conns", "200"]),
-            "rooms-200"
-        );
-    }
 }

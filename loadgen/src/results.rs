@@ -299,6 +299,14 @@ impl Metric {
     }
 }
 
+/// `20261201T200641Z`: RFC 3339 in UTC without its separators, so that result
+/// folders named with it sort by time.
+pub fn utc_stamp(at: SystemTime) -> String {
+    humantime::format_rfc3339_seconds(at)
+        .to_string()
+        .replace(['-', ':'], "")
+}
+
 /// The histogram every latency is recorded in: 1 us .. 1 h, 3 digits.
 pub fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid bounds")
@@ -780,6 +788,13 @@ mod tests {
         for d in dirs {
             let _ = std::fs::remove_dir_all(d);
         }
+    }
+
+    #[test]
+    fn folder_stamps_are_utc_and_sort_by_time() {
+        let at = UNIX_EPOCH + Duration::from_secs(1_796_154_538);
+        assert_eq!(utc_stamp(at), "20261201T194858Z");
+        assert!(utc_stamp(at) < utc_stamp(at + Duration::from_secs(1)));
     }
 
     #[test]
