@@ -75,6 +75,8 @@ pub struct Counts {
     pub dead_server: u64,
     /// Reconnects started (after a drop or a failed connect).
     pub reconnects: u64,
+    /// Connects still under way when the run closed them: neither up nor failed.
+    pub abandoned: u64,
     /// JOINED received.
     pub joined: u64,
     /// PUBLISHes sent.
@@ -94,6 +96,7 @@ impl Counts {
         self.pongs += other.pongs;
         self.dead_server += other.dead_server;
         self.reconnects += other.reconnects;
+        self.abandoned += other.abandoned;
         self.joined += other.joined;
         self.published += other.published;
         self.expected += other.expected;
@@ -598,6 +601,10 @@ impl ClientCore {
         self.reconnects.clear();
         for (slot, conn) in self.conns.iter_mut().enumerate() {
             if let Some(conn) = conn.as_mut() {
+                if !conn.closing && !conn.welcomed {
+                    // A connect still under way: neither up nor failed.
+                    self.counts.abandoned += 1;
+                }
                 conn.closing = true;
                 self.dirty.push(slot as u32);
             }

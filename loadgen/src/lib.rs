@@ -15,6 +15,7 @@
 //! * [`hlog`]: the interval log (`.hlog`): written, read and decoded in one place.
 //! * [`report`]: the `.hgrm` percentile distribution.
 //! * [`plot`]: `plot.svg` (percentile distribution) and `timeline.svg` (second by second).
+//! * [`run`]: one run of a scenario, from the server's start to the verdict.
 //! * [`results`]: a result folder (summary.json, machine.json, logs): write, read, merge.
 //! * [`compare`]: is run B slower than run A, beyond the noise? (Mann-Whitney U on interval p99s)
 //! * [`index`]: the bench-results index and the peers table.
@@ -30,6 +31,7 @@ pub mod plot;
 pub mod procstat;
 pub mod report;
 pub mod results;
+pub mod run;
 pub mod schedule;
 pub mod sources;
 pub mod units;

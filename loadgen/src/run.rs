@@ -1,0 +1,695 @@
+//! One run of a scenario: start the server if there is none, size and start
+//! the workers, add up what they measured, sample /proc, print the table,
+//! write the result folder, and judge the run.
+
+use std::io::IsTerminal;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+
+use crate::cli::{plan, run_name, Args, Plan, Scenario};
+use crate::client::{Counts, Pinging, RoomPlan};
+use crate::results::RunRecord;
+use crate::sources::{local_port_range, parse_sources, Capacity};
+use crate::worker::{self, share, Progress, WorkerSpec, INTERVAL};
+use crate::{errnos, procstat};
+
+/// The server this run started, if it started one.
+struct OwnServer {
+    child: std::process::Child,
+}
+
+impl OwnServer {
+    /// Starts this binary as the server on loopback, sized for `conns`.
+    fn start(conns: usize) -> Result<(Self, SocketAddr), String> {
+        use std::io::BufRead;
+        let exe = std::env::current_exe().map_err(|e| format!("cannot find this binary: {e}"))?;
+        let max_conns = (conns + conns / 10 + 100).to_string();
+        let mut child = std::process::Command::new(exe)
+            .args([
+                "--internal-server",
+                "--listen",
+                "127.0.0.1:0",
+                "--metrics",
+                "off",
+            ])
+            .args([
+                "--discovery",
+                "off",
+                "--stats-interval",
+                "0",
+                "--max-conns",
+                &max_conns,
+            ])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("cannot start the server: {e}"))?;
+        let mut line = String::new();
+        let stdout = child.stdout.take().expect("piped");
+        std::io::BufReader::new(stdout)
+            .read_line(&mut line)
+            .map_err(|e| format!("server: {e}"))?;
+        let addr = crate::ready_address(&line)
+            .ok_or_else(|| format!("the server did not start: {line}"))?;
+        let ready = line.trim_end();
+        println!(
+            "loadgen's own server (pid {}): {}",
+            child.id(),
+            ready
+                .strip_prefix("ringroom-server ready: ")
+                .unwrap_or(ready)
+        );
+        Ok((Self { child }, addr))
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGTERM (through kill(1)), then wait; a server that does not stop in 10 s is killed.
+    fn stop(mut self) {
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status();
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(10) {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs the scenario `args` ask for; an error says why the run failed (a
+/// result folder is written whenever the run got as far as measuring).
+pub fn run(args: Args) -> Result<(), String> {
+    let plan = plan(&args)?;
+    let pinging = if plan.idle {
+        Pinging::Heartbeat
+    } else {
+        Pinging::Rate(plan.ping_rate)
+    };
+    let sources: Vec<IpAddr> = if args.source.is_none() && is_v6_run(&args.target) {
+        vec![IpAddr::V6(std::net::Ipv6Addr::LOCALHOST)] // the default follows the target
+    } else {
+        parse_sources(&plan.source)?
+    };
+    check_families(&sources, &args.target)?;
+    let ports = local_port_range()?;
+    let capacity = Capacity::new(sources.len(), args.target.len().max(1), ports);
+    println!(
+        "capacity: {} source(s) x {} target(s) x {} ports (ip_local_port_range {}-{}) = {} connections",
+        capacity.sources,
+        capacity.targets,
+        capacity.ports,
+        ports.0,
+        ports.1,
+        capacity.total()
+    );
+    capacity.check(plan.conns as u64)?;
+    let (own_server, targets, server_pid) = if args.target.is_empty() {
+        let (server, addr) = OwnServer::start(plan.conns)?;
+        let pid = server.pid();
+        (Some(server), vec![addr], Some(pid))
+    } else {
+        (None, args.target.clone(), args.server_pid)
+    };
+    let result = drive(&args, &plan, pinging, sources, targets, server_pid);
+    if let Some(server) = own_server {
+        server.stop();
+    }
+    result
+}
+
+/// Whether the run's targets are IPv6 (loadgen's own server is IPv4).
+fn is_v6_run(targets: &[SocketAddr]) -> bool {
+    !targets.is_empty() && targets.iter().all(SocketAddr::is_ipv6)
+}
+
+/// Every source must be of the targets' family: an IPv4 source cannot reach
+/// an IPv6 target (each connection would fail), so say so before connecting.
+fn check_families(sources: &[IpAddr], targets: &[SocketAddr]) -> Result<(), String> {
+    let v6 = is_v6_run(targets);
+    if targets.iter().any(|t| t.is_ipv6() != v6) {
+        return Err("--target: all targets must be of one family, IPv4 or IPv6".into());
+    }
+    if let Some(bad) = sources.iter().find(|s| s.is_ipv6() != v6) {
+        let (want, example) = if v6 {
+            ("IPv6", "::1")
+        } else {
+            ("IPv4", "127.0.0.1")
+        };
+        return Err(format!(
+            "--source {bad} cannot reach {} targets: give {want} sources (e.g. --source {example})",
+            if v6 { "IPv6" } else { "IPv4" }
+        ));
+    }
+    Ok(())
+}
+
+fn drive(
+    args: &Args,
+    plan: &Plan,
+    pinging: Pinging,
+    sources: Vec<IpAddr>,
+    targets: Vec<SocketAddr>,
+    server_pid: Option<u32>,
+) -> Result<(), String> {
+    let (workers, table) = size_workers(args, plan)?;
+    let cores = core_affinity::get_core_ids().unwrap_or_default();
+    let before = procstat::sample(None)?;
+    let server_before = server_pid.map(|p| procstat::sample(Some(p))).transpose()?;
+    let started = Instant::now();
+    let started_at = std::time::SystemTime::now();
+    // The plan checked the rooms options.
+    let rooms = (args.scenario == Scenario::Rooms).then(|| RoomPlan {
+        rooms: args.rooms,
+        conns: plan.conns as u64,
+        period: Duration::from_secs_f64(1.0 / args.publish_rate.0),
+        payload: args.payload,
+        // Publishing starts a second after the ramp, once every member has joined.
+        start: Duration::from_secs_f64(plan.conns as f64 / plan.connect_rate)
+            + Duration::from_secs(1),
+    });
+    let progress: Vec<Arc<Progress>> = (0..workers).map(|_| Arc::default()).collect();
+    let handles: Vec<_> = (0..workers)
+        .map(|index| {
+            let conns = share(plan.conns, index, workers);
+            let spec = WorkerSpec {
+                targets: targets.clone(),
+                sources: sources.clone(),
+                conns,
+                index,
+                workers,
+                connect_rate: plan.connect_rate / workers as f64,
+                hold: Duration::from_secs(plan.duration),
+                pinging,
+                heartbeat_ms: args.heartbeat_ms,
+                slots: (conns + 16).min(table) as u32,
+                seed: 0x5eed + index as u64,
+                progress: progress[index].clone(),
+                reconnect: !args.no_reconnect,
+                rooms: rooms.clone(),
+                epoch: started,
+                protocol: plan.protocol,
+            };
+            let core = (!cores.is_empty()).then(|| cores[index % cores.len()]);
+            std::thread::spawn(move || {
+                if let Some(core) = core {
+                    core_affinity::set_for_current(core);
+                }
+                worker::run(&spec)
+            })
+        })
+        .collect();
+    show_progress(&handles, &progress, plan.conns, started);
+    let Totals {
+        counts,
+        connect,
+        rtt,
+        intervals,
+        up_per_second,
+        delivery,
+        order,
+        peak,
+        ramp,
+    } = add_up(handles)?;
+    let elapsed = started.elapsed();
+    let after = procstat::sample(None)?;
+    let own_cpu = after.cpu.saturating_sub(before.cpu);
+    let server_cpu = match (server_pid, server_before) {
+        (Some(pid), Some(b)) => procstat::sample(Some(pid)).ok().map(|a| {
+            (
+                a.cpu.saturating_sub(b.cpu),
+                a.rss,
+                a.peak_rss.saturating_sub(b.rss),
+            )
+        }),
+        _ => None,
+    };
+    let own_memory = (after.rss, after.peak_rss.saturating_sub(before.rss));
+    print_summary(
+        args, plan, workers, &counts, &connect, &rtt, peak, elapsed, own_cpu, server_cpu,
+    );
+    println!(
+        "| loadgen RSS / peak growth per connection | {} KiB / {} B |",
+        own_memory.0 / 1024,
+        own_memory.1 / counts.connected.max(1)
+    );
+    let dir = args
+        .out
+        .clone()
+        .unwrap_or_else(|| default_out(&run_name(args, plan)));
+    if rooms.is_some() {
+        println!(
+            "| rooms: published / expected / delivered | {} / {} / {} |",
+            counts.published, counts.expected, counts.delivered
+        );
+        println!(
+            "| rooms: late / duplicate / missing | {} / {} / {} |",
+            order[0], order[1], order[2]
+        );
+        println!(
+            "| delivery ms p50 / p99 / p99.9 / max | {:.3} / {:.3} / {:.3} / {:.3} |",
+            ms(&delivery, 0.5),
+            ms(&delivery, 0.99),
+            ms(&delivery, 0.999),
+            delivery.max() as f64 / 1000.0
+        );
+    }
+    let run = Run {
+        started_at,
+        intervals,
+        delivery: rooms.is_some().then_some(delivery),
+        order,
+        own_memory,
+        ramp,
+        up_per_second,
+    };
+    let result = record(
+        args, plan, &targets, workers, &counts, &connect, own_cpu, server_cpu, &run,
+    );
+    println!(
+        "| ramp: every connection up after / planned | {:.1} s / {:.1} s |",
+        ramp.as_secs_f64(),
+        result.planned_ramp_s()
+    );
+    if result.ramp_ran_late() {
+        println!(
+            "NOTE: the ramp ran late (took {:.1} s, planned {:.1} s): connects queued behind \
+             each other; the hold is measured from {} s",
+            ramp.as_secs_f64(),
+            result.planned_ramp_s(),
+            result.hold_start().as_secs()
+        );
+    }
+    if let Some(h) = &result.summary.latency.ping_rtt_hold {
+        println!(
+            "| ping RTT over the hold (from {} s: a second after the last connect completed) ms p50 / p99 / p99.9 / max | {:.3} / {:.3} / {:.3} / {:.3} |",
+            result.hold_start().as_secs(),
+            h.p50_ms,
+            h.p99_ms,
+            h.p99_9_ms,
+            h.max_ms
+        );
+    }
+    result
+        .write(&dir)
+        .map_err(|e| format!("cannot write results to {}: {e}", dir.display()))?;
+    println!("results in {}", dir.display());
+    verdict(plan, &counts, order, rooms.is_some())
+}
+
+/// How many workers (each a ring with its own fixed-file table) and how many
+/// slots a table may have: the cores, or more when a table capped by
+/// RLIMIT_NOFILE cannot hold a worker's share.
+fn size_workers(args: &Args, plan: &Plan) -> Result<(usize, usize), String> {
+    let nofile =
+        rlimit::increase_nofile_limit(u64::MAX).map_err(|e| format!("RLIMIT_NOFILE: {e}"))?;
+    let cores = core_affinity::get_core_ids().unwrap_or_default();
+    let mut workers = args.workers.unwrap_or(cores.len().max(1)).max(1);
+    let table = nofile.min(1 << 20) as usize;
+    while plan.conns.div_ceil(workers) > table.saturating_sub(16) {
+        workers += 1;
+    }
+    Ok((workers, table))
+}
+
+/// What every worker measured, added up.
+struct Totals {
+    counts: Counts,
+    connect: Histogram<u64>,
+    rtt: Histogram<u64>,
+    intervals: Vec<Histogram<u64>>,
+    up_per_second: Vec<u64>,
+    delivery: Histogram<u64>,
+    /// Room messages late, duplicated, missing.
+    order: [u64; 3],
+    peak: usize,
+    ramp: Duration,
+}
+
+/// Waits for the workers and adds up their results, second by second where
+/// they are per second.
+fn add_up(
+    handles: Vec<std::thread::JoinHandle<Result<worker::WorkerResult, String>>>,
+) -> Result<Totals, String> {
+    let mut t = Totals {
+        counts: Counts::default(),
+        connect: crate::results::histogram(),
+        rtt: crate::results::histogram(),
+        intervals: Vec::new(),
+        up_per_second: Vec::new(),
+        delivery: crate::results::histogram(),
+        order: [0; 3],
+        peak: 0,
+        ramp: Duration::ZERO,
+    };
+    let hist = |e: hdrhistogram::AdditionError| format!("{e:?}");
+    for handle in handles {
+        let result = handle
+            .join()
+            .map_err(|_| "a worker panicked".to_string())??;
+        t.counts.add(&result.counts);
+        t.connect.add(&result.connect).map_err(hist)?;
+        t.rtt.add(&result.rtt).map_err(hist)?;
+        for (i, &n) in result.up_per_interval.iter().enumerate() {
+            match t.up_per_second.get_mut(i) {
+                Some(up) => *up += n,
+                None => t.up_per_second.push(n),
+            }
+        }
+        for (i, h) in result.intervals.iter().enumerate() {
+            match t.intervals.get_mut(i) {
+                Some(sum) => sum.add(h).map_err(hist)?,
+                None => t.intervals.push(h.clone()),
+            }
+        }
+        t.delivery.add(&result.delivery).map_err(hist)?;
+        t.order[0] += result.late;
+        t.order[1] += result.duplicates;
+        t.order[2] += result.missing;
+        t.peak += result.peak_open;
+        t.ramp = t.ramp.max(result.ramp_done);
+    }
+    Ok(t)
+}
+
+/// The run passes if every connection came up and stayed, every PING was
+/// answered, and (rooms) every message arrived once and in order.
+fn verdict(plan: &Plan, counts: &Counts, order: [u64; 3], rooms: bool) -> Result<(), String> {
+    if rooms {
+        if order[0] + order[1] > 0 {
+            return Err(format!(
+                "room messages out of order ({}) or duplicated ({})",
+                order[0], order[1]
+            ));
+        }
+        if counts.delivered < counts.expected {
+            return Err(format!(
+                "{} of {} room messages not delivered",
+                counts.expected - counts.delivered,
+                counts.expected
+            ));
+        }
+    }
+    let lost = counts.pings.saturating_sub(counts.pongs);
+    if counts.connected < plan.conns as u64 {
+        return Err(format!(
+            "only {} of {} connections came up (failed: {})",
+            counts.connected,
+            plan.conns,
+            errnos::by_name(&counts.failed, errnos::errno_name)
+        ));
+    }
+    if counts.dropped > 0 {
+        return Err(format!(
+            "{} connections dropped during the run",
+            counts.dropped
+        ));
+    }
+    if lost > 0 {
+        return Err(format!("{lost} of {} PINGs unanswered", counts.pings));
+    }
+    Ok(())
+}
+
+fn ms(h: &Histogram<u64>, q: f64) -> f64 {
+    h.value_at_quantile(q) as f64 / 1000.0
+}
+
+#[allow(clippy::too_many_arguments)]
+fn print_summary(
+    args: &Args,
+    plan: &Plan,
+    workers: usize,
+    counts: &Counts,
+    connect: &Histogram<u64>,
+    rtt: &Histogram<u64>,
+    peak: usize,
+    elapsed: Duration,
+    own_cpu: Duration,
+    server: Option<(Duration, u64, u64)>,
+) {
+    println!(
+        "scenario {}, {} workers, {:.1} s",
+        args.scenario,
+        workers,
+        elapsed.as_secs_f64()
+    );
+    println!("| metric | value |\n|---|---|");
+    println!(
+        "| connections up / asked | {} / {} |",
+        counts.connected, plan.conns
+    );
+    println!("| peak up (welcomed at once) | {peak} |");
+    println!(
+        "| failed before WELCOME | {} |",
+        errnos::by_name(&counts.failed, errnos::errno_name)
+    );
+    println!("| dropped after WELCOME | {} |", counts.dropped);
+    println!(
+        "| dead server (no reply within the idle timeout) / reconnects | {} / {} |",
+        counts.dead_server, counts.reconnects
+    );
+    println!(
+        "| ERROR/GOAWAY received | {} |",
+        errnos::by_name(&counts.errors, errnos::error_code_name)
+    );
+    println!(
+        "| PINGs sent / PONGs | {} / {} |",
+        counts.pings, counts.pongs
+    );
+    println!(
+        "| connect ms p50 / p99 / max | {:.3} / {:.3} / {:.3} |",
+        ms(connect, 0.5),
+        ms(connect, 0.99),
+        connect.max() as f64 / 1000.0
+    );
+    println!(
+        "| ping RTT ms p50 / p99 / p99.9 / max | {:.3} / {:.3} / {:.3} / {:.3} |",
+        ms(rtt, 0.5),
+        ms(rtt, 0.99),
+        ms(rtt, 0.999),
+        rtt.max() as f64 / 1000.0
+    );
+    println!("| loadgen CPU-s | {:.2} |", own_cpu.as_secs_f64());
+    if let Some((cpu, rss, growth)) = server {
+        println!("| server CPU-s | {:.2} |", cpu.as_secs_f64());
+        println!(
+            "| server RSS / peak growth per connection | {} KiB / {} B |",
+            rss / 1024,
+            growth / counts.connected.max(1)
+        );
+        // Per million of the scenario's own messages (ramp included).
+        let (events, what) = match args.scenario {
+            Scenario::Rooms => (counts.delivered, "room deliveries"),
+            _ if !plan.idle => (counts.pongs, "PONGs"),
+            _ => (0, ""),
+        };
+        if let Some(per) = procstat::cpu_per_million(cpu, events) {
+            println!("| server CPU-s per million {what} | {per:.2} |");
+        }
+    }
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    if own_cpu.as_secs_f64() > 0.9 * elapsed.as_secs_f64() * (workers as f64).min(cores) {
+        println!("WARNING: the load generator's own cores were saturated: the figures measure it, not the server");
+    }
+}
+
+/// The run as a result folder's contents.
+#[allow(clippy::too_many_arguments)]
+fn record(
+    args: &Args,
+    plan: &Plan,
+    targets: &[SocketAddr],
+    workers: usize,
+    counts: &Counts,
+    connect: &Histogram<u64>,
+    own_cpu: Duration,
+    server: Option<(Duration, u64, u64)>,
+    run: &Run,
+) -> RunRecord {
+    use crate::results as r;
+    let whole = |name: &str, h: &Histogram<u64>| r::Metric {
+        name: name.into(),
+        start_time: run.started_at,
+        intervals: vec![crate::hlog::Interval {
+            start: Duration::ZERO,
+            length: Duration::from_secs(plan.duration),
+            histogram: h.clone(),
+        }],
+    };
+    // Connect and delivery logs are one interval; RTTs have one per second.
+    let mut metrics = vec![
+        whole("connect", connect),
+        r::Metric {
+            name: "ping-rtt".into(),
+            start_time: run.started_at,
+            intervals: run
+                .intervals
+                .iter()
+                .enumerate()
+                .map(|(i, h)| crate::hlog::Interval {
+                    start: INTERVAL * i as u32,
+                    length: INTERVAL,
+                    histogram: h.clone(),
+                })
+                .collect(),
+        },
+    ];
+    if let Some(d) = &run.delivery {
+        metrics.push(whole("delivery", d));
+    }
+    let summary = r::Summary {
+        config: r::Config {
+            targets: targets.iter().map(ToString::to_string).collect(),
+            embedded_server: args.target.is_empty(),
+            conns: plan.conns as u64,
+            connect_rate: plan.connect_rate,
+            duration_s: plan.duration,
+            source: plan.source.clone(),
+            scenario: args.scenario.to_string(),
+            idle: plan.idle,
+            ping_rate: plan.ping_rate,
+            heartbeat_ms: args.heartbeat_ms,
+            workers,
+            protocol: args.protocol.clone(),
+        },
+        machine: r::Machine::this(),
+        counts: r::Counts {
+            connected: counts.connected,
+            dropped: counts.dropped,
+            failed_by_errno: by_key(&counts.failed),
+            errors_by_code: by_key(&counts.errors),
+            pings: counts.pings,
+            pongs: counts.pongs,
+            dead_server: counts.dead_server,
+            reconnects: counts.reconnects,
+        },
+        loadgen_cpu_s: own_cpu.as_secs_f64(),
+        ramp_s: Some(run.ramp.as_secs_f64()),
+        commit: git_commit(),
+        up_per_second: run.up_per_second.clone(),
+        loadgen_rss_bytes: run.own_memory.0,
+        loadgen_peak_rss_growth_bytes: run.own_memory.1,
+        server: server.map(|(cpu, rss, growth)| r::Server {
+            cpu_s: cpu.as_secs_f64(),
+            rss_bytes: rss,
+            peak_rss_growth_bytes: growth,
+            ..Default::default()
+        }),
+        rooms: run.delivery.as_ref().map(|_| r::Rooms {
+            rooms: args.rooms,
+            publish_rate: args.publish_rate.0,
+            payload: args.payload,
+            published: counts.published,
+            expected: counts.expected,
+            delivered: counts.delivered,
+            late: run.order[0],
+            duplicates: run.order[1],
+            missing: run.order[2],
+        }),
+        sources: 1,
+        ..Default::default()
+    };
+    let mut record = RunRecord { summary, metrics };
+    record.finish();
+    record
+}
+
+/// A counter map keyed by its keys' text, in order, as summary.json has it.
+fn by_key<K: std::fmt::Display>(
+    m: &std::collections::HashMap<K, u64>,
+) -> std::collections::BTreeMap<String, u64> {
+    m.iter().map(|(k, v)| (k.to_string(), *v)).collect()
+}
+
+/// What the results files need besides the totals.
+struct Run {
+    started_at: std::time::SystemTime,
+    /// RTT histograms of each second, all workers added.
+    intervals: Vec<Histogram<u64>>,
+    /// Room delivery latency, in the rooms scenario.
+    delivery: Option<Histogram<u64>>,
+    /// Room messages late, duplicated, missing.
+    order: [u64; 3],
+    /// The load generator's RSS at the end and its peak growth, bytes.
+    own_memory: (u64, u64),
+    /// When the last connection of the ramp came up, since the run's start.
+    ramp: Duration,
+    /// Connections up at the end of each second, all workers added.
+    up_per_second: Vec<u64>,
+}
+
+/// A live line while the workers run: connections, PONGs a second, the last
+/// second's RTT p99, errors. Only on a terminal.
+fn show_progress<T>(
+    handles: &[std::thread::JoinHandle<T>],
+    progress: &[Arc<Progress>],
+    conns: usize,
+    started: Instant,
+) {
+    let tty = std::io::stdout().is_terminal();
+    let mut last_pongs = 0;
+    let mut next = INTERVAL;
+    while !handles.iter().all(|h| h.is_finished()) {
+        std::thread::sleep(Duration::from_millis(50));
+        if !tty || started.elapsed() < next {
+            continue;
+        }
+        next += INTERVAL;
+        let sum = |f: fn(&Progress) -> &std::sync::atomic::AtomicU64| {
+            progress
+                .iter()
+                .map(|p| f(p).load(Ordering::Relaxed))
+                .sum::<u64>()
+        };
+        let pongs = sum(|p| &p.pongs);
+        let p99 = progress
+            .iter()
+            .map(|p| p.p99_us.load(Ordering::Relaxed))
+            .max()
+            .unwrap_or(0);
+        print!(
+            "\r{:>5}s  up {}/{}  PONGs/s {}  p99 {:.2} ms  errors {}   ",
+            started.elapsed().as_secs(),
+            sum(|p| &p.connected),
+            conns,
+            pongs.saturating_sub(last_pongs),
+            p99 as f64 / 1000.0,
+            sum(|p| &p.errors)
+        );
+        let _ = std::io::Write::flush(&mut std::io::stdout());
+        last_pongs = pongs;
+    }
+    if tty {
+        println!();
+    }
+}
+
+/// The commit of the checkout loadgen runs in (`git rev-parse --short HEAD`),
+/// if it runs in one: a result names what it measured.
+fn git_commit() -> Option<String> {
+    let out = std::process::Command::new("git")
+        .args(["rev-parse", "--short", "HEAD"])
+        .stderr(std::process::Stdio::null())
+        .output()
+        .ok()?;
+    let commit = String::from_utf8(out.stdout).ok()?.trim().to_string();
+    (out.status.success() && !commit.is_empty()).then_some(commit)
+}
+
+/// `bench-results/local/NAME-YYYYMMDDTHHMMSSZ/`: UTC, so folders sort by time.
+pub fn default_out(name: &str) -> std::path::PathBuf {
+    std::path::PathBuf::from(format!(
+        "bench-results/local/{name}-{}",
+        crate::results::utc_stamp(std::time::SystemTime::now())
+    ))
+}
