@@ -10,7 +10,7 @@
 //! time is measured from when it should have left, not when it did.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::BinaryHeap;
 use std::time::Duration;
 
 use crate::wire::{Codec, Protocol, Reply};
@@ -57,58 +57,7 @@ pub enum Pinging {
 }
 
 /// What a worker counted.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Counts {
-    /// Connections that got their WELCOME.
-    pub connected: u64,
-    /// Connections that failed before WELCOME, by errno (0: closed by the peer).
-    pub failed: HashMap<i32, u64>,
-    /// Connections lost after WELCOME (peer closed or socket error).
-    pub dropped: u64,
-    /// ERROR or GOAWAY frames received, by code.
-    pub errors: HashMap<u16, u64>,
-    /// PINGs sent.
-    pub pings: u64,
-    /// PONGs received.
-    pub pongs: u64,
-    /// Connections closed because the server answered nothing for its idle timeout.
-    pub dead_server: u64,
-    /// Reconnects started (after a drop or a failed connect).
-    pub reconnects: u64,
-    /// Connects still under way when the run closed them: neither up nor failed.
-    pub abandoned: u64,
-    /// JOINED received.
-    pub joined: u64,
-    /// PUBLISHes sent.
-    pub published: u64,
-    /// MESSAGEs that the publishes sent should bring (members but the publisher).
-    pub expected: u64,
-    /// MESSAGEs received.
-    pub delivered: u64,
-}
-
-impl Counts {
-    /// Adds another worker's counts.
-    pub fn add(&mut self, other: &Counts) {
-        self.connected += other.connected;
-        self.dropped += other.dropped;
-        self.pings += other.pings;
-        self.pongs += other.pongs;
-        self.dead_server += other.dead_server;
-        self.reconnects += other.reconnects;
-        self.abandoned += other.abandoned;
-        self.joined += other.joined;
-        self.published += other.published;
-        self.expected += other.expected;
-        self.delivered += other.delivered;
-        for (k, v) in &other.failed {
-            *self.failed.entry(*k).or_default() += v;
-        }
-        for (k, v) in &other.errors {
-            *self.errors.entry(*k).or_default() += v;
-        }
-    }
-}
+pub use crate::results::Counts;
 
 /// The heartbeat a peer connection pings at in the idle scenario when
 /// `--heartbeat-ms` is not given: ringroom's default, for a like comparison.
@@ -271,7 +220,7 @@ impl ClientCore {
     /// A connect that failed before reaching the ring (`connect()` itself
     /// refused): counts it, and schedules a retry.
     pub fn connect_failed(&mut self, attempt: u32, errno: i32) {
-        *self.counts.failed.entry(errno).or_default() += 1;
+        *self.counts.failed_by_errno.entry(errno).or_default() += 1;
         self.schedule_reconnect(attempt + 1);
     }
 
@@ -302,7 +251,7 @@ impl ClientCore {
             counts.dropped += 1;
             Some(0)
         } else {
-            *counts.failed.entry(errno).or_default() += 1;
+            *counts.failed_by_errno.entry(errno).or_default() += 1;
             Some(conn.attempt + 1)
         }
     }
@@ -423,7 +372,7 @@ impl ClientCore {
                     );
                 }
                 Reply::Error { code, fatal } => {
-                    *self.counts.errors.entry(code).or_default() += 1;
+                    *self.counts.errors_by_code.entry(code).or_default() += 1;
                     close |= fatal;
                 }
             }
@@ -760,7 +709,7 @@ mod tests {
         c.received(1, 2, &welcome(1000), MS);
         c.recv_ended(1, 2, RecvEnd::Eof);
         // Neither had an armed receive or a send in flight in this test.
-        assert_eq!(c.counts.failed.get(&libc_econnrefused()), Some(&1));
+        assert_eq!(c.counts.failed_by_errno.get(&libc_econnrefused()), Some(&1));
         assert_eq!(c.counts.dropped, 1);
         let mut actions = Vec::new();
         c.poll_actions(&mut actions);
@@ -851,7 +800,7 @@ mod tests {
         off.connect_failed(0, 111);
         off.due_reconnects(Duration::from_secs(60), &mut due);
         assert!(due.is_empty());
-        assert_eq!(off.counts.failed.get(&111), Some(&1));
+        assert_eq!(off.counts.failed_by_errno.get(&111), Some(&1));
     }
 
     #[test]
@@ -874,7 +823,7 @@ mod tests {
             sent.windows(3).any(|w| w == b"srv"),
             "PONG with the server's payload"
         );
-        assert_eq!(c.counts.errors.get(&5), Some(&1));
+        assert_eq!(c.counts.errors_by_code.get(&5), Some(&1));
         assert_eq!(c.open(), 1, "LIMIT is not fatal");
     }
 }

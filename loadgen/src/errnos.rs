@@ -1,7 +1,7 @@
 //! Counts by errno or protocol error code, as a person reads them in a table:
 //! `ECONNREFUSED: 35, ETIMEDOUT: 2` (summary.json keeps the numbers).
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 
 /// The symbolic name of an errno (`ECONNREFUSED`), or its number if it has none.
 pub fn errno_name(errno: i32) -> String {
@@ -12,7 +12,7 @@ pub fn errno_name(errno: i32) -> String {
 }
 
 /// `NAME: count` pairs, the largest count first; "none" when empty.
-pub fn by_name<K: Copy + Ord>(counts: &HashMap<K, u64>, name: impl Fn(K) -> String) -> String {
+pub fn by_name<K: Copy + Ord>(counts: &BTreeMap<K, u64>, name: impl Fn(K) -> String) -> String {
     if counts.is_empty() {
         return "none".into();
     }
@@ -38,13 +38,13 @@ mod tests {
 
     #[test]
     fn errnos_and_codes_are_named_largest_first() {
-        let failed = HashMap::from([(111, 35), (110, 2), (4242, 1)]);
+        let failed = BTreeMap::from([(111, 35), (110, 2), (4242, 1)]);
         assert_eq!(
             by_name(&failed, errno_name),
             "ECONNREFUSED: 35, ETIMEDOUT: 2, errno 4242: 1"
         );
-        assert_eq!(by_name(&HashMap::<i32, u64>::new(), errno_name), "none");
-        let errors = HashMap::from([(6u16, 3), (77, 1)]);
+        assert_eq!(by_name(&BTreeMap::<i32, u64>::new(), errno_name), "none");
+        let errors = BTreeMap::from([(6u16, 3), (77, 1)]);
         assert_eq!(
             by_name(&errors, error_code_name),
             "SLOW_CONSUMER: 3, code 77: 1"

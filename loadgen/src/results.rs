@@ -136,22 +136,56 @@ impl Machine {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Counts {
-    /// Connections that completed their handshake.
+    /// Connections that completed their handshake (WELCOME, for peers theirs).
     pub connected: u64,
-    /// Connections lost after it.
+    /// Connections lost after it (peer closed or socket error).
     pub dropped: u64,
-    /// Connects that failed, by errno (0: closed by the peer).
-    pub failed_by_errno: BTreeMap<String, u64>,
-    /// Errors received, by code.
-    pub errors_by_code: BTreeMap<String, u64>,
+    /// Connects that failed before it, by errno (0: closed by the peer);
+    /// summary.json writes the numbers as its keys.
+    pub failed_by_errno: BTreeMap<i32, u64>,
+    /// ERROR or GOAWAY frames received, by code.
+    pub errors_by_code: BTreeMap<u16, u64>,
     /// PINGs sent.
     pub pings: u64,
     /// PONGs received.
     pub pongs: u64,
-    /// Connections given up because the server said nothing for too long.
+    /// Connections given up because the server said nothing for its idle timeout.
     pub dead_server: u64,
-    /// Reconnects.
+    /// Reconnects started (after a drop or a failed connect).
     pub reconnects: u64,
+    /// Connects still under way when the run closed them: neither up nor failed.
+    pub abandoned: u64,
+    /// JOINED received.
+    pub joined: u64,
+    /// PUBLISHes sent.
+    pub published: u64,
+    /// MESSAGEs that the publishes sent should bring (members but the publisher).
+    pub expected: u64,
+    /// MESSAGEs received.
+    pub delivered: u64,
+}
+
+impl Counts {
+    /// Adds another worker's (or load generator's) counts.
+    pub fn add(&mut self, other: &Counts) {
+        self.connected += other.connected;
+        self.dropped += other.dropped;
+        self.pings += other.pings;
+        self.pongs += other.pongs;
+        self.dead_server += other.dead_server;
+        self.reconnects += other.reconnects;
+        self.abandoned += other.abandoned;
+        self.joined += other.joined;
+        self.published += other.published;
+        self.expected += other.expected;
+        self.delivered += other.delivered;
+        for (k, v) in &other.failed_by_errno {
+            *self.failed_by_errno.entry(*k).or_default() += v;
+        }
+        for (k, v) in &other.errors_by_code {
+            *self.errors_by_code.entry(*k).or_default() += v;
+        }
+    }
 }
 
 /// Rates over the hold time.
@@ -533,19 +567,7 @@ pub fn merge(runs: &[RunRecord], names: &[String]) -> Result<RunRecord, String> 
                 s.config.scenario, s.config.protocol, o.config.scenario, o.config.protocol
             ));
         }
-        let (c, oc) = (&mut s.counts, &o.counts);
-        c.connected += oc.connected;
-        c.dropped += oc.dropped;
-        c.pings += oc.pings;
-        c.pongs += oc.pongs;
-        c.dead_server += oc.dead_server;
-        c.reconnects += oc.reconnects;
-        for (k, v) in &oc.failed_by_errno {
-            *c.failed_by_errno.entry(k.clone()).or_default() += v;
-        }
-        for (k, v) in &oc.errors_by_code {
-            *c.errors_by_code.entry(k.clone()).or_default() += v;
-        }
+        s.counts.add(&o.counts);
         s.config.conns += o.config.conns;
         s.config.connect_rate += o.config.connect_rate;
         s.config.workers += o.config.workers;
@@ -698,7 +720,7 @@ mod tests {
                     connected: conns,
                     pings: n,
                     pongs: n,
-                    failed_by_errno: [("111".to_string(), n % 3)].into(),
+                    failed_by_errno: [(111, n % 3)].into(),
                     ..Default::default()
                 },
                 loadgen_cpu_s: n as f64 / 1000.0,
@@ -773,7 +795,7 @@ mod tests {
         assert_eq!(m.counts.connected, w.counts.connected);
         assert_eq!(m.config.conns, w.config.conns);
         assert_eq!(
-            m.counts.failed_by_errno["111"],
+            m.counts.failed_by_errno[&111],
             (7_000 % 3) + (13_000 % 3),
             "errno counters add"
         );

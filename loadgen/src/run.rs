@@ -405,7 +405,7 @@ fn verdict(plan: &Plan, counts: &Counts, order: [u64; 3], rooms: bool) -> Result
             "only {} of {} connections came up (failed: {})",
             counts.connected,
             plan.conns,
-            errnos::by_name(&counts.failed, errnos::errno_name)
+            errnos::by_name(&counts.failed_by_errno, errnos::errno_name)
         ));
     }
     if counts.dropped > 0 {
@@ -451,7 +451,7 @@ fn print_summary(
     println!("| peak up (welcomed at once) | {peak} |");
     println!(
         "| failed before WELCOME | {} |",
-        errnos::by_name(&counts.failed, errnos::errno_name)
+        errnos::by_name(&counts.failed_by_errno, errnos::errno_name)
     );
     println!("| dropped after WELCOME | {} |", counts.dropped);
     println!(
@@ -460,7 +460,7 @@ fn print_summary(
     );
     println!(
         "| ERROR/GOAWAY received | {} |",
-        errnos::by_name(&counts.errors, errnos::error_code_name)
+        errnos::by_name(&counts.errors_by_code, errnos::error_code_name)
     );
     println!(
         "| PINGs sent / PONGs | {} / {} |",
@@ -563,16 +563,7 @@ fn record(
             protocol: args.protocol.clone(),
         },
         machine: r::Machine::this(),
-        counts: r::Counts {
-            connected: counts.connected,
-            dropped: counts.dropped,
-            failed_by_errno: by_key(&counts.failed),
-            errors_by_code: by_key(&counts.errors),
-            pings: counts.pings,
-            pongs: counts.pongs,
-            dead_server: counts.dead_server,
-            reconnects: counts.reconnects,
-        },
+        counts: counts.clone(),
         loadgen_cpu_s: own_cpu.as_secs_f64(),
         ramp_s: Some(run.ramp.as_secs_f64()),
         commit: git_commit(),
@@ -602,13 +593,6 @@ fn record(
     let mut record = RunRecord { summary, metrics };
     record.finish();
     record
-}
-
-/// A counter map keyed by its keys' text, in order, as summary.json has it.
-fn by_key<K: std::fmt::Display>(
-    m: &std::collections::HashMap<K, u64>,
-) -> std::collections::BTreeMap<String, u64> {
-    m.iter().map(|(k, v)| (k.to_string(), *v)).collect()
 }
 
 /// What the results files need besides the totals.

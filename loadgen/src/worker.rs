@@ -233,7 +233,7 @@ pub fn run(spec: &WorkerSpec) -> Result<WorkerResult, String> {
             let c = &core.counts;
             p.connected.store(c.connected, Ordering::Relaxed);
             p.pongs.store(c.pongs, Ordering::Relaxed);
-            let errors = c.failed.values().sum::<u64>() + c.dropped;
+            let errors = c.failed_by_errno.values().sum::<u64>() + c.dropped;
             p.errors.store(errors, Ordering::Relaxed);
             p.p99_us
                 .store(core.interval_rtt.value_at_quantile(0.99), Ordering::Relaxed);

@@ -37,7 +37,7 @@ fn a_worker_holds_3000_connections_and_every_ping_is_answered() {
     assert_eq!(c.connected, 3000, "{c:?}");
     assert_eq!(result.peak_open, 3000);
     assert!(
-        c.failed.is_empty() && c.dropped == 0 && c.errors.is_empty(),
+        c.failed_by_errno.is_empty() && c.dropped == 0 && c.errors_by_code.is_empty(),
         "{c:?}"
     );
     // About 3,000 x 5/s x 2 s; only those sent in the last moment may miss a PONG.
@@ -135,8 +135,8 @@ fn a_refused_target_is_counted_not_fatal() {
     };
     let result = run(&spec).unwrap();
     assert_eq!(result.counts.connected, 0);
-    let refused: u64 = result.counts.failed.values().sum();
-    assert_eq!(refused, 20, "{:?}", result.counts.failed);
+    let refused: u64 = result.counts.failed_by_errno.values().sum();
+    assert_eq!(refused, 20, "{:?}", result.counts.failed_by_errno);
 
     // With reconnects on, they back off and try again, and are counted.
     let result = run(&WorkerSpec {
@@ -146,7 +146,7 @@ fn a_refused_target_is_counted_not_fatal() {
     })
     .unwrap();
     assert!(result.counts.reconnects > 0, "{:?}", result.counts);
-    let failed: u64 = result.counts.failed.values().sum();
+    let failed: u64 = result.counts.failed_by_errno.values().sum();
     assert_eq!(
         failed + result.counts.abandoned,
         20 + result.counts.reconnects,
