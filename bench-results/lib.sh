@@ -41,3 +41,6 @@ machine_lines() {
     echo "- date: $(date -u +%Y-%m-%dT%H:%MZ), commit $(git rev-parse --short HEAD)"
     echo "- machine: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB, Linux $(uname -r), fd limit $(ulimit -n)"
 }
+row_value() { # file label -> the value of loadgen's table row "| label | value |"
+    grep -F "| $2 |" "$1" | head -1 | awk -F'|' '{gsub(/^ +| +$/, "", $3); print $3}'
+}

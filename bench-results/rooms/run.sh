@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Rooms benchmarks, on loopback, bounded in time:
+# Rooms benchmarks under loadgen, on loopback, bounded in time:
 #  1. fan-out: one room of 10,000 members, 10 publishes a second
 #     (100,000 deliveries a second);
 #  2. many rooms: 1,000 rooms of 10 members, each room 2 publishes a second.
@@ -11,9 +11,9 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 SECONDS_PER_RUN=${1:-30}
 shift || true
-cargo build --quiet --release -p ringroom-server --bin ringroom-server --example room_bench
+cargo build --quiet --release -p loadgen -p ringroom-server --bin ringroom-server --bin loadgen
 SRV=target/release/ringroom-server
-CLI=target/release/examples/room_bench
+LOADGEN=target/release/loadgen
 # shellcheck source=bench-results/lib.sh
 . bench-results/lib.sh
 
@@ -22,28 +22,20 @@ echo
 machine_lines
 echo "- server options: ${*:-(defaults)}"
 echo
-echo "Client: \`$CLI ADDR CONNS SOURCES ROOMS PUB_HZ ${SECONDS_PER_RUN} 64\` (64-byte bodies; one publisher per room, the room's first member; latency from the planned publish time; deliveries exclude the publisher itself). Server CPU: user+sys from /proc/PID/stat over the run."
+echo "Client: \`$LOADGEN --target ADDR --server-pid PID --scenario rooms --conns 10000 --rooms ROOMS --publish-rate HZ --payload 64 --duration ${SECONDS_PER_RUN}\` (connection i joins room i % ROOMS; the first member of each room publishes; latency from the planned publish time; deliveries exclude the publisher itself). Server CPU: user+sys from /proc over the run, ramp included."
 echo
-us_to_ms() { echo "scale=2; $1 / 1000" | bc; }
-echo "| case | publishes | deliveries | lost | server CPU-s | CPU-s per million deliveries | client CPU-s | p50 | p99 | p99.9 | max |"
-echo "|---|---|---|---|---|---|---|---|---|---|---|"
+echo "| case | published / expected / delivered | late / duplicate / missing | server CPU-s | CPU-s per million deliveries | loadgen CPU-s | delivery ms p50 / p99 / p99.9 / max |"
+echo "|---|---|---|---|---|---|---|"
 k=0
-for case in "fan-out:10000:1:10" "many-rooms:10000:1000:2"; do
-    IFS=: read -r name conns rooms hz <<<"$case"
+for case in "fan-out:1:10" "many-rooms:1000:2"; do
+    IFS=: read -r name rooms hz <<<"$case"
     start_server "$@"
-    "$CLI" "$ADDR" "$conns" "$(sources $((60 + k * 4)) $((63 + k * 4)))" "$rooms" "$hz" "$SECONDS_PER_RUN" 64 >"$TMP/rooms.out" 2>&1 &
-    CPID=$!
-    PIDS+=("$CPID")
+    "$LOADGEN" --target "$ADDR" --server-pid "$SPID" --scenario rooms --conns 10000 \
+        --rooms "$rooms" --publish-rate "$hz" --payload 64 --duration "$SECONDS_PER_RUN" \
+        --source "127.0.3.$((k * 8))/29" --out "$TMP/rooms-$k" >"$TMP/rooms.txt" 2>&1 || true
     k=$((k + 1))
-    wait_for "$TMP/rooms.out" '^UP'
-    T0=$(cpu_ticks "$SPID")
-    wait "$CPID" || true
-    T1=$(cpu_ticks "$SPID")
-    DONE=$(grep '^DONE' "$TMP/rooms.out")
-    DELIVERED=$(field "$DONE" deliveries)
-    CPU=$(echo "scale=2; ($T1 - $T0) / $CLK_TCK" | bc)
-    PER=$(echo "scale=2; $CPU * 1000000 / $DELIVERED" | bc)
-    echo "| $name ($rooms x $((conns / rooms)) members, $hz/s per room) | $(field "$DONE" publishes) | $DELIVERED | $(field "$DONE" lost) | $CPU | **$PER** | $(field "$DONE" cpu_s) | $(us_to_ms "$(field "$DONE" p50_us)") ms | $(us_to_ms "$(field "$DONE" p99_us)") ms | $(us_to_ms "$(field "$DONE" p999_us)") ms | $(us_to_ms "$(field "$DONE" max_us)") ms |"
+    t=$TMP/rooms.txt
+    echo "| $name ($rooms x $((10000 / rooms)) members, $hz/s per room) | $(row_value "$t" 'rooms: published / expected / delivered') | $(row_value "$t" 'rooms: late / duplicate / missing') | $(row_value "$t" 'server CPU-s') | **$(row_value "$t" 'server CPU-s per million room deliveries')** | $(row_value "$t" 'loadgen CPU-s') | $(row_value "$t" 'delivery ms p50 / p99 / p99.9 / max') |"
     stop_server
     PIDS=()
     sleep 1

@@ -1,20 +1,21 @@
 #!/usr/bin/env bash
-# Server-core benchmarks, on loopback, bounded in time:
-#  1. server RSS growth per idle connection at 20,000 and 100,000 connections;
+# Server-core benchmarks under loadgen, on loopback, bounded in time:
+#  1. server RSS growth per idle connection at 10,000, 20,000 and 100,000
+#     connections (loadgen --scenario idle, 10 s held, one server for all);
 #  2. server CPU-seconds per million PING/PONG, 10,000 connections pinging
-#     3 times a second, for each --ring-mode.
+#     3 times a second (open loop), for each configuration.
 # Usage: bench-results/server-core/run.sh [PING_SECONDS] [CONFIGS]
-#   PING_SECONDS: length of each ping run (default 40)
+#   PING_SECONDS: hold of each ping run (default 40)
 #   CONFIGS: ring-mode:batch-wait-us[:shards] (default below); "minimal:0" runs
 #            examples/minimal_pong, the baseline loop, instead of the server
-# Prints a markdown report on stdout. Needs 127.0.0.2..127.0.0.41 (loopback).
+# Prints a markdown report on stdout. Needs 127.0.1.0-127.0.2.255 (loopback).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PING_SECONDS=${1:-40}
 CONFIGS=${2-"minimal:0 defer:0:1 defer:0 coop:0 plain:0 defer:250 defer:1000"}
-cargo build --quiet --release -p ringroom-server --bin ringroom-server --example bench_client --example minimal_pong
+cargo build --quiet --release -p loadgen -p ringroom-server --bin ringroom-server --bin loadgen --example minimal_pong
 SRV=target/release/ringroom-server
-CLI=target/release/examples/bench_client
+LOADGEN=target/release/loadgen
 MINIMAL=target/release/examples/minimal_pong
 # shellcheck source=bench-results/lib.sh
 . bench-results/lib.sh
@@ -26,76 +27,49 @@ echo
 
 # 1. Idle RSS.
 if [ -z "${SKIP_IDLE:-}" ]; then
-start_server --max-conns 110000
-sleep 1
-RSS0=$(rss_kib "$SPID")
 echo "## RSS per idle connection"
 echo
-echo "Command: \`$SRV --max-conns 110000\` ($(grep -o 'shards [0-9]*' "$TMP/srv.out")), clients: \`$CLI ADDR 10000 SOURCES 0 600\` x N (idle: HELLO, then nothing)."
+echo "Server: \`$SRV --max-conns 110000\`; for each row \`$LOADGEN --target ADDR --server-pid PID --scenario idle --conns N --connect-rate 20000 --duration 10 --source 127.0.1.0/26\` (HELLO, then heartbeats only); the server's peak RSS growth over the run, per connection."
 echo
-echo "| connections | server RSS | per connection, from the empty server | per connection, from the previous row |"
+echo "| connections | server RSS at the end | peak growth per connection | loadgen RSS / growth per connection |"
 echo "|---|---|---|---|"
-echo "| 0 | $RSS0 KiB | | |"
-n=0
-PREV_RSS=$RSS0
-PREV_N=0
-for step in 10000 20000 100000; do
-    while [ "$n" -lt "$step" ]; do
-        i=$((n / 10000))
-        "$CLI" "$ADDR" 10000 "$(sources $((2 + i * 4)) $((5 + i * 4)))" 0 600 >"$TMP/idle$i.out" 2>&1 &
-        PIDS+=($!)
-        wait_for "$TMP/idle$i.out" '^UP'
-        n=$((n + 10000))
-    done
-    sleep 3
-    RSS=$(rss_kib "$SPID")
-    echo "| $n | $RSS KiB | $(( (RSS - RSS0) * 1024 / n )) B | $(( (RSS - PREV_RSS) * 1024 / (n - PREV_N) )) B |"
-    PREV_RSS=$RSS
-    PREV_N=$n
+start_server --max-conns 110000
+for n in 10000 20000 100000; do
+    "$LOADGEN" --target "$ADDR" --server-pid "$SPID" --scenario idle --conns "$n" \
+        --connect-rate 20000 --duration 10 --source 127.0.1.0/26 --out "$TMP/idle-$n" >"$TMP/idle.txt" 2>&1 || true
+    echo "| $n | $(row_value "$TMP/idle.txt" 'server RSS / peak growth per connection') | $(row_value "$TMP/idle.txt" 'loadgen RSS / peak growth per connection') |" \
+        | sed 's# / #| #'
+    sleep 2
 done
 stop_server
-for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
 PIDS=()
-sleep 2
 echo
 fi
 
-# 2. CPU per million PING/PONG, per ring mode.
+# 2. CPU per million PING/PONG, per configuration.
 echo "## CPU per million PING/PONG"
 echo
-echo "10,000 connections, each pinging 3 times a second on an open-loop schedule, ${PING_SECONDS} s; server CPU time (user+sys from /proc/PID/stat) over the run, divided by PONGs received. Client: \`$CLI ADDR 10000 SOURCES 3 ${PING_SECONDS}\`; RTT measured from each PING's planned send time."
+echo "10,000 connections, each pinging 3 times a second on an open-loop schedule, ${PING_SECONDS} s held; \`$LOADGEN --target ADDR --server-pid PID --scenario ping --ping-rate 3 --conns 10000 --connect-rate 10000 --duration ${PING_SECONDS}\`: server CPU time (user+sys from /proc/PID/stat) over the run (ramp included) per million PONGs; RTT from each PING's planned send time."
 echo
-echo "| ring mode | batch wait | shards | PONGs | missing | server CPU-s | CPU-s per million | client CPU-s | RTT p50 | p99 | p99.9 |"
-echo "|---|---|---|---|---|---|---|---|---|---|---|"
+echo "| ring mode | batch wait | shards | PINGs / PONGs | server CPU-s | CPU-s per million PONGs | loadgen CPU-s | RTT ms p50 / p99 / p99.9 / max |"
+echo "|---|---|---|---|---|---|---|---|"
 k=0
 for config in $CONFIGS; do
     IFS=: read -r mode batch shards <<<"$config"
     shards=${shards:-$(nproc)}
     if [ "$mode" = minimal ]; then
         start_server minimal
+        shards=1
     else
         start_server --ring-mode "$mode" --batch-wait-us "$batch" --shards "$shards"
     fi
     # Fresh source addresses per run: no TIME_WAIT left by the previous one.
-    "$CLI" "$ADDR" 10000 "$(sources $((50 + k * 4)) $((53 + k * 4)))" 3 "$PING_SECONDS" >"$TMP/ping.out" 2>&1 &
+    "$LOADGEN" --target "$ADDR" --server-pid "$SPID" --scenario ping --ping-rate 3 \
+        --conns 10000 --connect-rate 10000 --duration "$PING_SECONDS" \
+        --source "127.0.2.$((k * 8))/29" --out "$TMP/ping-$k" >"$TMP/ping.txt" 2>&1 || true
     k=$((k + 1))
-    CPID=$!
-    PIDS+=("$CPID")
-    wait_for "$TMP/ping.out" '^UP'
-    T0=$(cpu_ticks "$SPID")
-    C0=$(cpu_ticks "$CPID")
-    sleep $((PING_SECONDS - 1))
-    C1=$(cpu_ticks "$CPID")
-    wait "$CPID" || true
-    T1=$(cpu_ticks "$SPID")
-    DONE=$(grep '^DONE' "$TMP/ping.out")
-    get() { field "$DONE" "$1"; }
-    RECV=$(get received)
-    CPU=$(echo "scale=2; ($T1 - $T0) / $CLK_TCK" | bc)
-    PER=$(echo "scale=2; $CPU * 1000000 / $RECV" | bc)
-    CCPU=$(echo "scale=2; ($C1 - $C0) / $CLK_TCK" | bc)
-    [ "$mode" = minimal ] && shards=1
-    echo "| $mode | $batch us | $shards | $RECV | $(get missing) | $CPU | **$PER** | $CCPU | $(get p50_us) us | $(get p99_us) us | $(get p999_us) us |"
+    t=$TMP/ping.txt
+    echo "| $mode | $batch us | $shards | $(row_value "$t" 'PINGs sent / PONGs') | $(row_value "$t" 'server CPU-s') | **$(row_value "$t" 'server CPU-s per million PONGs')** | $(row_value "$t" 'loadgen CPU-s') | $(row_value "$t" 'ping RTT ms p50 / p99 / p99.9 / max') |"
     stop_server
     PIDS=()
     sleep 1
