@@ -26,6 +26,13 @@ pub fn sample(pid: Option<u32>) -> Result<Sample, String> {
         std::fs::read_to_string(format!("{dir}/stat")).map_err(|e| format!("{dir}/stat: {e}"))?;
     let status = std::fs::read_to_string(format!("{dir}/status"))
         .map_err(|e| format!("{dir}/status: {e}"))?;
+    if status
+        .lines()
+        .any(|l| l.starts_with("State:") && l.contains("zombie"))
+    {
+        // It has exited (its parent has not reaped it): nothing to measure.
+        return Err(format!("process {} has exited", pid.unwrap_or(0)));
+    }
     Ok(Sample {
         cpu: parse_cpu(&stat).ok_or_else(|| format!("cannot parse {dir}/stat"))?,
         rss: status_kib(&status, "VmRSS:").unwrap_or(0) * 1024,

@@ -164,7 +164,10 @@ fn drive(
     let (workers, table) = size_workers(args, plan)?;
     let cores = core_affinity::get_core_ids().unwrap_or_default();
     let before = procstat::sample(None)?;
-    let server_before = server_pid.map(|p| procstat::sample(Some(p))).transpose()?;
+    let server_before = server_pid
+        .map(|p| procstat::sample(Some(p)))
+        .transpose()
+        .map_err(|e| format!("--server-pid: {e}: is the server running?"))?;
     let started = Instant::now();
     let started_at = std::time::SystemTime::now();
     // The plan checked the rooms options.

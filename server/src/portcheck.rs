@@ -129,13 +129,16 @@ pub fn holder(inode: u64) -> Option<String> {
 
 /// The error for `addr` when `others` listen there too.
 pub fn refusal(addr: SocketAddr, others: &[Listener]) -> String {
-    let who: Vec<String> = others
+    let mut who: Vec<String> = others
         .iter()
         .map(|l| match holder(l.inode) {
             Some(h) => format!("{} held by {h}", l.addr),
             None => format!("{} (socket inode {})", l.addr, l.inode),
         })
         .collect();
+    // A server of several shards holds several listeners: name it once.
+    who.sort();
+    who.dedup();
     format!(
         "cannot listen on {addr}: another process is listening there ({}); a second server \
          would silently take a share of the connections. Stop it, or choose another --listen",
