@@ -53,12 +53,17 @@ struct Server {
     stop: Arc<AtomicBool>,
     metrics: Vec<Arc<ShardMetrics>>,
     stats_interval: Option<Duration>,
+    /// SIGINT and SIGTERM, caught from before the ready line on: a signal
+    /// sent as soon as the server says it is ready must drain it, not kill it.
+    signals: signal_hook::iterator::Signals,
 }
 
 impl Server {
     fn start(args: Args) -> Result<Self, String> {
         check_args(&args)?;
         check_kernel(args.ring_mode)?;
+        let signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
+            .map_err(|e| format!("cannot install signal handlers: {e}"))?;
         let nofile = rlimit::increase_nofile_limit(u64::MAX)
             .map_err(|e| format!("cannot read or raise RLIMIT_NOFILE: {e}"))?;
         let cores = core_affinity::get_core_ids().unwrap_or_default();
@@ -157,6 +162,7 @@ impl Server {
             metrics,
             stats_interval: (args.stats_interval > 0)
                 .then(|| Duration::from_secs(args.stats_interval)),
+            signals,
         };
         for _ in 0..plan.shards {
             match ready_rx.recv_timeout(Duration::from_secs(10)) {
@@ -207,17 +213,9 @@ impl Server {
     }
 
     fn run_until_signalled(mut self) -> ExitCode {
-        let mut signals = match signal_hook::iterator::Signals::new([SIGINT, SIGTERM]) {
-            Ok(s) => s,
-            Err(e) => {
-                eprintln!("ringroom-server: cannot install signal handlers: {e}");
-                self.stop_all();
-                return ExitCode::from(1);
-            }
-        };
         let mut next_stats = self.stats_interval.map(|i| Instant::now() + i);
         'wait: loop {
-            if let Some(signal) = signals.pending().next() {
+            if let Some(signal) = self.signals.pending().next() {
                 eprintln!(
                     "ringroom-server: {} received, draining connections",
                     if signal == SIGINT {
