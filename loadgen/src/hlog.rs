@@ -93,13 +93,7 @@ mod tests {
     use base64::Engine as _;
     use hdrhistogram::serialization::interval_log::{IntervalLogIterator, LogEntry};
 
-    fn histogram(values: impl IntoIterator<Item = u64>) -> Histogram<u64> {
-        let mut h = crate::results::histogram();
-        for v in values {
-            h.record(v).unwrap();
-        }
-        h
-    }
+    use crate::results::histogram_of as histogram;
 
     #[test]
     fn hlog_round_trips_through_hdrhistograms_reader() {

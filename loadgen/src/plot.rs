@@ -369,13 +369,7 @@ pub fn timeline_svg(
 mod tests {
     use super::*;
 
-    fn histogram(values: impl IntoIterator<Item = u64>) -> Histogram<u64> {
-        let mut h = crate::results::histogram();
-        for v in values {
-            h.record(v).unwrap();
-        }
-        h
-    }
+    use crate::results::histogram_of as histogram;
 
     #[test]
     fn ticks_are_round_and_labels_short() {

@@ -58,13 +58,7 @@ pub fn write_hgrm(out: &mut impl Write, histogram: &Histogram<u64>) -> io::Resul
 mod tests {
     use super::*;
 
-    fn histogram(values: impl IntoIterator<Item = u64>) -> Histogram<u64> {
-        let mut h = crate::results::histogram();
-        for v in values {
-            h.record(v).unwrap();
-        }
-        h
-    }
+    use crate::results::histogram_of as histogram;
 
     #[test]
     fn hgrm_has_the_standard_layout() {

@@ -346,6 +346,16 @@ pub fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid bounds")
 }
 
+/// For tests: a [`histogram`] holding `values`.
+#[cfg(test)]
+pub(crate) fn histogram_of(values: impl IntoIterator<Item = u64>) -> Histogram<u64> {
+    let mut h = histogram();
+    for v in values {
+        h.record(v).expect("within the bounds");
+    }
+    h
+}
+
 /// A result folder in memory.
 #[derive(Clone, Debug, PartialEq)]
 pub struct RunRecord {
