@@ -7,7 +7,7 @@
 //! at least `threshold` (relative) above A's, so that a significant but tiny
 //! shift does not fail a build. A second rule catches what the interval test
 //! cannot see with few intervals: the whole run's p99 or p99.9 of a steady
-//! metric (PING round trip, room delivery) more than `threshold` above A's,
+//! metric (PING round trip, room delivery) more than `tail` (default: doubled) above A's,
 //! where enough samples support that percentile. The output says which rule
 //! fired.
 //!
@@ -187,16 +187,27 @@ fn change(a: f64, b: f64) -> String {
     }
 }
 
+/// What counts as a regression.
+#[derive(Clone, Copy, Debug)]
+pub struct Thresholds {
+    /// Smallest rise of the median interval p99 (relative) for the interval rule.
+    pub median: f64,
+    /// Smallest rise of the whole run's p99 or p99.9 (relative) for the whole-run rule.
+    pub tail: f64,
+    /// Significance level of the interval rule's test.
+    pub alpha: f64,
+}
+
 /// Compares two result folders, printing per latency metric the percentiles
-/// side by side and the test's verdict, then CPU per million and memory per
+/// side by side and each rule's verdict, then CPU per million and memory per
 /// connection; `plot` gets both runs' percentile curves. True if B regressed.
 pub fn compare_folders(
     a: &Path,
     b: &Path,
-    threshold: f64,
-    alpha: f64,
+    limits: Thresholds,
     plot: Option<&Path>,
 ) -> Result<bool, String> {
+    let (threshold, alpha) = (limits.median, limits.alpha);
     let total = |hs: &[Histogram<u64>]| -> Result<Histogram<u64>, String> {
         let mut t = crate::results::histogram();
         for h in hs {
@@ -264,22 +275,22 @@ pub fn compare_folders(
         regressed |= v.regression;
         // Steady metrics only: connect latency is the ramp's, noisy by nature.
         if metric != "connect" {
-            match whole_run_regression(&ha, &hb, threshold) {
+            match whole_run_regression(&ha, &hb, limits.tail) {
                 Some((label, va, vb)) => {
                     println!(
-                        "whole-run rule: {label} {:.3} -> {:.3} ms ({}), beyond the {:.0} % threshold: REGRESSION",
+                        "whole-run rule: {label} {:.3} -> {:.3} ms ({}), beyond the {:.0} % tail threshold: REGRESSION",
                         va / 1000.0,
                         vb / 1000.0,
                         change(va, vb),
-                        threshold * 100.0
+                        limits.tail * 100.0
                     );
                     regressed = true;
                 }
                 None => println!(
-                    "whole-run rule: p99 and p99.9 (where {} and {} samples support them) within the {:.0} % threshold",
+                    "whole-run rule: p99 and p99.9 (where {} and {} samples support them) within the {:.0} % tail threshold",
                     ha.len(),
                     hb.len(),
-                    threshold * 100.0
+                    limits.tail * 100.0
                 ),
             }
         }

@@ -92,6 +92,12 @@ struct CompareArgs {
     #[argh(option, default = "0.1")]
     threshold: f64,
 
+    /// smallest rise of the whole run's p99 or p99.9 that counts, relative,
+    /// where the interval test cannot see it (default 1.0: doubled; a shared
+    /// VM's tails swing by half between runs of the same build)
+    #[argh(option, default = "1.0")]
+    tail_threshold: f64,
+
     /// significance level of the Mann-Whitney U test (default 0.01)
     #[argh(option, default = "0.01")]
     alpha: f64,
@@ -170,7 +176,16 @@ fn compare_cmd(args: &CompareArgs) -> Result<bool, String> {
                 ))
             }
         });
-        if loadgen::compare::compare_folders(pa, pb, args.threshold, args.alpha, plot.as_deref())? {
+        if loadgen::compare::compare_folders(
+            pa,
+            pb,
+            loadgen::compare::Thresholds {
+                median: args.threshold,
+                tail: args.tail_threshold,
+                alpha: args.alpha,
+            },
+            plot.as_deref(),
+        )? {
             regressed.push(scenario.clone());
         }
     }
