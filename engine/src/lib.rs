@@ -8,7 +8,10 @@
 //! arrives, which is what makes that API sound.
 
 mod bufring;
+pub mod contract;
 pub mod sys;
+
+pub use contract::{next_gen, Action, Event, RecvEnd, GEN_MASK};
 
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -19,64 +22,6 @@ use io_uring::{cqueue, opcode, squeue, IoUring, Probe};
 
 use bufring::BufRing;
 use bufring::RecvBuf;
-
-/// What the engine must do next. `gen` tells a slot's successive connections apart.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Action {
-    /// Arm a multishot receive on the slot.
-    ArmRecv {
-        /// Fixed-file slot.
-        slot: u32,
-        /// Connection generation.
-        gen: u32,
-    },
-    /// Send the whole buffer; report how much went with [`ShardCore::sent`].
-    Send {
-        /// Fixed-file slot.
-        slot: u32,
-        /// Connection generation.
-        gen: u32,
-        /// The bytes; handed back in [`ShardCore::sent`].
-        buf: Vec<u8>,
-    },
-    /// Shut the write side (FIN after the queued bytes), keep reading.
-    ShutdownWrite {
-        /// Fixed-file slot.
-        slot: u32,
-    },
-    /// Cancel the operations outstanding on the slot (by their user data:
-    /// cancelling by file would scan every armed request of the ring).
-    Cancel {
-        /// Fixed-file slot.
-        slot: u32,
-        /// Connection generation.
-        gen: u32,
-        /// Cancel the multishot receive.
-        recv: bool,
-        /// Cancel the send in flight.
-        send: bool,
-    },
-    /// Close the slot's socket and free the slot. Nothing is outstanding on it.
-    Close {
-        /// Fixed-file slot.
-        slot: u32,
-    },
-}
-
-/// How a multishot receive ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum RecvEnd {
-    /// The peer closed its side.
-    Eof,
-    /// The buffer ring was empty (ENOBUFS): re-arm once buffers are back.
-    NoBuffers,
-    /// The kernel stopped the multishot without an error: re-arm.
-    Stopped,
-    /// We cancelled it.
-    Cancelled,
-    /// A socket error (errno).
-    Error(i32),
-}
 
 /// How the ring runs its deferred work: the choice `--ring-mode` exposes so
 /// each can be measured.
@@ -149,54 +94,6 @@ enum Completion {
     Done,
 }
 
-/// What happened, as the ring's owner sees it.
-#[derive(Debug)]
-pub enum Event<'a> {
-    /// A connection was accepted into `slot`; `more`: the accept is still armed.
-    Accepted {
-        /// The connection's direct-descriptor slot.
-        slot: u32,
-        /// Whether the multishot accept goes on.
-        more: bool,
-    },
-    /// The multishot accept failed or stopped.
-    AcceptEnded {
-        /// The error, e.g. ENFILE when the fixed-file table is full.
-        errno: i32,
-    },
-    /// Bytes arrived on `slot`.
-    Received {
-        /// Slot.
-        slot: u32,
-        /// Connection generation.
-        gen: u32,
-        /// The bytes, lent until the handler returns.
-        data: &'a [u8],
-    },
-    /// The multishot receive ended.
-    RecvEnded {
-        /// Slot.
-        slot: u32,
-        /// Connection generation.
-        gen: u32,
-        /// Why.
-        end: RecvEnd,
-    },
-    /// A send completed: `result` bytes, or -errno.
-    Sent {
-        /// Slot.
-        slot: u32,
-        /// Connection generation.
-        gen: u32,
-        /// The buffer the send carried.
-        buf: Vec<u8>,
-        /// Bytes sent or -errno.
-        result: i32,
-    },
-    /// The wake-up eventfd fired.
-    Woken,
-}
-
 /// What an operation was, packed in its user data with the slot and generation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
@@ -211,7 +108,7 @@ enum Kind {
 }
 
 fn user_data(kind: Kind, slot: u32, gen: u32) -> u64 {
-    (u64::from(kind as u8) << 56) | (u64::from(gen & 0xFF_FFFF) << 32) | u64::from(slot)
+    (u64::from(kind as u8) << 56) | (u64::from(gen & GEN_MASK) << 32) | u64::from(slot)
 }
 
 fn unpack(ud: u64) -> (Option<Kind>, u32, u32) {
@@ -225,7 +122,7 @@ fn unpack(ud: u64) -> (Option<Kind>, u32, u32) {
         7 => Some(Kind::Wake),
         _ => None,
     };
-    (kind, ud as u32, ((ud >> 32) & 0xFF_FFFF) as u32)
+    (kind, ud as u32, ((ud >> 32) as u32) & GEN_MASK)
 }
 
 /// The opcodes the server uses, for the start-up probe.
@@ -845,6 +742,6 @@ mod tests {
         assert_eq!(unpack(ud), (Some(Kind::Send), 19_999, 0xAB_CDEF));
         assert_eq!(unpack(0).0, None);
         let ud = user_data(Kind::Recv, u32::MAX, 0x1FF_FFFF);
-        assert_eq!(unpack(ud), (Some(Kind::Recv), u32::MAX, 0xFF_FFFF));
+        assert_eq!(unpack(ud), (Some(Kind::Recv), u32::MAX, GEN_MASK));
     }
 }

@@ -270,7 +270,7 @@ impl ClientCore {
             self.conns.resize_with(idx + 1, || None);
         }
         let gen = self.next_gen;
-        self.next_gen = self.next_gen.wrapping_add(1) & 0xFF_FFFF;
+        self.next_gen = engine::next_gen(self.next_gen);
         let mut queued = Vec::new();
         let client_id = format!("lg{}-{}-{gen}", std::process::id(), self.seed);
         let mut codec = Codec::new(self.protocol, &client_id);

@@ -290,7 +290,7 @@ impl ShardCore {
         }
         let entry = &mut self.slots[idx];
         assert!(entry.conn.is_none(), "kernel reused busy slot {slot}");
-        entry.gen = entry.gen.wrapping_add(1) & GEN_MASK;
+        entry.gen = engine::next_gen(entry.gen);
         let admitted = !self.shutting_down && self.admission.try_admit();
         let heartbeat_ms = self.limits.heartbeat_ms;
         let id = (u64::from(self.limits.shard) << 48) | self.next_seq;
@@ -859,8 +859,6 @@ impl ShardCore {
         actions.push(Action::Close { slot });
     }
 }
-
-const GEN_MASK: u32 = (1 << 24) - 1;
 
 /// The least input a paused connection may hold: above Linux's largest
 /// default receive buffer (tcp_rmem 6 MiB).
