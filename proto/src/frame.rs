@@ -118,6 +118,23 @@ pub struct Message<'a> {
     pub fragment: Fragment,
 }
 
+impl<'a> Message<'a> {
+    /// Reads back one whole encoded MESSAGE frame (header and payload), such
+    /// as the server shares among members, in place; `None` if it is not one.
+    pub fn from_frame(frame: &'a [u8]) -> Option<Message<'a>> {
+        let (head, payload) = frame.split_first_chunk::<HEADER_LEN>()?;
+        let header = Header::parse(head);
+        let ty = header.check(u32::MAX).ok()?;
+        if payload.len() != header.len as usize {
+            return None;
+        }
+        match Frame::parse(&header, ty, payload).ok()? {
+            Frame::Message(m) => Some(m),
+            _ => None,
+        }
+    }
+}
+
 /// The payload of ERROR and GOAWAY.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Status<'a> {

@@ -775,3 +775,28 @@ fn encoders_refuse_what_a_decoder_would_refuse() {
         assert!(out.is_empty(), "nothing written on error");
     }
 }
+
+#[test]
+fn an_encoded_message_is_read_back_in_place() {
+    let m = proto::Message {
+        from_conn_id: 42,
+        room: proto::Room::new("lobby").unwrap(),
+        body: b"hello",
+        fragment: proto::Fragment {
+            stream: 3,
+            more: true,
+            cancel: false,
+        },
+    };
+    let mut wire = Vec::new();
+    Frame::Message(m).encode_to_vec(&mut wire).unwrap();
+    assert_eq!(proto::Message::from_frame(&wire), Some(m));
+    assert_eq!(
+        proto::Message::from_frame(&wire[..wire.len() - 1]),
+        None,
+        "cut"
+    );
+    let mut ping = Vec::new();
+    Frame::Ping(b"x").encode_to_vec(&mut ping).unwrap();
+    assert_eq!(proto::Message::from_frame(&ping), None, "not a MESSAGE");
+}

@@ -5,7 +5,8 @@
 //! * [`core`]: the sans-io shard logic — connections, protocol, timers, queues.
 //! * [`wheel`] and [`outq`]: the timing wheel and the bounded send queue it uses.
 //! * [`rooms`]: room membership per shard and the server-wide room registry.
-//! * [`broadcast`]: a MESSAGE encoded once, and the inboxes that carry it across shards.
+//! * [`broadcast`]: a MESSAGE encoded once and shared.
+//! * [`channel`]: the bounded inboxes and outboxes that carry it between shards.
 //! * [`engine`]: the io_uring ring behind a narrow safe API (all `unsafe` is there).
 //! * [`shard`]: one shard's event loop, joining engine and core.
 //! * [`metrics`]: per-shard counters, Prometheus text and the stderr summary.
@@ -16,6 +17,7 @@
 #![forbid(unsafe_code)]
 
 pub mod broadcast;
+pub mod channel;
 pub mod config;
 pub use engine;
 pub mod core;

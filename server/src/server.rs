@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use socket2::{Domain, Protocol, Socket, TcpKeepalive, Type};
 
-use crate::broadcast::Inbox;
+use crate::channel::Inbox;
 use crate::config::{plan, Args, DiscoveryAddr, Plan};
 use crate::core::{Admission, Limits};
 use crate::discovery::{self, DiscoveryMetrics};

@@ -5,9 +5,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use std::collections::VecDeque;
-
-use crate::broadcast::{Broadcast, Inbox};
+use crate::broadcast::Broadcast;
+use crate::channel::{Inbox, Outboxes};
 use crate::core::{Action, Admission, Limits, ShardCore};
 use crate::metrics::ShardMetrics;
 use crate::rooms::Registry;
@@ -205,81 +204,3 @@ const INPUT_BUDGET: usize = 256 << 10;
 /// How often a shard with paused publishers looks at them even if no
 /// wake-up came.
 const PAUSED_POLL_MS: u64 = 10;
-
-/// Messages waiting for room in other shards' inboxes: the publishing shard
-/// holds them (order kept per destination) instead of dropping them or
-/// blocking its loop, and pauses new PUBLISHes while this is full.
-struct Outboxes {
-    queues: Vec<VecDeque<Arc<Broadcast>>>,
-    waiting: usize,
-    limit: usize,
-}
-
-impl Outboxes {
-    fn new(shards: usize, limit: usize) -> Self {
-        Self {
-            queues: (0..shards).map(|_| VecDeque::new()).collect(),
-            waiting: 0,
-            limit,
-        }
-    }
-
-    fn is_full(&self) -> bool {
-        self.queues.iter().any(|q| q.len() >= self.limit)
-    }
-
-    /// Retries what waits, then sends each of `messages` to the shards in its
-    /// mask (those with members of its room) but `me`.
-    fn send(
-        &mut self,
-        messages: &mut Vec<(Arc<Broadcast>, u64)>,
-        inboxes: &[Arc<Inbox>],
-        me: usize,
-        metrics: &ShardMetrics,
-    ) {
-        if self.waiting == 0 && messages.is_empty() {
-            return;
-        }
-        for (shard, inbox) in inboxes.iter().enumerate() {
-            if shard == me {
-                continue;
-            }
-            let queue = &mut self.queues[shard];
-            let bit = crate::rooms::shard_bit(shard);
-            let pending =
-                queue
-                    .drain(..)
-                    .chain(messages.iter().filter(|(_, shards)| shards & bit != 0).map(
-                        |(m, _)| {
-                            // In the channel from here until that shard takes it.
-                            if let Some(flow) = m.flow() {
-                                flow.entered_channel(m.bytes().len());
-                            }
-                            m.clone()
-                        },
-                    ));
-            let mut blocked = Vec::new();
-            for message in pending {
-                if !blocked.is_empty() {
-                    blocked.push(message); // keep the order behind the first refusal
-                    continue;
-                }
-                match inbox.push(message) {
-                    Ok(woke) => {
-                        metrics.cross_core_sent.inc();
-                        if woke {
-                            metrics.cross_core_wakeups.inc();
-                        }
-                    }
-                    Err(message) => {
-                        metrics.channel_backpressure.inc();
-                        blocked.push(message);
-                    }
-                }
-            }
-            queue.extend(blocked);
-        }
-        messages.clear();
-        self.waiting = self.queues.iter().map(VecDeque::len).sum();
-    }
-}

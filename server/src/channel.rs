@@ -1,0 +1,272 @@
+//! The channel between shards: each shard's bounded inbox, woken by its
+//! eventfd when it goes from empty to non-empty, and each publishing shard's
+//! outboxes, which hold (in order) what a full inbox could not take. Which
+//! shards a message goes to is its room's shard mask ([`crate::rooms`]).
+
+use std::collections::VecDeque;
+use std::fs::File;
+use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use crossbeam_queue::ArrayQueue;
+
+use crate::broadcast::Broadcast;
+use crate::metrics::ShardMetrics;
+
+/// A shard's inbox: a bounded lock-free queue that other shards push to, and
+/// the eventfd that wakes the shard's ring when the queue goes from empty to
+/// non-empty (one wake per batch, not per message).
+#[derive(Debug)]
+pub struct Inbox {
+    queue: ArrayQueue<Arc<Broadcast>>,
+    /// Set by the first producer after the consumer last drained.
+    notified: AtomicBool,
+    wake: File,
+}
+
+impl Inbox {
+    /// An inbox of `capacity` messages waking the shard through `wake`.
+    pub fn new(capacity: usize, wake: File) -> Self {
+        Self {
+            queue: ArrayQueue::new(capacity),
+            notified: AtomicBool::new(false),
+            wake,
+        }
+    }
+
+    /// Pushes a message; gives it back if the inbox is full. Returns whether
+    /// this push woke the shard.
+    pub fn push(&self, message: Arc<Broadcast>) -> Result<bool, Arc<Broadcast>> {
+        self.queue.push(message)?;
+        Ok(self.nudge())
+    }
+
+    /// Wakes the shard (once until it next drains) without a message: a flow
+    /// of one of its publishers opened. Returns whether this call woke it.
+    pub fn nudge(&self) -> bool {
+        if self.notified.swap(true, Ordering::AcqRel) {
+            return false;
+        }
+        // A failed wake-up write can only mean the counter is saturated, and
+        // then the shard is awake already.
+        let _ = (&self.wake).write_all(&1u64.to_ne_bytes());
+        true
+    }
+
+    /// Takes every message queued now. The consumer calls this when woken.
+    pub fn drain(&self, each: impl FnMut(Arc<Broadcast>)) {
+        self.drain_up_to(usize::MAX, each);
+    }
+
+    /// Takes messages until `budget` bytes of frames are taken or none is
+    /// left; returns whether some were left (the consumer comes back without
+    /// waiting for a wake-up: the producers' wake-ups stop while it is behind).
+    pub fn drain_up_to(&self, budget: usize, mut each: impl FnMut(Arc<Broadcast>)) -> bool {
+        // Clear first: a push racing with the drain sets it again and wakes us.
+        self.notified.store(false, Ordering::Release);
+        let mut taken = 0;
+        while taken < budget {
+            let Some(message) = self.queue.pop() else {
+                return false;
+            };
+            taken += message.bytes().len();
+            each(message);
+        }
+        !self.queue.is_empty()
+    }
+
+    /// Messages waiting.
+    pub fn len(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// Whether nothing waits.
+    pub fn is_empty(&self) -> bool {
+        self.queue.is_empty()
+    }
+}
+
+/// Messages waiting for room in other shards' inboxes: the publishing shard
+/// holds them (order kept per destination) instead of dropping them or
+/// blocking its loop, and pauses new PUBLISHes while this is full.
+pub struct Outboxes {
+    queues: Vec<VecDeque<Arc<Broadcast>>>,
+    /// Messages waiting in all of them.
+    pub waiting: usize,
+    limit: usize,
+}
+
+impl Outboxes {
+    /// Outboxes to `shards` shards, each holding at most `limit` messages.
+    pub fn new(shards: usize, limit: usize) -> Self {
+        Self {
+            queues: (0..shards).map(|_| VecDeque::new()).collect(),
+            waiting: 0,
+            limit,
+        }
+    }
+
+    /// Whether one is full: publishers pause until it drains.
+    pub fn is_full(&self) -> bool {
+        self.queues.iter().any(|q| q.len() >= self.limit)
+    }
+
+    /// Retries what waits, then sends each of `messages` to the shards in its
+    /// mask (those with members of its room) but `me`.
+    pub fn send(
+        &mut self,
+        messages: &mut Vec<(Arc<Broadcast>, u64)>,
+        inboxes: &[Arc<Inbox>],
+        me: usize,
+        metrics: &ShardMetrics,
+    ) {
+        if self.waiting == 0 && messages.is_empty() {
+            return;
+        }
+        for (shard, inbox) in inboxes.iter().enumerate() {
+            if shard == me {
+                continue;
+            }
+            let queue = &mut self.queues[shard];
+            let bit = crate::rooms::shard_bit(shard);
+            let pending =
+                queue
+                    .drain(..)
+                    .chain(messages.iter().filter(|(_, shards)| shards & bit != 0).map(
+                        |(m, _)| {
+                            // In the channel from here until that shard takes it.
+                            if let Some(flow) = m.flow() {
+                                flow.entered_channel(m.bytes().len());
+                            }
+                            m.clone()
+                        },
+                    ));
+            let mut blocked = Vec::new();
+            for message in pending {
+                if !blocked.is_empty() {
+                    blocked.push(message); // keep the order behind the first refusal
+                    continue;
+                }
+                match inbox.push(message) {
+                    Ok(woke) => {
+                        metrics.cross_core_sent.inc();
+                        if woke {
+                            metrics.cross_core_wakeups.inc();
+                        }
+                    }
+                    Err(message) => {
+                        metrics.channel_backpressure.inc();
+                        blocked.push(message);
+                    }
+                }
+            }
+            queue.extend(blocked);
+        }
+        messages.clear();
+        self.waiting = self.queues.iter().map(VecDeque::len).sum();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proto::{Fragment, Message, Room};
+
+    fn message(body: &[u8]) -> Arc<Broadcast> {
+        Broadcast::encode(
+            Message {
+                from_conn_id: 9,
+                room: Room::new("lobby").unwrap(),
+                body,
+                fragment: Fragment::default(),
+            },
+            None,
+        )
+    }
+
+    fn wake_pair() -> (File, File) {
+        let fd = engine::sys::eventfd().unwrap();
+        let other = fd.try_clone().unwrap();
+        (File::from(fd), File::from(other))
+    }
+
+    #[test]
+    fn one_wake_per_batch_and_bounded() {
+        let (wake, mut reader) = wake_pair();
+        let inbox = Inbox::new(2, wake);
+        assert!(
+            matches!(inbox.push(message(b"1")), Ok(true)),
+            "first push wakes"
+        );
+        assert!(
+            matches!(inbox.push(message(b"2")), Ok(false)),
+            "the shard is woken already"
+        );
+        assert!(
+            inbox.push(message(b"3")).is_err(),
+            "full: given back, not dropped"
+        );
+        let mut counter = [0u8; 8];
+        std::io::Read::read_exact(&mut reader, &mut counter).unwrap();
+        assert_eq!(u64::from_ne_bytes(counter), 1);
+        let mut got = Vec::new();
+        inbox.drain(|m| got.push(m.bytes().to_vec()));
+        assert_eq!(got.len(), 2);
+        assert!(inbox.is_empty());
+        assert!(
+            matches!(inbox.push(message(b"4")), Ok(true)),
+            "empty again: wakes again"
+        );
+    }
+
+    #[test]
+    fn a_budgeted_drain_leaves_the_rest_and_says_so() {
+        let (wake, _reader) = wake_pair();
+        let inbox = Inbox::new(10, wake);
+        for _ in 0..5 {
+            inbox.push(message(&[0; 100])).unwrap();
+        }
+        let frame = message(&[0; 100]).bytes().len();
+        let mut got = 0;
+        assert!(inbox.drain_up_to(2 * frame, |_| got += 1), "some left");
+        assert_eq!(got, 2);
+        assert!(!inbox.drain_up_to(usize::MAX, |_| got += 1));
+        assert_eq!(got, 5);
+    }
+
+    #[test]
+    fn many_producers_lose_nothing() {
+        let (wake, _reader) = wake_pair();
+        let inbox = Arc::new(Inbox::new(100_000, wake));
+        let producers: Vec<_> = (0..4)
+            .map(|p| {
+                let inbox = inbox.clone();
+                std::thread::spawn(move || {
+                    for i in 0..10_000u32 {
+                        let body = [p, (i >> 8) as u8, i as u8];
+                        inbox.push(message(&body)).unwrap();
+                    }
+                })
+            })
+            .collect();
+        let mut count = 0;
+        let mut last = [None::<u32>; 4];
+        while count < 40_000 {
+            inbox.drain(|m| {
+                let b = &m.bytes()[m.bytes().len() - 3..];
+                let (p, i) = (b[0] as usize, (u32::from(b[1]) << 8) | u32::from(b[2]));
+                assert!(
+                    last[p].is_none_or(|l| (l + 1) & 0xFFFF == i),
+                    "per-producer order"
+                );
+                last[p] = Some(i);
+                count += 1;
+            });
+        }
+        for p in producers {
+            p.join().unwrap();
+        }
+        assert_eq!(count, 40_000);
+    }
+}
