@@ -66,11 +66,12 @@ impl Broadcast {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use proto::{Fragment, Room};
 
-    fn message(body: &[u8]) -> Arc<Broadcast> {
+    /// A whole message of `body` from connection 9 to "lobby".
+    pub(crate) fn message(body: &[u8]) -> Arc<Broadcast> {
         Broadcast::encode(
             Message {
                 from_conn_id: 9,

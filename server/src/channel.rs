@@ -171,19 +171,7 @@ impl Outboxes {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use proto::{Fragment, Message, Room};
-
-    fn message(body: &[u8]) -> Arc<Broadcast> {
-        Broadcast::encode(
-            Message {
-                from_conn_id: 9,
-                room: Room::new("lobby").unwrap(),
-                body,
-                fragment: Fragment::default(),
-            },
-            None,
-        )
-    }
+    use crate::broadcast::tests::message;
 
     fn wake_pair() -> (File, File) {
         let fd = engine::sys::eventfd().unwrap();
