@@ -53,13 +53,7 @@ impl Server {
         let mut line = String::new();
         BufReader::new(stdout).read_line(&mut line).unwrap();
         if !line.starts_with("ringroom-server ready:") {
-            let mut err = String::new();
-            child
-                .stderr
-                .take()
-                .unwrap()
-                .read_to_string(&mut err)
-                .unwrap();
+            let err = read_all(child.stderr.take().unwrap());
             panic!("server did not start: {line}{err}");
         }
         let field = |key: &str| -> SocketAddr {
@@ -139,12 +133,7 @@ impl Server {
         let start = Instant::now();
         loop {
             if let Some(status) = child.try_wait().unwrap() {
-                child
-                    .stderr
-                    .take()
-                    .unwrap()
-                    .read_to_string(&mut self.stderr)
-                    .unwrap();
+                self.stderr = read_all(child.stderr.take().unwrap());
                 return status;
             }
             if start.elapsed() > TIMEOUT {
@@ -186,21 +175,16 @@ pub fn run_to_exit(args: &[&str]) -> (ExitStatus, String, String) {
         }
         std::thread::sleep(Duration::from_millis(20));
     };
-    let mut out = String::new();
-    child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut out)
-        .unwrap();
-    let mut err = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
+    let out = read_all(child.stdout.take().unwrap());
+    let err = read_all(child.stderr.take().unwrap());
     (status, out, err)
+}
+
+/// Everything a child's pipe holds until it closes.
+fn read_all(mut pipe: impl Read) -> String {
+    let mut text = String::new();
+    pipe.read_to_string(&mut text).unwrap();
+    text
 }
 
 /// A frame received, owned.
