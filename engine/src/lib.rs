@@ -1,30 +1,30 @@
-//! The io_uring engine of ringroom: the only crate with `unsafe`.
+//! The I/O engines of ringroom, and the only crate with `unsafe`.
 //!
-//! It owns one ring, its fixed-file table (connections as direct descriptors,
-//! so they use no process fds), its provided-buffer ring, and the buffers of
-//! sends in flight, and offers a narrow safe API: arm an accept, execute a
-//! core [`Action`], wait, and read completions back as [`Completion`]s. Every
-//! buffer the kernel may read or write is owned here until its completion
-//! arrives, which is what makes that API sound.
+//! A driver (the server's shard core, the loadgen's client core) speaks to an
+//! engine in the terms of [`contract`]: it asks for [`Action`]s and reads
+//! [`Event`]s back. Two backends implement it, one file each behind
+//! [`Engine`]:
+//!
+//! * `uring`: io_uring, with connections as direct descriptors (no process
+//!   fds), multishot accept and receive into a provided-buffer ring;
+//! * `epoll`: edge-triggered epoll with non-blocking sockets, for where
+//!   io_uring is refused (container seccomp profiles, hardened kernels).
+//!
+//! [`resolve`] picks one for `--engine auto|uring|epoll`.
 
-mod bufring;
 pub mod contract;
+mod epoll;
 pub mod sys;
+mod uring;
 
 pub use contract::{next_gen, Action, Event, RecvEnd, GEN_MASK};
 
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::time::Duration;
 
-use io_uring::types::{CancelBuilder, Fd, Fixed, SubmitArgs, Timespec};
-use io_uring::{cqueue, opcode, squeue, IoUring, Probe};
-
-use bufring::BufRing;
-use bufring::RecvBuf;
-
 /// How the ring runs its deferred work: the choice `--ring-mode` exposes so
-/// each can be measured.
+/// each can be measured (io_uring only).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RingMode {
     /// `SINGLE_ISSUER | DEFER_TASKRUN`: completions are processed only when the
@@ -49,699 +49,258 @@ impl std::str::FromStr for RingMode {
     }
 }
 
-/// The sizes of one shard's ring.
+/// The sizes of one shard's engine.
 #[derive(Clone, Copy, Debug)]
 pub struct EngineConfig {
-    /// Submission queue entries (the completion queue is 4 times larger).
+    /// Submission queue entries (the completion queue is 4 times larger; io_uring).
     pub sq_entries: u32,
-    /// Fixed-file table slots: the most connections this ring can hold.
+    /// Connection slots: the most connections this engine holds.
     pub slots: u32,
-    /// Receive buffers (a power of two, at most 32,768).
+    /// Receive buffers (a power of two, at most 32,768; io_uring).
     pub buffers: u16,
-    /// Size of each receive buffer.
+    /// Size of each receive buffer (epoll: of its one shared buffer, at
+    /// least 64 KiB).
     pub buffer_size: u32,
-    /// Deferred-work mode.
+    /// Deferred-work mode (io_uring).
     pub mode: RingMode,
     /// Microseconds to wait for more completions once one is ready, so that
     /// one `io_uring_enter` serves a batch (0: return at the first; needs
-    /// IORING_FEAT_MIN_TIMEOUT, Linux 6.12).
+    /// IORING_FEAT_MIN_TIMEOUT, Linux 6.12; io_uring).
     pub batch_wait_us: u32,
 }
 
 /// A start-up failure, with a message that names what is missing.
 #[derive(Debug)]
-pub struct StartError(pub String);
+pub struct StartError {
+    /// What failed, and what would fix it.
+    pub message: String,
+    /// io_uring is refused here (blocked, disabled, or lacking a feature),
+    /// as opposed to a limit being hit: only a refusal lets `auto` fall back.
+    pub refused: bool,
+}
 
-impl std::fmt::Display for StartError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
+impl StartError {
+    fn new(message: impl Into<String>, refused: bool) -> Self {
+        Self {
+            message: message.into(),
+            refused,
+        }
+    }
+    fn refused(message: impl Into<String>) -> Self {
+        Self::new(message, true)
+    }
+    /// A failure that is not a refusal of io_uring.
+    pub fn failed(message: impl Into<String>) -> Self {
+        Self::new(message, false)
     }
 }
 
-/// What a completion meant, before a receive buffer is lent as bytes.
-#[derive(Debug)]
-enum Completion {
-    /// Data in a provided buffer; `more`: the multishot receive goes on.
-    Received {
-        slot: u32,
-        gen: u32,
-        buf: RecvBuf,
-        more: bool,
-    },
-    /// Anything else the owner hears of.
-    Event(Event<'static>),
-    /// Completions of cancels, shutdowns and closes: nothing to do.
-    Done,
+impl std::fmt::Display for StartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
 }
 
-/// What an operation was, packed in its user data with the slot and generation.
+/// Which backend to run: `--engine`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[repr(u8)]
-enum Kind {
-    Accept = 1,
-    Recv = 2,
-    Send = 3,
-    Shutdown = 4,
-    Cancel = 5,
-    Close = 6,
-    Wake = 7,
+pub enum EngineChoice {
+    /// io_uring, or epoll where io_uring is refused.
+    Auto,
+    /// io_uring or fail.
+    Uring,
+    /// epoll.
+    Epoll,
 }
 
-fn user_data(kind: Kind, slot: u32, gen: u32) -> u64 {
-    (u64::from(kind as u8) << 56) | (u64::from(gen & GEN_MASK) << 32) | u64::from(slot)
+impl std::str::FromStr for EngineChoice {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(Self::Auto),
+            "uring" | "io_uring" => Ok(Self::Uring),
+            "epoll" => Ok(Self::Epoll),
+            _ => Err(format!("unknown engine {s:?} (auto, uring or epoll)")),
+        }
+    }
 }
 
-fn unpack(ud: u64) -> (Option<Kind>, u32, u32) {
-    let kind = match (ud >> 56) as u8 {
-        1 => Some(Kind::Accept),
-        2 => Some(Kind::Recv),
-        3 => Some(Kind::Send),
-        4 => Some(Kind::Shutdown),
-        5 => Some(Kind::Cancel),
-        6 => Some(Kind::Close),
-        7 => Some(Kind::Wake),
-        _ => None,
+/// A backend that runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EngineKind {
+    /// io_uring.
+    Uring,
+    /// epoll.
+    Epoll,
+}
+
+impl EngineKind {
+    /// Its name in the ready line, `/metrics` and summary.json.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Uring => "uring",
+            Self::Epoll => "epoll",
+        }
+    }
+}
+
+impl std::fmt::Display for EngineKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Decides the backend once per process: `auto` sets up a small ring with
+/// `mode` (every feature checked) and falls back to epoll only if io_uring
+/// is refused, returning the one line that says why; a limit hit (locked
+/// memory, say) is an error, never a fallback.
+pub fn resolve(
+    choice: EngineChoice,
+    mode: RingMode,
+) -> Result<(EngineKind, Option<String>), StartError> {
+    match choice {
+        EngineChoice::Epoll => Ok((EngineKind::Epoll, None)),
+        EngineChoice::Uring => {
+            uring::probe(mode)?;
+            Ok((EngineKind::Uring, None))
+        }
+        EngineChoice::Auto => match uring::probe(mode) {
+            Ok(()) => Ok((EngineKind::Uring, None)),
+            Err(e) if e.refused => Ok((
+                EngineKind::Epoll,
+                Some(format!(
+                    "engine: epoll, since io_uring is refused here: {e}"
+                )),
+            )),
+            Err(e) => Err(e),
+        },
+    }
+}
+
+/// One shard's engine: a backend behind the contract.
+// One per shard, made once and never moved on a hot path: the size of the
+// larger variant costs nothing, a box would cost an indirection per call.
+#[allow(clippy::large_enum_variant)]
+pub enum Engine {
+    /// io_uring.
+    Uring(uring::Ring),
+    /// epoll.
+    Epoll(epoll::Poller),
+}
+
+/// Calls the same method on whichever backend runs.
+macro_rules! each_backend {
+    ($self:ident, $e:ident => $call:expr) => {
+        match $self {
+            Engine::Uring($e) => $call,
+            Engine::Epoll($e) => $call,
+        }
     };
-    (kind, ud as u32, ((ud >> 32) as u32) & GEN_MASK)
-}
-
-/// The opcodes the server uses, for the start-up probe.
-const REQUIRED_OPCODES: [(u8, &str, &str); 7] = [
-    (
-        opcode::AcceptMulti::CODE,
-        "IORING_OP_ACCEPT",
-        "5.5 (multishot: 5.19)",
-    ),
-    (
-        opcode::RecvMulti::CODE,
-        "IORING_OP_RECV",
-        "5.6 (multishot: 6.0)",
-    ),
-    (opcode::Send::CODE, "IORING_OP_SEND", "5.6"),
-    (
-        opcode::Close::CODE,
-        "IORING_OP_CLOSE",
-        "5.6 (direct descriptors: 5.15)",
-    ),
-    (
-        opcode::AsyncCancel::CODE,
-        "IORING_OP_ASYNC_CANCEL",
-        "5.5 (by fd: 5.19)",
-    ),
-    (opcode::Shutdown::CODE, "IORING_OP_SHUTDOWN", "5.11"),
-    (opcode::Read::CODE, "IORING_OP_READ", "5.6"),
-];
-
-/// One shard's ring and everything the kernel may touch on its behalf.
-///
-/// Field order matters: the ring is dropped (closed) before the memory it
-/// referenced.
-pub struct Engine {
-    ring: IoUring,
-    bufs: BufRing,
-    /// Buffers of sends in flight, by slot (one send per connection at a time).
-    sends: Vec<Option<Vec<u8>>>,
-    /// The listening socket of a server ring (`None` for a client ring).
-    listener: Option<OwnedFd>,
-    wake: OwnedFd,
-    /// Slots free for [`Engine::install`] (client rings manage their own
-    /// slots; a server ring lets the kernel allocate them on accept).
-    free_slots: Vec<u32>,
-    slots: u32,
-    /// Whether [`Engine::install`] has claimed the table for its own allocation.
-    installs: bool,
-    /// Where the wake-up eventfd's counter is read to (reading resets it).
-    wake_buf: Box<[u8; 8]>,
-    cqes: Vec<(u64, i32, u32)>,
-    /// Whether a multishot accept is armed.
-    accepting: bool,
-    batch_wait_us: u32,
 }
 
 impl Engine {
-    /// Sets up a ring with `cfg`, checks every feature the server needs, and
-    /// takes the shard's listening socket and wake-up eventfd.
+    /// Sets up a `kind` engine with `cfg`, with the shard's listening socket
+    /// (a server) or none (a client, which installs its sockets), and the
+    /// eventfd that wakes it.
     pub fn new(
+        kind: EngineKind,
         cfg: &EngineConfig,
         listener: Option<OwnedFd>,
         wake: OwnedFd,
     ) -> Result<Self, StartError> {
-        let mut builder = IoUring::builder();
-        builder.setup_cqsize(cfg.sq_entries * 4);
-        match cfg.mode {
-            RingMode::Defer => {
-                builder.setup_single_issuer().setup_defer_taskrun();
-            }
-            RingMode::Coop => {
-                builder.setup_coop_taskrun().setup_taskrun_flag();
-            }
-            RingMode::Plain => {}
-        }
-        let ring = builder
-            .build(cfg.sq_entries)
-            .map_err(|e| setup_error(e, cfg.mode))?;
-        if !ring.params().is_feature_nodrop() {
-            return Err(StartError(
-                "io_uring lacks IORING_FEAT_NODROP (Linux 5.5): completions could be lost".into(),
-            ));
-        }
-        let mut probe = Probe::new();
-        ring.submitter().register_probe(&mut probe).map_err(|e| {
-            StartError(format!(
-                "io_uring probe failed: {e} (IORING_REGISTER_PROBE needs Linux 5.6)"
-            ))
-        })?;
-        for (code, name, since) in REQUIRED_OPCODES {
-            if !probe.is_supported(code) {
-                return Err(StartError(format!(
-                    "io_uring does not support {name} (needs Linux {since})"
-                )));
-            }
-        }
-        ring.submitter().register_files_sparse(cfg.slots).map_err(|e| {
-            StartError(format!(
-                "cannot register a fixed-file table of {} slots: {e} (sparse tables need Linux 5.19; \
-                 the size is capped by RLIMIT_NOFILE, see tuning/limits.sh)",
-                cfg.slots
-            ))
-        })?;
-        let bufs = BufRing::new(&ring, cfg.buffers, cfg.buffer_size, 0).map_err(|e| {
-            StartError(format!(
-                "cannot register a provided-buffer ring of {} x {} bytes: {e} (needs Linux 5.19)",
-                cfg.buffers, cfg.buffer_size
-            ))
-        })?;
-        if cfg.batch_wait_us > 0 && !ring.params().is_feature_min_timeout() {
-            return Err(StartError(
-                "--batch-wait-us needs IORING_FEAT_MIN_TIMEOUT (Linux 6.12); use --batch-wait-us 0"
-                    .into(),
-            ));
-        }
-        let mut sends = Vec::new();
-        sends.resize_with(cfg.slots as usize, || None);
-        Ok(Self {
-            ring,
-            bufs,
-            sends,
-            listener,
-            wake,
-            free_slots: Vec::new(),
-            slots: cfg.slots,
-            installs: false,
-            wake_buf: Box::new([0; 8]),
-            cqes: Vec::with_capacity(cfg.sq_entries as usize * 4),
-            accepting: false,
-            batch_wait_us: cfg.batch_wait_us,
+        Ok(match kind {
+            EngineKind::Uring => Self::Uring(uring::Ring::new(cfg, listener, wake)?),
+            EngineKind::Epoll => Self::Epoll(epoll::Poller::new(cfg, listener, wake)?),
         })
     }
 
-    /// Completions waiting to be read now.
+    /// Which backend this is.
+    pub fn kind(&self) -> EngineKind {
+        match self {
+            Self::Uring(_) => EngineKind::Uring,
+            Self::Epoll(_) => EngineKind::Epoll,
+        }
+    }
+
+    /// Completions waiting to be read now (after [`Engine::submit_and_wait`]).
     pub fn completions_ready(&mut self) -> usize {
-        self.ring.completion().len()
+        each_backend!(self, e => e.completions_ready())
     }
 
-    /// Whether a multishot accept is armed.
+    /// Whether the accept is armed.
     pub fn is_accepting(&self) -> bool {
-        self.accepting
+        each_backend!(self, e => e.is_accepting())
     }
 
-    /// Receive buffers handed out and not recycled.
+    /// Receive buffers handed out and not recycled (epoll: none, ever).
     pub fn buffers_outstanding(&self) -> u32 {
-        self.bufs.outstanding()
+        match self {
+            Self::Uring(e) => e.buffers_outstanding(),
+            Self::Epoll(_) => 0,
+        }
     }
 
-    /// Moves a socket into the fixed-file table and closes its process fd, so
-    /// a client ring holds more connections than `RLIMIT_NOFILE`. The socket
-    /// may still be connecting: receives and sends on it wait for the
-    /// connection, and fail with its error. Returns the slot, or `None` when
-    /// every slot is in use (a slot comes back when its [`Action::Close`]
-    /// completes).
+    /// Takes a socket, which may still be connecting, into a slot (a client
+    /// engine). Receives and sends on it wait for the connection and fail
+    /// with its error. io_uring moves it into the fixed-file table and closes
+    /// its process fd, so a client holds more connections than
+    /// `RLIMIT_NOFILE`; epoll keeps the fd. Returns the slot, or `None` when
+    /// every slot is in use (a slot comes back with its [`Action::Close`]).
     pub fn install(&mut self, socket: OwnedFd) -> io::Result<Option<u32>> {
-        assert!(self.listener.is_none(), "install is for client rings");
-        if !self.installs {
-            self.installs = true;
-            self.free_slots = (0..self.slots).rev().collect();
-        }
-        let Some(slot) = self.free_slots.pop() else {
-            return Ok(None);
-        };
-        match self
-            .ring
-            .submitter()
-            .register_files_update(slot, &[socket.as_raw_fd()])
-        {
-            Ok(_) => Ok(Some(slot)), // `socket` is dropped: the table holds its own reference
-            Err(e) => {
-                self.free_slots.push(slot);
-                Err(e)
-            }
-        }
+        each_backend!(self, e => e.install(socket))
     }
 
     /// Slots free for [`Engine::install`].
     pub fn free_slots(&self) -> usize {
-        if self.installs {
-            self.free_slots.len()
-        } else {
-            self.slots as usize
-        }
+        each_backend!(self, e => e.free_slots())
     }
 
-    /// Arms a multishot accept into auto-allocated direct descriptors.
+    /// Starts accepting into free slots; each connection is an
+    /// [`Event::Accepted`] until an [`Event::AcceptEnded`] says it stopped.
     pub fn arm_accept(&mut self) {
-        let listener = self
-            .listener
-            .as_ref()
-            .expect("arm_accept on a ring without a listener");
-        assert!(
-            !self.installs,
-            "a ring either accepts or installs sockets, not both"
-        );
-        let entry = opcode::AcceptMulti::new(Fd(listener.as_raw_fd()))
-            // No SOCK_CLOEXEC: direct descriptors are not process fds, and the
-            // kernel refuses the flag with them (EINVAL).
-            .allocate_file_index(true)
-            .build()
-            .user_data(user_data(Kind::Accept, 0, 0));
-        self.push(entry);
-        self.accepting = true;
+        each_backend!(self, e => e.arm_accept())
     }
 
-    /// Cancels the multishot accept (shutdown).
+    /// Stops accepting (shutdown).
     pub fn cancel_accept(&mut self) {
-        if self.accepting {
-            let entry =
-                opcode::AsyncCancel2::new(CancelBuilder::user_data(user_data(Kind::Accept, 0, 0)))
-                    .build()
-                    .user_data(user_data(Kind::Cancel, 0, 0));
-            self.push(entry);
-        }
+        each_backend!(self, e => e.cancel_accept())
     }
 
-    /// Arms a read of the wake-up eventfd: it completes when another thread
-    /// writes to it (an inbox went non-empty, or the server is stopping), and
-    /// resets its counter. Re-arm after each [`Event::Woken`].
+    /// Arms the wake-up: one [`Event::Woken`] once another thread writes to
+    /// the eventfd (an inbox went non-empty, or the server is stopping),
+    /// which resets it. Re-arm after each.
     pub fn arm_wake(&mut self) {
-        let entry = opcode::Read::new(Fd(self.wake.as_raw_fd()), self.wake_buf.as_mut_ptr(), 8)
-            .build()
-            .user_data(user_data(Kind::Wake, 0, 0));
-        self.push(entry);
+        each_backend!(self, e => e.arm_wake())
     }
 
-    /// Turns a core action into a submission.
+    /// Carries out a driver action.
     pub fn execute(&mut self, action: Action) {
-        let entry = match action {
-            Action::ArmRecv { slot, gen } => opcode::RecvMulti::new(Fixed(slot), self.bufs.bgid())
-                .build()
-                .user_data(user_data(Kind::Recv, slot, gen)),
-            Action::Send { slot, gen, buf } => {
-                let cell = &mut self.sends[slot as usize];
-                assert!(cell.is_none(), "second send in flight on slot {slot}");
-                let (ptr, len) = (buf.as_ptr(), buf.len() as u32);
-                // The Vec's heap block stays put while the Vec sits in `sends`.
-                *cell = Some(buf);
-                opcode::Send::new(Fixed(slot), ptr, len)
-                    .flags(libc::MSG_NOSIGNAL)
-                    .build()
-                    .user_data(user_data(Kind::Send, slot, gen))
-            }
-            Action::ShutdownWrite { slot } => opcode::Shutdown::new(Fixed(slot), libc::SHUT_WR)
-                .build()
-                .user_data(user_data(Kind::Shutdown, slot, 0)),
-            Action::Cancel {
-                slot,
-                gen,
-                recv,
-                send,
-            } => {
-                // By user data, a hash lookup: cancelling by file scans every
-                // armed request, which made a 7,000-connection shutdown quadratic.
-                if recv && send {
-                    self.cancel(user_data(Kind::Recv, slot, gen));
-                }
-                let target = if send { Kind::Send } else { Kind::Recv };
-                opcode::AsyncCancel::new(user_data(target, slot, gen))
-                    .build()
-                    .user_data(user_data(Kind::Cancel, slot, 0))
-            }
-            Action::Close { slot } => {
-                opcode::Close::new(Fixed(slot))
-                    .build()
-                    .user_data(user_data(Kind::Close, slot, 0))
-            }
-        };
-        self.push(entry);
-    }
-
-    fn cancel(&mut self, target: u64) {
-        let entry = opcode::AsyncCancel::new(target)
-            .build()
-            .user_data(user_data(Kind::Cancel, 0, 0));
-        self.push(entry);
-    }
-
-    fn push(&mut self, entry: squeue::Entry) {
-        loop {
-            // SAFETY: every pointer an entry carries stays valid until its
-            // completion: send buffers live in `self.sends`, the buffer ring in
-            // `self.bufs`, the eventfd's read buffer in `self.wake_buf` (boxed,
-            // so it does not move with `self`), and the listener and eventfd in
-            // `self`; other entries carry no pointers.
-            if unsafe { self.ring.submission().push(&entry) }.is_ok() {
-                return;
-            }
-            // The queue is full: hand what it holds to the kernel and retry.
-            if let Err(e) = self.ring.submit() {
-                if e.raw_os_error() != Some(libc::EBUSY) {
-                    panic!("io_uring submit failed: {e}");
-                }
-            }
-        }
+        each_backend!(self, e => e.execute(action))
     }
 
     /// Submits what is queued and waits up to `timeout` for a completion.
     pub fn submit_and_wait(&mut self, timeout: Duration) -> io::Result<()> {
-        let ts = Timespec::from(timeout);
-        let mut args = SubmitArgs::new().timespec(&ts);
-        // With a batch wait: return once `BATCH` completions are in, or
-        // `batch_wait_us` after the first one, or at the timeout.
-        const BATCH: usize = 256;
-        let want = if self.batch_wait_us > 0 {
-            args = args.min_wait_usec(self.batch_wait_us);
-            BATCH
-        } else {
-            1
-        };
-        match self.ring.submitter().submit_with_args(want, &args) {
-            Ok(_) => Ok(()),
-            Err(e)
-                if matches!(
-                    e.raw_os_error(),
-                    Some(libc::ETIME | libc::EINTR | libc::EBUSY)
-                ) =>
-            {
-                Ok(())
-            }
-            Err(e) => Err(e),
-        }
+        each_backend!(self, e => e.submit_and_wait(timeout))
     }
 
     /// Hands every completion that is ready to `each`, as an [`Event`], and
-    /// returns how many there were. Received bytes are lent to `each` and the
-    /// buffer goes back to the kernel right after; a multishot receive that
-    /// stopped after its data is reported as `RecvEnded(Stopped)` after it.
-    /// Recycled buffers are published before this returns, so a receive
-    /// re-armed after ENOBUFS finds them.
+    /// returns how many there were. Received bytes are lent to `each` until
+    /// it returns.
     pub fn drain_completions(&mut self, each: impl FnMut(Event<'_>)) -> usize {
-        self.drain_completions_up_to(usize::MAX, each).0
+        each_backend!(self, e => e.drain_completions(each))
     }
 
     /// As [`Engine::drain_completions`], but stops once the receives handed
-    /// out carry `budget` bytes: the rest stay in the completion queue for
-    /// the next call, so the caller can write what this input produced
-    /// before it reads more. Returns how many completions were handed out,
-    /// and whether the queue was left empty (every completion of what was
-    /// submitted has then been seen).
+    /// out carry `budget` bytes: the rest wait for the next call, so the
+    /// caller can write what this input produced before it reads more.
+    /// Returns how many events were handed out, and whether none was left.
     pub fn drain_completions_up_to(
         &mut self,
         budget: usize,
-        mut each: impl FnMut(Event<'_>),
+        each: impl FnMut(Event<'_>),
     ) -> (usize, bool) {
-        let (n, dry) = self.reap(budget);
-        for i in 0..n {
-            match self.completion(i) {
-                Completion::Event(event) => each(event),
-                Completion::Received {
-                    slot,
-                    gen,
-                    buf,
-                    more,
-                } => {
-                    each(Event::Received {
-                        slot,
-                        gen,
-                        data: self.bufs.data(&buf),
-                    });
-                    self.bufs.recycle(buf);
-                    if !more {
-                        each(Event::RecvEnded {
-                            slot,
-                            gen,
-                            end: RecvEnd::Stopped,
-                        });
-                    }
-                }
-                Completion::Done => {}
-            }
-        }
-        self.bufs.commit();
-        (n, dry)
+        each_backend!(self, e => e.drain_completions_up_to(budget, each))
     }
-
-    /// Copies the completions that are ready out of the queue, stopping once
-    /// receives of `budget` bytes are taken; returns how many, and whether
-    /// the queue is now empty.
-    fn reap(&mut self, budget: usize) -> (usize, bool) {
-        self.cqes.clear();
-        let mut cq = self.ring.completion();
-        cq.sync();
-        let mut received = 0usize;
-        while received < budget {
-            let Some(cqe) = cq.next() else { break };
-            if unpack(cqe.user_data()).0 == Some(Kind::Recv) && cqe.result() > 0 {
-                received += cqe.result() as usize;
-            }
-            self.cqes.push((cqe.user_data(), cqe.result(), cqe.flags()));
-        }
-        let dry = cq.is_empty();
-        (self.cqes.len(), dry)
-    }
-
-    /// The meaning of completion `i` of the last [`Engine::reap`].
-    fn completion(&mut self, i: usize) -> Completion {
-        let (ud, res, flags) = self.cqes[i];
-        let more = cqueue::more(flags);
-        let (kind, slot, gen) = unpack(ud);
-        match kind {
-            Some(Kind::Accept) => {
-                if !more {
-                    self.accepting = false;
-                }
-                Completion::Event(if res >= 0 {
-                    Event::Accepted {
-                        slot: res as u32,
-                        more,
-                    }
-                } else {
-                    Event::AcceptEnded { errno: -res }
-                })
-            }
-            Some(Kind::Recv) => {
-                if res > 0 {
-                    let bid = cqueue::buffer_select(flags)
-                        .expect("a multishot receive with data names its buffer");
-                    let buf = self.bufs.take(bid, res as u32);
-                    Completion::Received {
-                        slot,
-                        gen,
-                        buf,
-                        more,
-                    }
-                } else {
-                    if let Some(bid) = cqueue::buffer_select(flags) {
-                        let buf = self.bufs.take(bid, 0);
-                        self.bufs.recycle(buf);
-                    }
-                    let end = match -res {
-                        0 => RecvEnd::Eof,
-                        libc::ENOBUFS => RecvEnd::NoBuffers,
-                        libc::ECANCELED => RecvEnd::Cancelled,
-                        e => RecvEnd::Error(e),
-                    };
-                    Completion::Event(Event::RecvEnded { slot, gen, end })
-                }
-            }
-            Some(Kind::Send) => {
-                let buf = self.sends[slot as usize]
-                    .take()
-                    .expect("a send completion has its buffer");
-                Completion::Event(Event::Sent {
-                    slot,
-                    gen,
-                    buf,
-                    result: res,
-                })
-            }
-            Some(Kind::Wake) => Completion::Event(Event::Woken),
-            Some(Kind::Close) => {
-                // A slot this engine handed out is free again once closed.
-                if self.installs {
-                    self.free_slots.push(slot);
-                }
-                Completion::Done
-            }
-            Some(Kind::Shutdown | Kind::Cancel) | None => Completion::Done,
-        }
-    }
-}
-
-impl Drop for Engine {
-    fn drop(&mut self) {
-        // Cancel whatever is still in flight, synchronously, and unregister the
-        // buffer ring, so the kernel holds no reference to memory freed next.
-        let _ = self
-            .ring
-            .submitter()
-            .register_sync_cancel(Some(Timespec::new().sec(1)), CancelBuilder::any().all());
-        self.bufs.unregister(&self.ring);
-        // Send buffers still in flight (only if the cancel timed out) are leaked
-        // rather than freed under the kernel.
-        for buf in self.sends.iter_mut().filter_map(Option::take) {
-            std::mem::forget(buf);
-        }
-    }
-}
-
-fn setup_error(e: io::Error, mode: RingMode) -> StartError {
-    let msg = match e.raw_os_error() {
-        Some(libc::ENOSYS) => "io_uring_setup is not available: the kernel lacks CONFIG_IO_URING, \
-                               or a seccomp filter (a container runtime's default profile) blocks it"
-            .to_string(),
-        Some(libc::EPERM) => format!(
-            "io_uring_setup was refused (EPERM): io_uring is disabled by sysctl \
-             (kernel.io_uring_disabled = {}), or this user is not in kernel.io_uring_group",
-            sys::read_sysctl("kernel/io_uring_disabled").unwrap_or_else(|| "?".into())
-        ),
-        Some(libc::EINVAL) if mode == RingMode::Defer => {
-            "io_uring_setup refused IORING_SETUP_DEFER_TASKRUN | SINGLE_ISSUER (needs Linux 6.1); \
-             try --ring-mode coop"
-                .to_string()
-        }
-        Some(libc::ENOMEM) => format!(
-            "io_uring_setup failed: {e} (locked memory limit; raise `ulimit -l` or use a kernel >= 5.12)"
-        ),
-        _ => format!("io_uring_setup failed: {e}"),
-    };
-    StartError(msg)
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    use std::io::{Read, Write};
-
-    /// Drives the ring until `done` says so, after an event or a turn (at most 2 s).
-    fn run_until(
-        engine: &mut Engine,
-        mut on_event: impl FnMut(Event<'_>),
-        mut done: impl FnMut(&Engine) -> bool,
-    ) {
-        let start = std::time::Instant::now();
-        while !done(engine) {
-            engine.submit_and_wait(Duration::from_millis(50)).unwrap();
-            engine.drain_completions(&mut on_event);
-            assert!(start.elapsed() < Duration::from_secs(2), "timed out");
-        }
-    }
-
-    #[test]
-    fn a_client_ring_moves_data_on_installed_sockets() {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let cfg = EngineConfig {
-            sq_entries: 64,
-            slots: 4,
-            buffers: 16,
-            buffer_size: 1024,
-            mode: RingMode::Defer,
-            batch_wait_us: 0,
-        };
-        let mut engine = Engine::new(&cfg, None, sys::eventfd().unwrap()).unwrap();
-        let socket = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-        let slot = engine.install(OwnedFd::from(socket)).unwrap().unwrap();
-        assert_eq!(engine.free_slots(), 3);
-        let (mut peer, _) = listener.accept().unwrap();
-        engine.execute(Action::ArmRecv { slot, gen: 1 });
-        engine.execute(Action::Send {
-            slot,
-            gen: 1,
-            buf: b"hello".to_vec(),
-        });
-        peer.write_all(b"world").unwrap();
-        let (mut got, mut sent) = (Vec::new(), false);
-        let mut cancelled = false;
-        let start = std::time::Instant::now();
-        while !(got == b"world" && sent) {
-            engine.submit_and_wait(Duration::from_millis(50)).unwrap();
-            engine.drain_completions(|e| match e {
-                Event::Received { data, .. } => got.extend_from_slice(data),
-                Event::Sent { result, .. } => sent = result == 5,
-                _ => {}
-            });
-            assert!(start.elapsed() < Duration::from_secs(2), "timed out");
-        }
-        let mut hello = [0u8; 5];
-        peer.read_exact(&mut hello).unwrap();
-        assert_eq!(&hello, b"hello");
-        // Close: cancel the receive, then close the slot; it is free again.
-        engine.execute(Action::Cancel {
-            slot,
-            gen: 1,
-            recv: true,
-            send: false,
-        });
-        let start = std::time::Instant::now();
-        while !cancelled {
-            engine.submit_and_wait(Duration::from_millis(50)).unwrap();
-            engine.drain_completions(|e| {
-                cancelled |= matches!(
-                    e,
-                    Event::RecvEnded {
-                        end: RecvEnd::Cancelled,
-                        ..
-                    }
-                );
-            });
-            assert!(start.elapsed() < Duration::from_secs(2), "timed out");
-        }
-        engine.execute(Action::Close { slot });
-        run_until(&mut engine, |_| {}, |engine| engine.free_slots() == 4);
-        let mut eof = [0u8; 1];
-        assert_eq!(peer.read(&mut eof).unwrap(), 0, "the peer sees the close");
-    }
-
-    #[test]
-    fn install_stops_at_a_full_table() {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let cfg = EngineConfig {
-            sq_entries: 8,
-            slots: 2,
-            buffers: 2,
-            buffer_size: 64,
-            mode: RingMode::Defer,
-            batch_wait_us: 0,
-        };
-        let mut engine = Engine::new(&cfg, None, sys::eventfd().unwrap()).unwrap();
-        let addr = listener.local_addr().unwrap();
-        let connect = || OwnedFd::from(std::net::TcpStream::connect(addr).unwrap());
-        assert!(engine.install(connect()).unwrap().is_some());
-        assert!(engine.install(connect()).unwrap().is_some());
-        assert_eq!(engine.install(connect()).unwrap(), None, "no third slot");
-    }
-
-    #[test]
-    fn bind_address_no_port_can_be_set() {
-        let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        // Accepted on any IPv4 socket; what matters is that the call is made right.
-        sys::set_bind_address_no_port(&socket).unwrap();
-    }
-
-    #[test]
-    fn user_data_round_trips() {
-        let ud = user_data(Kind::Send, 19_999, 0xAB_CDEF);
-        assert_eq!(unpack(ud), (Some(Kind::Send), 19_999, 0xAB_CDEF));
-        assert_eq!(unpack(0).0, None);
-        let ud = user_data(Kind::Recv, u32::MAX, 0x1FF_FFFF);
-        assert_eq!(unpack(ud), (Some(Kind::Recv), u32::MAX, GEN_MASK));
-    }
-}
+mod tests;

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use proto::{Frame, FrameType, Welcome, DEFAULT_MAX_PAYLOAD, HEADER_LEN};
 use ringroom_server::core::{Action, RecvEnd};
-use ringroom_server::engine::{sys, Engine, EngineConfig, Event, RingMode};
+use ringroom_server::engine::{sys, Engine, EngineConfig, EngineKind, Event, RingMode};
 
 fn main() {
     let addr: SocketAddr = std::env::args()
@@ -44,8 +44,13 @@ fn main() {
         mode: RingMode::Defer,
         batch_wait_us: 0,
     };
-    let mut engine =
-        Engine::new(&cfg, Some(OwnedFd::from(socket)), sys::eventfd().unwrap()).unwrap();
+    let mut engine = Engine::new(
+        EngineKind::Uring,
+        &cfg,
+        Some(OwnedFd::from(socket)),
+        sys::eventfd().unwrap(),
+    )
+    .unwrap();
     engine.arm_accept();
     println!("minimal_pong ready: listen {local}, shards 1");
 

@@ -1,0 +1,606 @@
+//! The io_uring backend: one ring per shard.
+//!
+//! It owns the ring, its fixed-file table (connections as direct descriptors,
+//! so they use no process fds), its provided-buffer ring, and the buffers of
+//! sends in flight, and offers a narrow safe API: arm an accept, execute a
+//! core [`Action`], wait, and read completions back as [`Completion`]s. Every
+//! buffer the kernel may read or write is owned here until its completion
+//! arrives, which is what makes that API sound.
+
+mod bufring;
+
+use crate::contract::{Action, Event, RecvEnd, GEN_MASK};
+use crate::{sys, EngineConfig, RingMode, StartError};
+
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::time::Duration;
+
+use io_uring::types::{CancelBuilder, Fd, Fixed, SubmitArgs, Timespec};
+use io_uring::{cqueue, opcode, squeue, IoUring, Probe};
+
+use bufring::BufRing;
+use bufring::RecvBuf;
+
+/// What a completion meant, before a receive buffer is lent as bytes.
+#[derive(Debug)]
+enum Completion {
+    /// Data in a provided buffer; `more`: the multishot receive goes on.
+    Received {
+        slot: u32,
+        gen: u32,
+        buf: RecvBuf,
+        more: bool,
+    },
+    /// Anything else the owner hears of.
+    Event(Event<'static>),
+    /// Completions of cancels, shutdowns and closes: nothing to do.
+    Done,
+}
+
+/// What an operation was, packed in its user data with the slot and generation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+enum Kind {
+    Accept = 1,
+    Recv = 2,
+    Send = 3,
+    Shutdown = 4,
+    Cancel = 5,
+    Close = 6,
+    Wake = 7,
+}
+
+fn user_data(kind: Kind, slot: u32, gen: u32) -> u64 {
+    (u64::from(kind as u8) << 56) | (u64::from(gen & GEN_MASK) << 32) | u64::from(slot)
+}
+
+fn unpack(ud: u64) -> (Option<Kind>, u32, u32) {
+    let kind = match (ud >> 56) as u8 {
+        1 => Some(Kind::Accept),
+        2 => Some(Kind::Recv),
+        3 => Some(Kind::Send),
+        4 => Some(Kind::Shutdown),
+        5 => Some(Kind::Cancel),
+        6 => Some(Kind::Close),
+        7 => Some(Kind::Wake),
+        _ => None,
+    };
+    (kind, ud as u32, ((ud >> 32) as u32) & GEN_MASK)
+}
+
+/// The opcodes the server uses, for the start-up probe.
+const REQUIRED_OPCODES: [(u8, &str, &str); 7] = [
+    (
+        opcode::AcceptMulti::CODE,
+        "IORING_OP_ACCEPT",
+        "5.5 (multishot: 5.19)",
+    ),
+    (
+        opcode::RecvMulti::CODE,
+        "IORING_OP_RECV",
+        "5.6 (multishot: 6.0)",
+    ),
+    (opcode::Send::CODE, "IORING_OP_SEND", "5.6"),
+    (
+        opcode::Close::CODE,
+        "IORING_OP_CLOSE",
+        "5.6 (direct descriptors: 5.15)",
+    ),
+    (
+        opcode::AsyncCancel::CODE,
+        "IORING_OP_ASYNC_CANCEL",
+        "5.5 (by fd: 5.19)",
+    ),
+    (opcode::Shutdown::CODE, "IORING_OP_SHUTDOWN", "5.11"),
+    (opcode::Read::CODE, "IORING_OP_READ", "5.6"),
+];
+
+/// One shard's ring and everything the kernel may touch on its behalf.
+///
+/// Field order matters: the ring is dropped (closed) before the memory it
+/// referenced.
+pub struct Ring {
+    ring: IoUring,
+    bufs: BufRing,
+    /// Buffers of sends in flight, by slot (one send per connection at a time).
+    sends: Vec<Option<Vec<u8>>>,
+    /// The listening socket of a server ring (`None` for a client ring).
+    listener: Option<OwnedFd>,
+    wake: OwnedFd,
+    /// Slots free for [`Ring::install`] (client rings manage their own
+    /// slots; a server ring lets the kernel allocate them on accept).
+    free_slots: Vec<u32>,
+    slots: u32,
+    /// Whether [`Ring::install`] has claimed the table for its own allocation.
+    installs: bool,
+    /// Where the wake-up eventfd's counter is read to (reading resets it).
+    wake_buf: Box<[u8; 8]>,
+    cqes: Vec<(u64, i32, u32)>,
+    /// Whether a multishot accept is armed.
+    accepting: bool,
+    batch_wait_us: u32,
+}
+
+/// Sets up a small ring with `mode` and checks every feature, so a refusal
+/// is known before any shard starts.
+pub fn probe(mode: RingMode) -> Result<(), StartError> {
+    let cfg = EngineConfig {
+        sq_entries: 8,
+        slots: 1,
+        buffers: 1,
+        buffer_size: 64,
+        mode,
+        batch_wait_us: 0,
+    };
+    let wake = sys::eventfd().map_err(|e| StartError::failed(format!("eventfd: {e}")))?;
+    Ring::new(&cfg, None, wake).map(drop)
+}
+
+impl Ring {
+    /// Sets up a ring with `cfg`, checks every feature the server needs, and
+    /// takes the shard's listening socket and wake-up eventfd.
+    pub fn new(
+        cfg: &EngineConfig,
+        listener: Option<OwnedFd>,
+        wake: OwnedFd,
+    ) -> Result<Self, StartError> {
+        let mut builder = IoUring::builder();
+        builder.setup_cqsize(cfg.sq_entries * 4);
+        match cfg.mode {
+            RingMode::Defer => {
+                builder.setup_single_issuer().setup_defer_taskrun();
+            }
+            RingMode::Coop => {
+                builder.setup_coop_taskrun().setup_taskrun_flag();
+            }
+            RingMode::Plain => {}
+        }
+        let ring = builder
+            .build(cfg.sq_entries)
+            .map_err(|e| setup_error(e, cfg.mode))?;
+        if !ring.params().is_feature_nodrop() {
+            return Err(StartError::refused(
+                "io_uring lacks IORING_FEAT_NODROP (Linux 5.5): completions could be lost",
+            ));
+        }
+        let mut probe = Probe::new();
+        ring.submitter().register_probe(&mut probe).map_err(|e| {
+            StartError::refused(format!(
+                "io_uring probe failed: {e} (IORING_REGISTER_PROBE needs Linux 5.6)"
+            ))
+        })?;
+        for (code, name, since) in REQUIRED_OPCODES {
+            if !probe.is_supported(code) {
+                return Err(StartError::refused(format!(
+                    "io_uring does not support {name} (needs Linux {since})"
+                )));
+            }
+        }
+        ring.submitter().register_files_sparse(cfg.slots).map_err(|e| {
+            let msg = format!(
+                "cannot register a fixed-file table of {} slots: {e} (sparse tables need Linux 5.19; \
+                 the size is capped by RLIMIT_NOFILE, see tuning/limits.sh)",
+                cfg.slots
+            );
+            // EINVAL: a kernel without sparse tables; anything else is a limit.
+            StartError::new(msg, e.raw_os_error() == Some(libc::EINVAL))
+        })?;
+        let bufs = BufRing::new(&ring, cfg.buffers, cfg.buffer_size, 0).map_err(|e| {
+            let msg = format!(
+                "cannot register a provided-buffer ring of {} x {} bytes: {e} (needs Linux 5.19)",
+                cfg.buffers, cfg.buffer_size
+            );
+            StartError::new(msg, e.raw_os_error() == Some(libc::EINVAL))
+        })?;
+        if cfg.batch_wait_us > 0 && !ring.params().is_feature_min_timeout() {
+            // Not a refusal: the user asked for an io_uring option by name.
+            return Err(StartError::failed(
+                "--batch-wait-us needs IORING_FEAT_MIN_TIMEOUT (Linux 6.12); use --batch-wait-us 0",
+            ));
+        }
+        let mut sends = Vec::new();
+        sends.resize_with(cfg.slots as usize, || None);
+        Ok(Self {
+            ring,
+            bufs,
+            sends,
+            listener,
+            wake,
+            free_slots: Vec::new(),
+            slots: cfg.slots,
+            installs: false,
+            wake_buf: Box::new([0; 8]),
+            cqes: Vec::with_capacity(cfg.sq_entries as usize * 4),
+            accepting: false,
+            batch_wait_us: cfg.batch_wait_us,
+        })
+    }
+
+    /// Completions waiting to be read now.
+    pub fn completions_ready(&mut self) -> usize {
+        self.ring.completion().len()
+    }
+
+    /// Whether a multishot accept is armed.
+    pub fn is_accepting(&self) -> bool {
+        self.accepting
+    }
+
+    /// Receive buffers handed out and not recycled.
+    pub fn buffers_outstanding(&self) -> u32 {
+        self.bufs.outstanding()
+    }
+
+    /// Moves a socket into the fixed-file table and closes its process fd, so
+    /// a client ring holds more connections than `RLIMIT_NOFILE`. The socket
+    /// may still be connecting: receives and sends on it wait for the
+    /// connection, and fail with its error. Returns the slot, or `None` when
+    /// every slot is in use (a slot comes back when its [`Action::Close`]
+    /// completes).
+    pub fn install(&mut self, socket: OwnedFd) -> io::Result<Option<u32>> {
+        assert!(self.listener.is_none(), "install is for client rings");
+        if !self.installs {
+            self.installs = true;
+            self.free_slots = (0..self.slots).rev().collect();
+        }
+        let Some(slot) = self.free_slots.pop() else {
+            return Ok(None);
+        };
+        match self
+            .ring
+            .submitter()
+            .register_files_update(slot, &[socket.as_raw_fd()])
+        {
+            Ok(_) => Ok(Some(slot)), // `socket` is dropped: the table holds its own reference
+            Err(e) => {
+                self.free_slots.push(slot);
+                Err(e)
+            }
+        }
+    }
+
+    /// Slots free for [`Ring::install`].
+    pub fn free_slots(&self) -> usize {
+        if self.installs {
+            self.free_slots.len()
+        } else {
+            self.slots as usize
+        }
+    }
+
+    /// Arms a multishot accept into auto-allocated direct descriptors.
+    pub fn arm_accept(&mut self) {
+        let listener = self
+            .listener
+            .as_ref()
+            .expect("arm_accept on a ring without a listener");
+        assert!(
+            !self.installs,
+            "a ring either accepts or installs sockets, not both"
+        );
+        let entry = opcode::AcceptMulti::new(Fd(listener.as_raw_fd()))
+            // No SOCK_CLOEXEC: direct descriptors are not process fds, and the
+            // kernel refuses the flag with them (EINVAL).
+            .allocate_file_index(true)
+            .build()
+            .user_data(user_data(Kind::Accept, 0, 0));
+        self.push(entry);
+        self.accepting = true;
+    }
+
+    /// Cancels the multishot accept (shutdown).
+    pub fn cancel_accept(&mut self) {
+        if self.accepting {
+            let entry =
+                opcode::AsyncCancel2::new(CancelBuilder::user_data(user_data(Kind::Accept, 0, 0)))
+                    .build()
+                    .user_data(user_data(Kind::Cancel, 0, 0));
+            self.push(entry);
+        }
+    }
+
+    /// Arms a read of the wake-up eventfd: it completes when another thread
+    /// writes to it (an inbox went non-empty, or the server is stopping), and
+    /// resets its counter. Re-arm after each [`Event::Woken`].
+    pub fn arm_wake(&mut self) {
+        let entry = opcode::Read::new(Fd(self.wake.as_raw_fd()), self.wake_buf.as_mut_ptr(), 8)
+            .build()
+            .user_data(user_data(Kind::Wake, 0, 0));
+        self.push(entry);
+    }
+
+    /// Turns a core action into a submission.
+    pub fn execute(&mut self, action: Action) {
+        let entry = match action {
+            Action::ArmRecv { slot, gen } => opcode::RecvMulti::new(Fixed(slot), self.bufs.bgid())
+                .build()
+                .user_data(user_data(Kind::Recv, slot, gen)),
+            Action::Send { slot, gen, buf } => {
+                let cell = &mut self.sends[slot as usize];
+                assert!(cell.is_none(), "second send in flight on slot {slot}");
+                let (ptr, len) = (buf.as_ptr(), buf.len() as u32);
+                // The Vec's heap block stays put while the Vec sits in `sends`.
+                *cell = Some(buf);
+                opcode::Send::new(Fixed(slot), ptr, len)
+                    .flags(libc::MSG_NOSIGNAL)
+                    .build()
+                    .user_data(user_data(Kind::Send, slot, gen))
+            }
+            Action::ShutdownWrite { slot } => opcode::Shutdown::new(Fixed(slot), libc::SHUT_WR)
+                .build()
+                .user_data(user_data(Kind::Shutdown, slot, 0)),
+            Action::Cancel {
+                slot,
+                gen,
+                recv,
+                send,
+            } => {
+                // By user data, a hash lookup: cancelling by file scans every
+                // armed request, which made a 7,000-connection shutdown quadratic.
+                if recv && send {
+                    self.cancel(user_data(Kind::Recv, slot, gen));
+                }
+                let target = if send { Kind::Send } else { Kind::Recv };
+                opcode::AsyncCancel::new(user_data(target, slot, gen))
+                    .build()
+                    .user_data(user_data(Kind::Cancel, slot, 0))
+            }
+            Action::Close { slot } => {
+                opcode::Close::new(Fixed(slot))
+                    .build()
+                    .user_data(user_data(Kind::Close, slot, 0))
+            }
+        };
+        self.push(entry);
+    }
+
+    fn cancel(&mut self, target: u64) {
+        let entry = opcode::AsyncCancel::new(target)
+            .build()
+            .user_data(user_data(Kind::Cancel, 0, 0));
+        self.push(entry);
+    }
+
+    fn push(&mut self, entry: squeue::Entry) {
+        loop {
+            // SAFETY: every pointer an entry carries stays valid until its
+            // completion: send buffers live in `self.sends`, the buffer ring in
+            // `self.bufs`, the eventfd's read buffer in `self.wake_buf` (boxed,
+            // so it does not move with `self`), and the listener and eventfd in
+            // `self`; other entries carry no pointers.
+            if unsafe { self.ring.submission().push(&entry) }.is_ok() {
+                return;
+            }
+            // The queue is full: hand what it holds to the kernel and retry.
+            if let Err(e) = self.ring.submit() {
+                if e.raw_os_error() != Some(libc::EBUSY) {
+                    panic!("io_uring submit failed: {e}");
+                }
+            }
+        }
+    }
+
+    /// Submits what is queued and waits up to `timeout` for a completion.
+    pub fn submit_and_wait(&mut self, timeout: Duration) -> io::Result<()> {
+        let ts = Timespec::from(timeout);
+        let mut args = SubmitArgs::new().timespec(&ts);
+        // With a batch wait: return once `BATCH` completions are in, or
+        // `batch_wait_us` after the first one, or at the timeout.
+        const BATCH: usize = 256;
+        let want = if self.batch_wait_us > 0 {
+            args = args.min_wait_usec(self.batch_wait_us);
+            BATCH
+        } else {
+            1
+        };
+        match self.ring.submitter().submit_with_args(want, &args) {
+            Ok(_) => Ok(()),
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::ETIME | libc::EINTR | libc::EBUSY)
+                ) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Hands every completion that is ready to `each`, as an [`Event`], and
+    /// returns how many there were. Received bytes are lent to `each` and the
+    /// buffer goes back to the kernel right after; a multishot receive that
+    /// stopped after its data is reported as `RecvEnded(Stopped)` after it.
+    /// Recycled buffers are published before this returns, so a receive
+    /// re-armed after ENOBUFS finds them.
+    pub fn drain_completions(&mut self, each: impl FnMut(Event<'_>)) -> usize {
+        self.drain_completions_up_to(usize::MAX, each).0
+    }
+
+    /// As [`Ring::drain_completions`], but stops once the receives handed
+    /// out carry `budget` bytes: the rest stay in the completion queue for
+    /// the next call, so the caller can write what this input produced
+    /// before it reads more. Returns how many completions were handed out,
+    /// and whether the queue was left empty (every completion of what was
+    /// submitted has then been seen).
+    pub fn drain_completions_up_to(
+        &mut self,
+        budget: usize,
+        mut each: impl FnMut(Event<'_>),
+    ) -> (usize, bool) {
+        let (n, dry) = self.reap(budget);
+        for i in 0..n {
+            match self.completion(i) {
+                Completion::Event(event) => each(event),
+                Completion::Received {
+                    slot,
+                    gen,
+                    buf,
+                    more,
+                } => {
+                    each(Event::Received {
+                        slot,
+                        gen,
+                        data: self.bufs.data(&buf),
+                    });
+                    self.bufs.recycle(buf);
+                    if !more {
+                        each(Event::RecvEnded {
+                            slot,
+                            gen,
+                            end: RecvEnd::Stopped,
+                        });
+                    }
+                }
+                Completion::Done => {}
+            }
+        }
+        self.bufs.commit();
+        (n, dry)
+    }
+
+    /// Copies the completions that are ready out of the queue, stopping once
+    /// receives of `budget` bytes are taken; returns how many, and whether
+    /// the queue is now empty.
+    fn reap(&mut self, budget: usize) -> (usize, bool) {
+        self.cqes.clear();
+        let mut cq = self.ring.completion();
+        cq.sync();
+        let mut received = 0usize;
+        while received < budget {
+            let Some(cqe) = cq.next() else { break };
+            if unpack(cqe.user_data()).0 == Some(Kind::Recv) && cqe.result() > 0 {
+                received += cqe.result() as usize;
+            }
+            self.cqes.push((cqe.user_data(), cqe.result(), cqe.flags()));
+        }
+        let dry = cq.is_empty();
+        (self.cqes.len(), dry)
+    }
+
+    /// The meaning of completion `i` of the last [`Ring::reap`].
+    fn completion(&mut self, i: usize) -> Completion {
+        let (ud, res, flags) = self.cqes[i];
+        let more = cqueue::more(flags);
+        let (kind, slot, gen) = unpack(ud);
+        match kind {
+            Some(Kind::Accept) => {
+                if !more {
+                    self.accepting = false;
+                }
+                Completion::Event(if res >= 0 {
+                    Event::Accepted {
+                        slot: res as u32,
+                        more,
+                    }
+                } else {
+                    Event::AcceptEnded { errno: -res }
+                })
+            }
+            Some(Kind::Recv) => {
+                if res > 0 {
+                    let bid = cqueue::buffer_select(flags)
+                        .expect("a multishot receive with data names its buffer");
+                    let buf = self.bufs.take(bid, res as u32);
+                    Completion::Received {
+                        slot,
+                        gen,
+                        buf,
+                        more,
+                    }
+                } else {
+                    if let Some(bid) = cqueue::buffer_select(flags) {
+                        let buf = self.bufs.take(bid, 0);
+                        self.bufs.recycle(buf);
+                    }
+                    let end = match -res {
+                        0 => RecvEnd::Eof,
+                        libc::ENOBUFS => RecvEnd::NoBuffers,
+                        libc::ECANCELED => RecvEnd::Cancelled,
+                        e => RecvEnd::Error(e),
+                    };
+                    Completion::Event(Event::RecvEnded { slot, gen, end })
+                }
+            }
+            Some(Kind::Send) => {
+                let buf = self.sends[slot as usize]
+                    .take()
+                    .expect("a send completion has its buffer");
+                Completion::Event(Event::Sent {
+                    slot,
+                    gen,
+                    buf,
+                    result: res,
+                })
+            }
+            Some(Kind::Wake) => Completion::Event(Event::Woken),
+            Some(Kind::Close) => {
+                // A slot this engine handed out is free again once closed.
+                if self.installs {
+                    self.free_slots.push(slot);
+                }
+                Completion::Done
+            }
+            Some(Kind::Shutdown | Kind::Cancel) | None => Completion::Done,
+        }
+    }
+}
+
+impl Drop for Ring {
+    fn drop(&mut self) {
+        // Cancel whatever is still in flight, synchronously, and unregister the
+        // buffer ring, so the kernel holds no reference to memory freed next.
+        let _ = self
+            .ring
+            .submitter()
+            .register_sync_cancel(Some(Timespec::new().sec(1)), CancelBuilder::any().all());
+        self.bufs.unregister(&self.ring);
+        // Send buffers still in flight (only if the cancel timed out) are leaked
+        // rather than freed under the kernel.
+        for buf in self.sends.iter_mut().filter_map(Option::take) {
+            std::mem::forget(buf);
+        }
+    }
+}
+
+fn setup_error(e: io::Error, mode: RingMode) -> StartError {
+    // Refusals (the fallback to epoll may follow) versus limits (it may not).
+    let refused = matches!(e.raw_os_error(), Some(libc::ENOSYS | libc::EPERM))
+        || (e.raw_os_error() == Some(libc::EINVAL) && mode == RingMode::Defer);
+    let msg = match e.raw_os_error() {
+        Some(libc::ENOSYS) => "io_uring_setup is not available: the kernel lacks CONFIG_IO_URING, \
+                               or a seccomp filter (a container runtime's default profile) blocks it"
+            .to_string(),
+        Some(libc::EPERM) => format!(
+            "io_uring_setup was refused (EPERM): a seccomp filter blocks it (Docker's and \
+             containerd's default profiles do), io_uring is disabled by sysctl \
+             (kernel.io_uring_disabled = {}), or this user is not in kernel.io_uring_group",
+            sys::read_sysctl("kernel/io_uring_disabled").unwrap_or_else(|| "?".into())
+        ),
+        Some(libc::EINVAL) if mode == RingMode::Defer => {
+            "io_uring_setup refused IORING_SETUP_DEFER_TASKRUN | SINGLE_ISSUER (needs Linux 6.1); \
+             try --ring-mode coop"
+                .to_string()
+        }
+        Some(libc::ENOMEM) => format!(
+            "io_uring_setup failed: {e} (locked memory limit; raise `ulimit -l` or use a kernel >= 5.12)"
+        ),
+        _ => format!("io_uring_setup failed: {e}"),
+    };
+    StartError::new(msg, refused)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_data_round_trips() {
+        let ud = user_data(Kind::Send, 19_999, 0xAB_CDEF);
+        assert_eq!(unpack(ud), (Some(Kind::Send), 19_999, 0xAB_CDEF));
+        assert_eq!(unpack(0).0, None);
+        let ud = user_data(Kind::Recv, u32::MAX, 0x1FF_FFFF);
+        assert_eq!(unpack(ud), (Some(Kind::Recv), u32::MAX, GEN_MASK));
+    }
+}
