@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use argh::FromArgs;
 
-use engine::RingMode;
+use engine::{EngineChoice, EngineKind, RingMode};
 
 /// ringroom-server: a chat-room / push server with one pinned io_uring event
 /// loop (shard) per core, holding connections as io_uring direct descriptors.
@@ -148,6 +148,11 @@ pub struct Args {
     #[argh(option, default = "10")]
     pub stats_interval: u64,
 
+    /// the I/O engine: auto (io_uring, or epoll where io_uring is refused, with a
+    /// line that says why), uring, or epoll (default auto)
+    #[argh(option, default = "EngineChoice::Auto")]
+    pub engine: EngineChoice,
+
     /// io_uring deferred-work mode: defer (SINGLE_ISSUER|DEFER_TASKRUN),
     /// coop (COOP_TASKRUN) or plain (default defer)
     #[argh(option, default = "RingMode::Defer")]
@@ -274,14 +279,24 @@ pub struct Plan {
     pub note: Option<String>,
 }
 
-/// Fits `max_conns` into fixed-file tables of at most `nofile` slots each.
+/// Process fds an epoll server keeps for itself: listeners, eventfds, epoll
+/// sets, metrics and discovery sockets, stdio.
+const EPOLL_FD_RESERVE: u64 = 256;
+
+/// Fits `max_conns` into what the engine holds: io_uring fixed-file tables
+/// of at most `nofile` slots each (one per shard), or, with epoll, one
+/// process fd table of `nofile` shared by every shard.
 pub fn plan(
     requested_shards: Option<usize>,
     cores: usize,
     max_conns: Option<usize>,
     nofile: u64,
+    engine: EngineKind,
 ) -> Result<Plan, String> {
     let base = requested_shards.unwrap_or(cores).max(1);
+    if engine == EngineKind::Epoll {
+        return plan_epoll(base, max_conns, nofile);
+    }
     let table = nofile.min(KERNEL_TABLE_MAX);
     if table <= TABLE_RESERVE * 2 {
         return Err(format!(
@@ -319,13 +334,49 @@ pub fn plan(
     })
 }
 
+/// With epoll each connection is a process fd: the capacity is the fd
+/// limit, less what the server keeps, less the slack that lets a
+/// connection beyond the limit be accepted and told OVERLOADED.
+fn plan_epoll(shards: usize, max_conns: Option<usize>, nofile: u64) -> Result<Plan, String> {
+    let budget = nofile.saturating_sub(EPOLL_FD_RESERVE + 4 * shards as u64);
+    let capacity = budget * 100 / (100 + TABLE_SLACK_PERCENT);
+    if capacity < TABLE_RESERVE {
+        return Err(format!(
+            "the fd limit (RLIMIT_NOFILE = {nofile}) leaves the epoll engine {capacity} \
+             connections, too few to serve; raise it (see tuning/limits.sh)"
+        ));
+    }
+    let max_conns = match max_conns {
+        None => capacity,
+        Some(0) => return Err("--max-conns must be at least 1".into()),
+        Some(want) if want as u64 > capacity => {
+            return Err(format!(
+                "--max-conns {want} is more than the epoll engine holds: each connection is a \
+                 process fd, and RLIMIT_NOFILE = {nofile} allows {capacity}; use --engine uring \
+                 (direct descriptors, past the fd limit) or raise the limit (tuning/limits.sh)"
+            ))
+        }
+        Some(want) => want as u64,
+    };
+    // A shard may take more than its share (SO_REUSEPORT spreads by hash);
+    // past the process limit its accept stops with EMFILE and is retried.
+    let share = max_conns.div_ceil(shards as u64);
+    let slots = (share * (100 + TABLE_SLACK_PERCENT) / 100 + TABLE_RESERVE).min(budget);
+    Ok(Plan {
+        shards,
+        slots_per_shard: slots as u32,
+        max_conns: max_conns as usize,
+        note: None,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn default_capacity_is_what_the_tables_hold() {
-        let p = plan(None, 2, None, 20_000).unwrap();
+        let p = plan(None, 2, None, 20_000, EngineKind::Uring).unwrap();
         assert_eq!(p.shards, 2);
         assert_eq!(p.max_conns, 2 * (19_936 * 100 / 110));
         assert!(p.slots_per_shard <= 20_000);
@@ -334,7 +385,7 @@ mod tests {
 
     #[test]
     fn one_hundred_thousand_fit_under_a_20000_fd_limit() {
-        let p = plan(None, 2, Some(100_000), 20_000).unwrap();
+        let p = plan(None, 2, Some(100_000), 20_000, EngineKind::Uring).unwrap();
         assert_eq!(p.shards, 6, "100,000 / 18,123 per table rounds up to 6");
         assert_eq!(p.max_conns, 100_000);
         assert!(p.slots_per_shard <= 20_000);
@@ -344,16 +395,34 @@ mod tests {
 
     #[test]
     fn small_limits_use_small_tables() {
-        let p = plan(Some(4), 2, Some(100), 20_000).unwrap();
+        let p = plan(Some(4), 2, Some(100), 20_000, EngineKind::Uring).unwrap();
         assert_eq!(p.shards, 4);
         assert_eq!(p.slots_per_shard, 25 * 110 / 100 + 64);
     }
 
     #[test]
     fn hopeless_limits_are_refused_with_the_reason() {
-        let e = plan(None, 2, None, 100).unwrap_err();
+        let e = plan(None, 2, None, 100, EngineKind::Uring).unwrap_err();
         assert!(e.contains("RLIMIT_NOFILE = 100"), "{e}");
-        assert!(plan(None, 2, Some(0), 20_000).is_err());
+        assert!(plan(None, 2, Some(0), 20_000, EngineKind::Uring).is_err());
+    }
+
+    #[test]
+    fn epoll_capacity_is_the_process_fd_limit_shared_by_the_shards() {
+        let p = plan(None, 2, None, 20_000, EngineKind::Epoll).unwrap();
+        assert_eq!(
+            p.shards, 2,
+            "epoll never adds shards: they share one fd table"
+        );
+        assert_eq!(p.max_conns, (20_000 - 256 - 8) * 100 / 110);
+        let e = plan(None, 2, Some(100_000), 20_000, EngineKind::Epoll).unwrap_err();
+        assert!(e.contains("--engine uring") && e.contains("20000"), "{e}");
+        let p = plan(None, 2, Some(1_000), 20_000, EngineKind::Epoll).unwrap();
+        assert_eq!(
+            (p.max_conns, p.slots_per_shard),
+            (1_000, 500 * 110 / 100 + 64)
+        );
+        assert!(plan(None, 2, None, 300, EngineKind::Epoll).is_err());
     }
 
     #[test]

@@ -20,7 +20,7 @@ use crate::metrics::{render_prometheus, summary_line, ShardMetrics};
 use crate::portcheck;
 use crate::rooms::Registry;
 use crate::shard::{self, ShardSpec};
-use engine::{sys, EngineConfig, RingMode};
+use engine::{sys, EngineChoice, EngineConfig, EngineKind, RingMode};
 
 /// Runs the server until SIGINT or SIGTERM; the exit code of the process.
 pub fn main(args: Args) -> ExitCode {
@@ -61,13 +61,19 @@ struct Server {
 impl Server {
     fn start(args: Args) -> Result<Self, String> {
         check_args(&args)?;
-        check_kernel(args.ring_mode)?;
+        let engine = choose_engine(args.engine, args.ring_mode)?;
         let signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
             .map_err(|e| format!("cannot install signal handlers: {e}"))?;
         let nofile = rlimit::increase_nofile_limit(u64::MAX)
             .map_err(|e| format!("cannot read or raise RLIMIT_NOFILE: {e}"))?;
         let cores = core_affinity::get_core_ids().unwrap_or_default();
-        let plan = plan(args.shards, cores.len().max(1), args.max_conns, nofile)?;
+        let plan = plan(
+            args.shards,
+            cores.len().max(1),
+            args.max_conns,
+            nofile,
+            engine,
+        )?;
         if let Some(note) = &plan.note {
             eprintln!("ringroom-server: {note}");
         }
@@ -116,6 +122,7 @@ impl Server {
         for ((i, listener), wake) in listeners.0.into_iter().enumerate().zip(wakes) {
             let spec = ShardSpec {
                 limits: limits(&args, &plan, i),
+                kind: engine,
                 engine: EngineConfig {
                     sq_entries: args.sq_entries,
                     slots: plan.slots_per_shard,
@@ -191,22 +198,33 @@ impl Server {
         let metrics_addr = match metrics_listener {
             Some(listener) => Some(serve_metrics(
                 listener,
+                engine,
                 server.metrics.clone(),
                 discovery_metrics,
             )?),
             None => None,
         };
         let off = |a: Option<SocketAddr>| a.map_or("off".to_string(), |a| a.to_string());
+        let (held, mode) = match engine {
+            EngineKind::Uring => (
+                format!(
+                    "{} fixed-file slots per shard, RLIMIT_NOFILE {nofile}",
+                    plan.slots_per_shard
+                ),
+                format!(", ring mode {:?}", args.ring_mode),
+            ),
+            EngineKind::Epoll => (
+                format!("one process fd each, RLIMIT_NOFILE {nofile}"),
+                String::new(),
+            ),
+        };
         println!(
-            "ringroom-server ready: listen {local}, shards {}, capacity {} connections \
-             ({} fixed-file slots per shard, RLIMIT_NOFILE {nofile}), metrics {}, discovery {}, \
-             ring mode {:?}",
+            "ringroom-server ready: listen {local}, engine {engine}, shards {}, capacity {} \
+             connections ({held}), metrics {}, discovery {}{mode}",
             plan.shards,
             plan.max_conns,
-            plan.slots_per_shard,
             off(metrics_addr),
             off(discovery_addr),
-            args.ring_mode,
         );
         let _ = std::io::stdout().flush();
         Ok(server)
@@ -306,6 +324,31 @@ fn check_args(args: &Args) -> Result<(), String> {
         return Err("--sq-entries must be a power of two up to 32768".into());
     }
     Ok(())
+}
+
+/// Resolves `--engine` once for every shard; `auto`'s fallback is said on
+/// stderr in one line.
+fn choose_engine(choice: EngineChoice, mode: RingMode) -> Result<EngineKind, String> {
+    // A kernel too old for what the server asks of io_uring is a refusal too.
+    let too_old = if choice == EngineChoice::Epoll {
+        None
+    } else {
+        check_kernel(mode).err()
+    };
+    let (kind, note) = match (too_old, choice) {
+        (Some(e), EngineChoice::Uring) => return Err(e),
+        (Some(e), _) => (
+            EngineKind::Epoll,
+            Some(format!(
+                "engine: epoll, since io_uring is refused here: {e}"
+            )),
+        ),
+        (None, _) => engine::resolve(choice, mode).map_err(|e| e.to_string())?,
+    };
+    if let Some(note) = note {
+        eprintln!("ringroom-server: {note}");
+    }
+    Ok(kind)
 }
 
 fn check_kernel(mode: RingMode) -> Result<(), String> {
@@ -434,6 +477,7 @@ fn bind_metrics(addr: SocketAddr) -> Result<TcpListener, String> {
 /// at a time, each bounded in size and time.
 fn serve_metrics(
     listener: TcpListener,
+    engine: EngineKind,
     shards: Vec<Arc<ShardMetrics>>,
     discovery: Arc<DiscoveryMetrics>,
 ) -> Result<SocketAddr, String> {
@@ -456,7 +500,10 @@ fn serve_metrics(
                 let response = if request[..len].starts_with(b"GET /metrics ") {
                     let mut body = render_prometheus(&shards);
                     body.push_str(&format!(
-                        "# HELP ringroom_discovery_replies_total Discovery requests answered.\n\
+                        "# HELP ringroom_engine_info The I/O engine the shards run.\n\
+                         # TYPE ringroom_engine_info gauge\n\
+                         ringroom_engine_info{{engine=\"{engine}\"}} 1\n\
+                         # HELP ringroom_discovery_replies_total Discovery requests answered.\n\
                          # TYPE ringroom_discovery_replies_total counter\n\
                          ringroom_discovery_replies_total {}\n\
                          # HELP ringroom_discovery_ignored_total Datagrams on the discovery port that were not requests.\n\

@@ -10,13 +10,15 @@ use crate::channel::{Inbox, Outboxes};
 use crate::core::{Action, Admission, Limits, ShardCore};
 use crate::metrics::ShardMetrics;
 use crate::rooms::Registry;
-use engine::{Engine, EngineConfig, Event, StartError};
+use engine::{Engine, EngineConfig, EngineKind, Event, StartError};
 
 /// Everything a shard thread is started with.
 pub struct ShardSpec {
     /// The core's limits (includes the shard number).
     pub limits: Limits,
-    /// The ring's sizes.
+    /// Which engine.
+    pub kind: EngineKind,
+    /// The engine's sizes.
     pub engine: EngineConfig,
     /// This shard's SO_REUSEPORT listener.
     pub listener: OwnedFd,
@@ -40,10 +42,10 @@ pub struct ShardSpec {
     pub delay: Option<Duration>,
 }
 
-/// Builds the shard's ring, reports readiness through `ready`, then runs until
+/// Builds the shard's engine, reports readiness through `ready`, then runs until
 /// the server stops and every connection is drained.
 pub fn run(spec: ShardSpec, ready: impl FnOnce(Result<(), StartError>)) {
-    let mut engine = match Engine::new(&spec.engine, Some(spec.listener), spec.wake) {
+    let mut engine = match Engine::new(spec.kind, &spec.engine, Some(spec.listener), spec.wake) {
         Ok(e) => e,
         Err(e) => return ready(Err(e)),
     };
@@ -86,7 +88,7 @@ pub fn run(spec: ShardSpec, ready: impl FnOnce(Result<(), StartError>)) {
             wait = 0;
         }
         if let Err(e) = engine.submit_and_wait(Duration::from_millis(wait)) {
-            panic!("shard {}: io_uring_enter failed: {e}", core.limits().shard);
+            panic!("shard {}: waiting for I/O failed: {e}", core.limits().shard);
         }
         core.sends_submitted(engine.completions_ready());
         let now = now_ms(&clock);

@@ -418,8 +418,9 @@ fn tcp_keepalive_is_set_on_accepted_sockets() {
 #[test]
 fn a_dry_buffer_ring_is_rearmed_and_nothing_is_lost() {
     // Two 64-byte receive buffers per shard for 50 clients sending at once:
-    // receives run out of buffers (ENOBUFS), are re-armed, and every PING
-    // is still answered.
+    // io_uring's receives run out of buffers (ENOBUFS), are re-armed, and
+    // every PING is still answered. (epoll reads into one shared buffer of
+    // its own size, and must answer every PING all the same.)
     let server = Server::start(&["--buffers", "2", "--buffer-size", "64"]);
     let mut clients: Vec<Client> = (0..50).map(|_| server.client()).collect();
     for round in 0..20u8 {
@@ -432,10 +433,12 @@ fn a_dry_buffer_ring_is_rearmed_and_nothing_is_lost() {
             }
         }
     }
-    assert!(
-        server.metric("ringroom_enobufs_rearms_total", None) > 0,
-        "the test should have run the ring dry"
-    );
+    if server.engine == "uring" {
+        assert!(
+            server.metric("ringroom_enobufs_rearms_total", None) > 0,
+            "the test should have run the ring dry"
+        );
+    }
 }
 
 #[test]

@@ -19,6 +19,17 @@ use proto::{Decoder, ErrorCode, Frame, FrameType};
 /// Longest any single wait in these tests may take.
 pub const TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The engine the suite runs on: `RINGROOM_TEST_ENGINE` (uring, epoll or
+/// auto; CI runs the suite once with each of uring and epoll), default auto.
+pub fn engine() -> &'static str {
+    match std::env::var("RINGROOM_TEST_ENGINE").as_deref() {
+        Ok("uring") => "uring",
+        Ok("epoll") => "epoll",
+        Ok("auto") | Err(_) => "auto",
+        Ok(other) => panic!("RINGROOM_TEST_ENGINE={other}: uring, epoll or auto"),
+    }
+}
+
 /// A `ringroom-server` child process.
 pub struct Server {
     child: Option<Child>,
@@ -28,14 +39,24 @@ pub struct Server {
     pub metrics: SocketAddr,
     /// Where it answers discovery datagrams.
     pub discovery: SocketAddr,
+    /// The engine it runs, as its ready line names it (uring or epoll).
+    pub engine: String,
     /// Its stderr, once it has exited.
     pub stderr: String,
 }
 
 impl Server {
-    /// Starts the server on 127.0.0.1 with a free port and `args`.
+    /// Starts the server on 127.0.0.1 with a free port and `args`, on the
+    /// engine [`engine`] names unless `args` name one.
     pub fn start(args: &[&str]) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_ringroom-server"))
+        Self::start_under(&[], args)
+    }
+
+    /// As [`Server::start`], run by the command `wrapper` (e.g. `prlimit
+    /// --nofile=1000 --`, or the seccomp launcher) when it is not empty.
+    pub fn start_under(wrapper: &[&str], args: &[&str]) -> Server {
+        let chosen = (!args.contains(&"--engine")).then(engine);
+        let mut child = server_command(wrapper)
             .args([
                 "--listen",
                 "127.0.0.1:0",
@@ -44,6 +65,7 @@ impl Server {
                 "--stats-interval",
                 "0",
             ])
+            .args(chosen.iter().flat_map(|e| ["--engine", e]))
             .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -56,15 +78,30 @@ impl Server {
             let err = read_all(child.stderr.take().unwrap());
             panic!("server did not start: {line}{err}");
         }
+        if let Some(e) = chosen.filter(|e| *e != "auto") {
+            assert!(line.contains(&format!("engine {e},")), "{line}");
+        }
         let field = |key: &str| -> SocketAddr {
             let rest = &line[line.find(key).unwrap() + key.len()..];
-            rest.split([',', ' ']).next().unwrap().parse().unwrap()
+            rest.split([',', ' ', '\n'])
+                .next()
+                .unwrap()
+                .parse()
+                .unwrap()
         };
         Server {
             child: Some(child),
             addr: field("listen "),
             metrics: field("metrics "),
             discovery: field("discovery "),
+            engine: line[line
+                .find("engine ")
+                .expect("the ready line names the engine")
+                + 7..]
+                .split(',')
+                .next()
+                .unwrap()
+                .to_string(),
             stderr: String::new(),
         }
     }
@@ -157,7 +194,12 @@ impl Drop for Server {
 /// Runs `ringroom-server` with `args` (and no stats line) until it exits on
 /// its own, within [`TIMEOUT`]: its status, stdout and stderr.
 pub fn run_to_exit(args: &[&str]) -> (ExitStatus, String, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ringroom-server"))
+    run_to_exit_under(&[], args)
+}
+
+/// As [`run_to_exit`], run by the command `wrapper` when it is not empty.
+pub fn run_to_exit_under(wrapper: &[&str], args: &[&str]) -> (ExitStatus, String, String) {
+    let mut child = server_command(wrapper)
         .args(["--stats-interval", "0"])
         .args(args)
         .stdout(Stdio::piped())
@@ -178,6 +220,19 @@ pub fn run_to_exit(args: &[&str]) -> (ExitStatus, String, String) {
     let out = read_all(child.stdout.take().unwrap());
     let err = read_all(child.stderr.take().unwrap());
     (status, out, err)
+}
+
+/// The server's command line, run by `wrapper` when it is not empty.
+fn server_command(wrapper: &[&str]) -> Command {
+    let server = env!("CARGO_BIN_EXE_ringroom-server");
+    match wrapper.split_first() {
+        None => Command::new(server),
+        Some((program, rest)) => {
+            let mut command = Command::new(program);
+            command.args(rest).arg(server);
+            command
+        }
+    }
 }
 
 /// Everything a child's pipe holds until it closes.
