@@ -124,9 +124,19 @@ pub struct Args {
     #[argh(option, default = "0")]
     pub heartbeat_ms: u32,
 
-    /// worker threads, each with its own ring (default: the cores)
+    /// worker threads, each with its own engine (default: the cores)
     #[argh(option)]
     pub workers: Option<usize>,
+    /// the I/O engine of the workers (and of loadgen's own server): auto
+    /// (io_uring, or epoll where io_uring is refused), uring, or epoll
+    /// (default auto)
+    #[argh(option, default = "engine::EngineChoice::Auto")]
+    pub engine: engine::EngineChoice,
+    /// processes to split the run over, their results added up as `loadgen
+    /// merge` does (default 1; with epoll, whose connections are process
+    /// fds, as many as RLIMIT_NOFILE needs)
+    #[argh(option)]
+    pub processes: Option<usize>,
 
     /// do not reconnect lost or failed connections (by default they reconnect
     /// with jittered exponential backoff, and are counted)

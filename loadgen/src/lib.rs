@@ -15,6 +15,7 @@
 //! * [`hlog`]: the interval log (`.hlog`): written, read and decoded in one place.
 //! * [`report`]: the `.hgrm` percentile distribution.
 //! * [`plot`]: `plot.svg` (percentile distribution) and `timeline.svg` (second by second).
+//! * [`processes`]: a run split over processes (epoll: connections are fds), merged.
 //! * [`run`]: one run of a scenario, from the server's start to the verdict.
 //! * [`results`]: a result folder (summary.json, machine.json, logs): write, read, merge.
 //! * [`compare`]: is run B slower than run A, beyond the noise? (Mann-Whitney U on interval p99s)
@@ -28,6 +29,7 @@ pub mod errnos;
 pub mod hlog;
 pub mod index;
 pub mod plot;
+pub mod processes;
 pub mod procstat;
 pub mod report;
 pub mod results;

@@ -231,23 +231,7 @@ fn merge_cmd(args: &MergeArgs) -> Result<(), String> {
     merged
         .write(&out)
         .map_err(|e| format!("{}: {e}", out.display()))?;
-    let s = &merged.summary;
-    println!(
-        "merged {} sources: {} of {} connections up, {} PINGs / {} PONGs, ping RTT p99 {:.3} ms{}",
-        s.sources,
-        s.counts.connected,
-        s.config.conns,
-        s.counts.pings,
-        s.counts.pongs,
-        s.latency.ping_rtt.p99_ms,
-        s.latency
-            .delivery
-            .as_ref()
-            .map_or_else(String::new, |d| format!(
-                ", delivery p99 {:.3} ms",
-                d.p99_ms
-            ))
-    );
+    println!("{}", loadgen::results::describe_merged(&merged));
     println!("results in {}", out.display());
     Ok(())
 }

@@ -83,10 +83,18 @@ pub struct Config {
     /// Wire protocol spoken: ringroom, redis, nats or mqtt.
     #[serde(default = "ringroom")]
     pub protocol: String,
+    /// The workers' I/O engine: uring or epoll (results from before the
+    /// epoll engine are io_uring's).
+    #[serde(default = "uring")]
+    pub engine: String,
 }
 
 fn ringroom() -> String {
     "ringroom".into()
+}
+
+fn uring() -> String {
+    "uring".into()
 }
 
 /// What the run's machine was.
@@ -559,6 +567,27 @@ impl RunRecord {
 
 fn pretty<T: Serialize>(value: &T) -> String {
     serde_json::to_string_pretty(value).expect("plain data serializes") + "\n"
+}
+
+/// One line on a merged result: what came up and how fast it was answered.
+pub fn describe_merged(merged: &RunRecord) -> String {
+    let s = &merged.summary;
+    format!(
+        "merged {} sources: {} of {} connections up, {} PINGs / {} PONGs, ping RTT p99 {:.3} ms{}",
+        s.sources,
+        s.counts.connected,
+        s.config.conns,
+        s.counts.pings,
+        s.counts.pongs,
+        s.latency.ping_rtt.p99_ms,
+        s.latency
+            .delivery
+            .as_ref()
+            .map_or_else(String::new, |d| format!(
+                ", delivery p99 {:.3} ms",
+                d.p99_ms
+            ))
+    )
 }
 
 /// Adds up runs of several load-generator processes that drove one server at

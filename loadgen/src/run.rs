@@ -10,8 +10,11 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 
+use engine::EngineKind;
+
 use crate::cli::{plan, run_name, Args, Plan, Scenario};
 use crate::client::{Counts, Pinging, RoomPlan};
+use crate::processes::{self, Part};
 use crate::results::RunRecord;
 use crate::sources::{local_port_range, parse_sources, Capacity};
 use crate::worker::{self, share, Progress, WorkerSpec, INTERVAL};
@@ -24,7 +27,7 @@ struct OwnServer {
 
 impl OwnServer {
     /// Starts this binary as the server on loopback, sized for `conns`.
-    fn start(conns: usize) -> Result<(Self, SocketAddr), String> {
+    fn start(conns: usize, engine: EngineKind) -> Result<(Self, SocketAddr), String> {
         use std::io::BufRead;
         let exe = std::env::current_exe().map_err(|e| format!("cannot find this binary: {e}"))?;
         let max_conns = (conns + conns / 10 + 100).to_string();
@@ -36,6 +39,7 @@ impl OwnServer {
                 "--metrics",
                 "off",
             ])
+            .args(["--engine", engine.name()])
             .args([
                 "--discovery",
                 "off",
@@ -89,7 +93,28 @@ impl OwnServer {
 /// Runs the scenario `args` ask for; an error says why the run failed (a
 /// result folder is written whenever the run got as far as measuring).
 pub fn run(args: Args) -> Result<(), String> {
-    let plan = plan(&args)?;
+    let mut plan = plan(&args)?;
+    let part = Part::from_env()?;
+    let kind = choose_engine(&args, part)?;
+    let nofile =
+        rlimit::increase_nofile_limit(u64::MAX).map_err(|e| format!("RLIMIT_NOFILE: {e}"))?;
+    let parts = if part.is_part() {
+        1
+    } else {
+        let needed = processes::needed(plan.conns, nofile, kind == EngineKind::Epoll);
+        match args.processes {
+            Some(0) => return Err("--processes must be at least 1".into()),
+            Some(n) if n < needed => {
+                return Err(format!(
+                    "--processes {n}: {} connections as process fds (epoll) need {needed} \
+                     processes under RLIMIT_NOFILE {nofile}",
+                    plan.conns
+                ))
+            }
+            Some(n) => n,
+            None => needed,
+        }
+    };
     let pinging = if plan.idle {
         Pinging::Heartbeat
     } else {
@@ -114,13 +139,28 @@ pub fn run(args: Args) -> Result<(), String> {
     );
     capacity.check(plan.conns as u64)?;
     let (own_server, targets, server_pid) = if args.target.is_empty() {
-        let (server, addr) = OwnServer::start(plan.conns)?;
+        let (server, addr) = OwnServer::start(plan.conns, kind)?;
         let pid = server.pid();
         (Some(server), vec![addr], Some(pid))
     } else {
         (None, args.target.clone(), args.server_pid)
     };
-    let result = drive(&args, &plan, pinging, sources, targets, server_pid);
+    let result = if parts > 1 {
+        split(&args, &plan, parts, kind, &targets, server_pid)
+    } else {
+        // A part runs its share of the connections; the rooms they join and
+        // the spreading over sources stay those of the whole run.
+        let whole = plan.conns;
+        plan.conns = share(whole, part.index, part.of);
+        plan.connect_rate /= part.of as f64;
+        let run = Whole {
+            conns: whole,
+            part,
+            kind,
+            nofile,
+        };
+        drive(&args, &plan, &run, pinging, sources, targets, server_pid)
+    };
     if let Some(server) = own_server {
         server.stop();
     }
@@ -153,27 +193,81 @@ fn check_families(sources: &[IpAddr], targets: &[SocketAddr]) -> Result<(), Stri
     Ok(())
 }
 
+/// Resolves `--engine` (a part is told it by its parent); `auto`'s fallback
+/// is said in one line.
+fn choose_engine(args: &Args, part: Part) -> Result<EngineKind, String> {
+    let (kind, note) =
+        engine::resolve(args.engine, engine::RingMode::Defer).map_err(|e| e.to_string())?;
+    if let Some(note) = note.filter(|_| !part.is_part()) {
+        println!("{note}");
+    }
+    Ok(kind)
+}
+
+/// The whole run a process drives its part of.
+struct Whole {
+    /// Connections of the whole run.
+    conns: usize,
+    /// Which part this process is.
+    part: Part,
+    /// The workers' engine.
+    kind: EngineKind,
+    /// This process's fd limit.
+    nofile: u64,
+}
+
+/// Runs `parts` processes of this binary, then adds up and judges their results.
+fn split(
+    args: &Args,
+    plan: &Plan,
+    parts: usize,
+    kind: EngineKind,
+    targets: &[SocketAddr],
+    server_pid: Option<u32>,
+) -> Result<(), String> {
+    let dir = args
+        .out
+        .clone()
+        .unwrap_or_else(|| default_out(&run_name(args, plan)));
+    let raw: Vec<String> = std::env::args().skip(1).collect();
+    let results = processes::run_parts(&raw, parts, kind.name(), targets, server_pid, &dir)?;
+    let merged = processes::merge(&results)?;
+    merged
+        .write(&dir)
+        .map_err(|e| format!("cannot write results to {}: {e}", dir.display()))?;
+    println!("{}", crate::results::describe_merged(&merged));
+    println!("results in {}", dir.display());
+    let s = &merged.summary;
+    let order = s
+        .rooms
+        .as_ref()
+        .map_or([0; 3], |r| [r.late, r.duplicates, r.missing]);
+    verdict(plan, &s.counts, order, s.rooms.is_some())
+}
+
 fn drive(
     args: &Args,
     plan: &Plan,
+    whole: &Whole,
     pinging: Pinging,
     sources: Vec<IpAddr>,
     targets: Vec<SocketAddr>,
     server_pid: Option<u32>,
 ) -> Result<(), String> {
-    let (workers, table) = size_workers(args, plan)?;
+    let (workers, table) = size_workers(args, plan, whole)?;
     let cores = core_affinity::get_core_ids().unwrap_or_default();
     let before = procstat::sample(None)?;
     let server_before = server_pid
         .map(|p| procstat::sample(Some(p)))
         .transpose()
         .map_err(|e| format!("--server-pid: {e}: is the server running?"))?;
-    let started = Instant::now();
-    let started_at = std::time::SystemTime::now();
+    let started = processes::epoch();
+    let started_at =
+        std::time::SystemTime::now() + started.saturating_duration_since(Instant::now());
     // The plan checked the rooms options.
     let rooms = (args.scenario == Scenario::Rooms).then(|| RoomPlan {
         rooms: args.rooms,
-        conns: plan.conns as u64,
+        conns: whole.conns as u64,
         period: Duration::from_secs_f64(1.0 / args.publish_rate.0),
         payload: args.payload,
         // Publishing starts a second after the ramp, once every member has joined.
@@ -184,16 +278,19 @@ fn drive(
     let handles: Vec<_> = (0..workers)
         .map(|index| {
             let conns = share(plan.conns, index, workers);
+            // Worker `index` of part K of N is worker K + N * index of the
+            // run, so the parts together spread as one process would.
             let spec = WorkerSpec {
                 targets: targets.clone(),
                 sources: sources.clone(),
                 conns,
-                index,
-                workers,
+                index: whole.part.index + whole.part.of * index,
+                workers: workers * whole.part.of,
                 connect_rate: plan.connect_rate / workers as f64,
                 hold: Duration::from_secs(plan.duration),
                 pinging,
                 heartbeat_ms: args.heartbeat_ms,
+                kind: whole.kind,
                 slots: (conns + 16).min(table) as u32,
                 seed: 0x5eed + index as u64,
                 progress: progress[index].clone(),
@@ -238,7 +335,16 @@ fn drive(
     };
     let own_memory = (after.rss, after.peak_rss.saturating_sub(before.rss));
     print_summary(
-        args, plan, workers, &counts, &connect, &rtt, peak, elapsed, own_cpu, server_cpu,
+        args,
+        plan,
+        (workers, whole.kind),
+        &counts,
+        &connect,
+        &rtt,
+        peak,
+        elapsed,
+        own_cpu,
+        server_cpu,
     );
     println!(
         "| loadgen RSS / peak growth per connection | {} KiB / {} B |",
@@ -267,6 +373,7 @@ fn drive(
         );
     }
     let run = Run {
+        engine: whole.kind,
         started_at,
         intervals,
         delivery: rooms.is_some().then_some(delivery),
@@ -309,14 +416,24 @@ fn drive(
     verdict(plan, &counts, order, rooms.is_some())
 }
 
-/// How many workers (each a ring with its own fixed-file table) and how many
-/// slots a table may have: the cores, or more when a table capped by
-/// RLIMIT_NOFILE cannot hold a worker's share.
-fn size_workers(args: &Args, plan: &Plan) -> Result<(usize, usize), String> {
-    let nofile =
-        rlimit::increase_nofile_limit(u64::MAX).map_err(|e| format!("RLIMIT_NOFILE: {e}"))?;
+/// How many workers and how many slots each may have. io_uring: the cores,
+/// or more when a fixed-file table capped by RLIMIT_NOFILE cannot hold a
+/// worker's share. epoll: the cores, all sharing the process's fds.
+fn size_workers(args: &Args, plan: &Plan, whole: &Whole) -> Result<(usize, usize), String> {
+    let nofile = whole.nofile;
     let cores = core_affinity::get_core_ids().unwrap_or_default();
     let mut workers = args.workers.unwrap_or(cores.len().max(1)).max(1);
+    if whole.kind == EngineKind::Epoll {
+        let fds = (nofile as usize).saturating_sub(processes::FD_RESERVE);
+        if plan.conns > fds {
+            return Err(format!(
+                "{} connections are more process fds than RLIMIT_NOFILE {nofile} leaves ({fds}) \
+                 to one epoll process: use --processes",
+                plan.conns
+            ));
+        }
+        return Ok((workers, fds));
+    }
     let table = nofile.min(1 << 20) as usize;
     while plan.conns.div_ceil(workers) > table.saturating_sub(16) {
         workers += 1;
@@ -431,7 +548,7 @@ fn ms(h: &Histogram<u64>, q: f64) -> f64 {
 fn print_summary(
     args: &Args,
     plan: &Plan,
-    workers: usize,
+    (workers, kind): (usize, EngineKind),
     counts: &Counts,
     connect: &Histogram<u64>,
     rtt: &Histogram<u64>,
@@ -441,9 +558,10 @@ fn print_summary(
     server: Option<(Duration, u64, u64)>,
 ) {
     println!(
-        "scenario {}, {} workers, {:.1} s",
+        "scenario {}, {} workers, engine {}, {:.1} s",
         args.scenario,
         workers,
+        kind,
         elapsed.as_secs_f64()
     );
     println!("| metric | value |\n|---|---|");
@@ -564,6 +682,7 @@ fn record(
             heartbeat_ms: args.heartbeat_ms,
             workers,
             protocol: args.protocol.clone(),
+            engine: run.engine.name().to_string(),
         },
         machine: r::Machine::this(),
         counts: counts.clone(),
@@ -600,6 +719,8 @@ fn record(
 
 /// What the results files need besides the totals.
 struct Run {
+    /// The workers' engine.
+    engine: EngineKind,
     started_at: std::time::SystemTime,
     /// RTT histograms of each second, all workers added.
     intervals: Vec<Histogram<u64>>,

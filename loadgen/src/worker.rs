@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use engine::{sys, Engine, EngineConfig, Event, RingMode};
+use engine::{sys, Engine, EngineConfig, EngineKind, Event, RingMode};
 use hdrhistogram::Histogram;
 use socket2::{Domain, Socket, Type};
 
@@ -41,7 +41,10 @@ pub struct WorkerSpec {
     pub pinging: Pinging,
     /// Heartbeat asked for in HELLO (0: the server's default).
     pub heartbeat_ms: u32,
-    /// Fixed-file slots of the worker's ring (at most `RLIMIT_NOFILE`).
+    /// The engine.
+    pub kind: EngineKind,
+    /// Connection slots of the worker's engine (io_uring: its fixed-file
+    /// table, at most `RLIMIT_NOFILE`; epoll: process fds).
     pub slots: u32,
     /// Seed of the jitter.
     pub seed: u64,
@@ -122,7 +125,7 @@ pub fn run(spec: &WorkerSpec) -> Result<WorkerResult, String> {
         batch_wait_us: 0,
     };
     let wake = sys::eventfd().map_err(|e| format!("eventfd: {e}"))?;
-    let mut engine = Engine::new(&cfg, None, wake).map_err(|e| e.to_string())?;
+    let mut engine = Engine::new(spec.kind, &cfg, None, wake).map_err(|e| e.to_string())?;
     let mut core = ClientCore::new(spec.pinging, spec.heartbeat_ms, spec.seed);
     core.set_reconnect(spec.reconnect);
     core.set_protocol(spec.protocol);
@@ -202,7 +205,7 @@ pub fn run(spec: &WorkerSpec) -> Result<WorkerResult, String> {
         };
         engine
             .submit_and_wait(wait)
-            .map_err(|e| format!("io_uring_enter: {e}"))?;
+            .map_err(|e| format!("waiting for I/O ({}): {e}", spec.kind))?;
         let now = start.elapsed();
         engine.drain_completions(|event| match event {
             Event::Received { slot, gen, data } => core.received(slot, gen, data, now),

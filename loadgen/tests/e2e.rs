@@ -24,6 +24,7 @@ fn a_worker_holds_3000_connections_and_every_ping_is_answered() {
         hold: Duration::from_secs(2),
         pinging: Pinging::Rate(5.0),
         heartbeat_ms: 0,
+        kind: common::engine_kind(),
         slots: 3016,
         seed: 1,
         progress: Default::default(),
@@ -55,7 +56,7 @@ fn a_worker_holds_3000_connections_and_every_ping_is_answered() {
 #[test]
 fn one_command_runs_c10k_with_its_own_server() {
     let out = std::env::temp_dir().join(format!("loadgen-e2e-{}", std::process::id()));
-    let run = Command::new(env!("CARGO_BIN_EXE_loadgen"))
+    let run = common::loadgen_run()
         .args(["--scenario", "c10k", "--out"])
         .arg(&out)
         .output()
@@ -92,7 +93,7 @@ fn one_command_runs_c10k_with_its_own_server() {
 
 #[test]
 fn a_run_that_cannot_fit_is_refused_before_it_starts() {
-    let run = Command::new(env!("CARGO_BIN_EXE_loadgen"))
+    let run = common::loadgen_run()
         .args([
             "--target",
             "127.0.0.1:9",
@@ -125,6 +126,7 @@ fn a_refused_target_is_counted_not_fatal() {
         hold: Duration::from_millis(200),
         pinging: Pinging::Heartbeat,
         heartbeat_ms: 0,
+        kind: common::engine_kind(),
         slots: 32,
         seed: 1,
         progress: Default::default(),
@@ -164,7 +166,7 @@ fn a_refused_target_is_counted_not_fatal() {
 #[test]
 fn rooms_scenario_delivers_everything_in_order() {
     let out = std::env::temp_dir().join(format!("loadgen-rooms-{}", std::process::id()));
-    let run = Command::new(env!("CARGO_BIN_EXE_loadgen"))
+    let run = common::loadgen_run()
         .args([
             "--scenario",
             "rooms",
@@ -220,7 +222,7 @@ fn merge_reports_two_processes_as_one_run() {
     let (mut server, addr) = common::start_server(&[]);
     let dir = std::env::temp_dir().join(format!("loadgen-merge-{}", std::process::id()));
     let spawn = |name: &str, source: &str| {
-        Command::new(env!("CARGO_BIN_EXE_loadgen"))
+        common::loadgen_run()
             .args(["--target", &addr.to_string()])
             .args(["--server-pid", &server.id().to_string()])
             .args(["--scenario", "ping", "--conns", "200", "--ping-rate", "5"])
@@ -264,4 +266,52 @@ fn merge_reports_two_processes_as_one_run() {
     let _ = server.kill();
     let _ = server.wait();
     let _ = std::fs::remove_dir_all(dir);
+}
+
+/// epoll's connections are process fds: under a fd limit of 1,000 a run of
+/// 1,500 is split over two processes by itself, and their results add up to
+/// one run of 1,500 (the server, started apart, has the usual limit).
+#[test]
+fn an_epoll_run_past_the_fd_limit_is_split_over_processes_and_merged() {
+    let (mut server, addr) = common::start_server(&[]);
+    let out = std::env::temp_dir().join(format!("loadgen-split-{}", std::process::id()));
+    let run = Command::new("prlimit")
+        .args(["--nofile=1000:1000", "--", env!("CARGO_BIN_EXE_loadgen")])
+        .args(["--engine", "epoll", "--target", &addr.to_string()])
+        .args(["--server-pid", &server.id().to_string()])
+        .args(["--scenario", "ping", "--conns", "1500", "--ping-rate", "2"])
+        .args([
+            "--duration",
+            "2",
+            "--source",
+            "127.0.0.60-127.0.0.61",
+            "--out",
+        ])
+        .arg(&out)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(stdout.contains("2 processes (engine epoll"), "{stdout}");
+    let whole = loadgen::results::RunRecord::read(&out).unwrap();
+    let s = &whole.summary;
+    assert_eq!(
+        (s.config.conns, s.counts.connected),
+        (1500, 1500),
+        "{stdout}"
+    );
+    assert_eq!(s.config.engine, "epoll");
+    assert_eq!(s.merged_from.len(), 2);
+    for k in 0..2 {
+        let part = loadgen::results::RunRecord::read(&out.join(format!("part-{k}"))).unwrap();
+        assert_eq!(part.summary.counts.connected, 750, "part {k}");
+    }
+    assert!(s.counts.pongs + 1500 >= s.counts.pings, "{:?}", s.counts);
+    server.kill().unwrap();
+    server.wait().unwrap();
+    std::fs::remove_dir_all(&out).unwrap();
 }

@@ -7,7 +7,8 @@ use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 
 /// The server command: `loadgen --internal-server` on a free loopback port,
-/// with metrics, discovery and the stderr summary off, then `extra`.
+/// with metrics, discovery and the stderr summary off, on the suite's
+/// [`engine`] unless `extra` names one, then `extra`.
 pub fn server_command(mut prefix: Command, extra: &[&str]) -> Command {
     prefix
         .arg(env!("CARGO_BIN_EXE_loadgen"))
@@ -19,6 +20,12 @@ pub fn server_command(mut prefix: Command, extra: &[&str]) -> Command {
             "off",
         ])
         .args(["--discovery", "off", "--stats-interval", "0"])
+        .args(
+            Some(["--engine", engine()])
+                .filter(|_| !extra.contains(&"--engine"))
+                .into_iter()
+                .flatten(),
+        )
         .args(extra)
         .stdout(Stdio::piped());
     prefix
@@ -39,4 +46,30 @@ pub fn spawn_server(mut cmd: Command) -> (Child, SocketAddr) {
 pub fn start_server(extra: &[&str]) -> (Child, SocketAddr) {
     // `env` with no arguments just runs the command that follows.
     spawn_server(server_command(Command::new("env"), extra))
+}
+
+/// The engine the suite runs on: `RINGROOM_TEST_ENGINE` (uring, epoll or
+/// auto; CI runs the suite once with each of uring and epoll), default auto.
+pub fn engine() -> &'static str {
+    match std::env::var("RINGROOM_TEST_ENGINE").as_deref() {
+        Ok("uring") => "uring",
+        Ok("epoll") => "epoll",
+        Ok("auto") | Err(_) => "auto",
+        Ok(other) => panic!("RINGROOM_TEST_ENGINE={other}: uring, epoll or auto"),
+    }
+}
+
+/// [`engine`] resolved, for a worker started in the test's own process.
+pub fn engine_kind() -> engine::EngineKind {
+    let choice = engine().parse().expect("a known engine");
+    engine::resolve(choice, engine::RingMode::Defer)
+        .expect("the engine starts")
+        .0
+}
+
+/// A `loadgen` run command on the suite's engine.
+pub fn loadgen_run() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_loadgen"));
+    command.args(["--engine", engine()]);
+    command
 }
