@@ -14,7 +14,7 @@ use std::collections::BinaryHeap;
 use std::time::Duration;
 
 use crate::wire::{Codec, Protocol, Reply};
-use engine::{Action, RecvEnd};
+use engine::contract::{Action, RecvEnd};
 use hdrhistogram::Histogram;
 
 use crate::schedule::Schedule;
@@ -270,7 +270,7 @@ impl ClientCore {
             self.conns.resize_with(idx + 1, || None);
         }
         let gen = self.next_gen;
-        self.next_gen = engine::next_gen(self.next_gen);
+        self.next_gen = engine::contract::next_gen(self.next_gen);
         let mut queued = Vec::new();
         let client_id = format!("lg{}-{}-{gen}", std::process::id(), self.seed);
         let mut codec = Codec::new(self.protocol, &client_id);

@@ -372,6 +372,9 @@ fn metrics_are_served_as_prometheus_text() {
     }
     assert!(server.metric("ringroom_frames_in_total", None) >= 1);
     assert_eq!(server.metric("ringroom_connections_open", None), 1);
+    // The engine, as the ready line named it.
+    let info = format!("ringroom_engine_info{{engine=\"{}\"}} 1", server.engine);
+    assert!(text.lines().any(|l| l == info), "{info} missing");
 }
 
 #[test]

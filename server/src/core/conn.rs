@@ -26,6 +26,43 @@ pub(super) enum Pause {
     Flow,
 }
 
+/// Where a connection's receive stands: one state, so that "armed",
+/// "wanted", "being cancelled for a pause" and "the peer closed while
+/// paused" cannot contradict each other.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Recv {
+    /// None armed: arm one as soon as reading is allowed (a new connection,
+    /// or the engine ended one: no buffers, a multishot that stopped).
+    Wanted,
+    /// A receive is armed.
+    Armed,
+    /// The armed receive's cancel is on its way (a pause, or the close);
+    /// `rearm`: the pause ended meanwhile, so arm again once it ends.
+    Cancelling { rearm: bool },
+    /// None armed and none wanted: paused with its receive cancelled, or ended.
+    Idle,
+    /// The peer closed its side while input was parked: close once that
+    /// input is handled (what a client sent before closing is not lost).
+    EofParked,
+}
+
+impl Recv {
+    /// Whether the engine still holds a receive of this connection.
+    pub(super) fn is_outstanding(self) -> bool {
+        matches!(self, Self::Armed | Self::Cancelling { .. })
+    }
+
+    /// Reading is allowed again (a pause ended): what was stopped for the
+    /// pause is wanted again; an EOF that came meanwhile stays.
+    pub(super) fn resumed(self) -> Self {
+        match self {
+            Self::Idle => Self::Wanted,
+            Self::Cancelling { .. } => Self::Cancelling { rearm: true },
+            other => other,
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Phase {
     Open,
@@ -52,18 +89,14 @@ pub(super) struct ConnState {
     pub(super) idle_timeout_ms: u32,
     pub(super) seen_frame: bool,
     pub(super) admitted: bool,
-    pub(super) recv_armed: bool,
-    pub(super) needs_arm: bool,
+    /// Where its receive stands.
+    pub(super) recv: Recv,
+    /// The cancel of what is outstanding, for the close, has been asked for.
     pub(super) cancel_sent: bool,
     pub(super) dirty: bool,
     /// Reading is paused, and why. The PUBLISH that paused it and what
     /// followed wait in [`ShardCore::parked`].
     pub(super) pause: Pause,
-    /// The receive was cancelled for the pause.
-    pub(super) pause_cancel_sent: bool,
-    /// The peer closed its side while input was parked: close once that
-    /// input is handled (what a client sent before closing is not lost).
-    pub(super) eof_parked: bool,
     /// Rooms and open streams; boxed, since most connections of a C100K run
     /// are in no room and should not pay for the two lists.
     pub(super) rooms: Option<Box<Memberships>>,

@@ -25,7 +25,7 @@ use std::sync::Arc;
 
 use proto::{Decoder, ErrorCode, Message};
 
-pub use engine::{Action, RecvEnd};
+pub use engine::contract::{Action, RecvEnd};
 
 use crate::broadcast::Broadcast;
 use crate::flow::Flow;
@@ -290,7 +290,7 @@ impl ShardCore {
         }
         let entry = &mut self.slots[idx];
         assert!(entry.conn.is_none(), "kernel reused busy slot {slot}");
-        entry.gen = engine::next_gen(entry.gen);
+        entry.gen = engine::contract::next_gen(entry.gen);
         let admitted = !self.shutting_down && self.admission.try_admit();
         let heartbeat_ms = self.limits.heartbeat_ms;
         let id = (u64::from(self.limits.shard) << 48) | self.next_seq;
@@ -310,13 +310,10 @@ impl ShardCore {
                 idle_timeout_ms: self.limits.idle_timeout_for(heartbeat_ms),
                 seen_frame: false,
                 admitted,
-                recv_armed: false,
-                needs_arm: true,
+                recv: Recv::Wanted,
                 cancel_sent: false,
                 dirty: false,
                 pause: Pause::No,
-                pause_cancel_sent: false,
-                eof_parked: false,
                 rooms: None,
             },
         });
@@ -484,15 +481,14 @@ impl ShardCore {
                 flow.set_waiting(false);
             }
             st.pause = Pause::No;
-            st.pause_cancel_sent = false;
-            st.needs_arm = !st.eof_parked;
+            st.recv = st.recv.resumed();
             st.last_rx_ms = now;
             // It may pause again (its PUBLISHes can fill the channels once more).
             self.process(slot, &bytes, now);
             let Some(conn) = self.slots[slot as usize].conn.as_mut() else {
                 continue;
             };
-            if conn.st.eof_parked && !conn.st.is_paused() {
+            if conn.st.recv == Recv::EofParked && !conn.st.is_paused() {
                 // Everything it sent before closing is handled: now close.
                 close_now(&mut conn.st, CloseReason::Peer);
                 mark_dirty(&mut conn.st, &mut self.dirty, slot);
@@ -678,18 +674,25 @@ impl ShardCore {
             return;
         };
         let st = &mut conn.st;
-        st.recv_armed = false;
-        match end {
+        let rearm = st.recv == Recv::Cancelling { rearm: true };
+        st.recv = match end {
             RecvEnd::NoBuffers => {
                 self.metrics.enobufs_rearms.inc();
-                st.needs_arm = true;
+                Recv::Wanted
             }
-            RecvEnd::Stopped => st.needs_arm = true,
-            RecvEnd::Cancelled => {}
-            RecvEnd::Eof if st.is_paused() && st.phase == Phase::Open => st.eof_parked = true,
-            RecvEnd::Eof => close_now(st, CloseReason::Peer),
-            RecvEnd::Error(_) => close_now(st, CloseReason::SocketError),
-        }
+            RecvEnd::Stopped => Recv::Wanted,
+            RecvEnd::Cancelled if rearm => Recv::Wanted,
+            RecvEnd::Cancelled => Recv::Idle,
+            RecvEnd::Eof if st.is_paused() && st.phase == Phase::Open => Recv::EofParked,
+            RecvEnd::Eof => {
+                close_now(st, CloseReason::Peer);
+                Recv::Idle
+            }
+            RecvEnd::Error(_) => {
+                close_now(st, CloseReason::SocketError);
+                Recv::Idle
+            }
+        };
         mark_dirty(st, &mut self.dirty, slot);
     }
 
@@ -800,8 +803,8 @@ impl ShardCore {
             st.phase = Phase::Lingering;
             actions.push(Action::ShutdownWrite { slot });
         }
-        if st.is_paused() && st.recv_armed && !st.pause_cancel_sent && st.phase == Phase::Open {
-            st.pause_cancel_sent = true;
+        if st.is_paused() && st.recv == Recv::Armed && st.phase == Phase::Open {
+            st.recv = Recv::Cancelling { rearm: false };
             actions.push(Action::Cancel {
                 slot,
                 gen,
@@ -809,9 +812,8 @@ impl ShardCore {
                 send: false,
             });
         }
-        if reading && st.needs_arm && !st.recv_armed && !st.is_paused() {
-            st.needs_arm = false;
-            st.recv_armed = true;
+        if reading && st.recv == Recv::Wanted && !st.is_paused() {
+            st.recv = Recv::Armed;
             actions.push(Action::ArmRecv { slot, gen });
         }
         if st.phase == Phase::Open && !st.out.is_sending() {
@@ -820,15 +822,18 @@ impl ShardCore {
         if st.phase != Phase::Closing {
             return;
         }
-        if st.recv_armed || st.out.is_sending() {
+        if st.recv.is_outstanding() || st.out.is_sending() {
             if !st.cancel_sent {
                 st.cancel_sent = true;
                 actions.push(Action::Cancel {
                     slot,
                     gen,
-                    recv: st.recv_armed,
+                    recv: st.recv.is_outstanding(),
                     send: st.out.is_sending(),
                 });
+                if st.recv == Recv::Armed {
+                    st.recv = Recv::Cancelling { rearm: false };
+                }
             }
             return;
         }
