@@ -54,6 +54,9 @@ struct Conn {
     recv: Option<u32>,
     /// The socket may hold input (no read since its last edge saw EAGAIN).
     readable: bool,
+    /// The peer closed or the socket failed (EPOLLRDHUP, HUP, ERR): read
+    /// until the end, since no edge will come after the data.
+    ended: bool,
     /// The slot is in [`Poller::ready`].
     queued: bool,
     /// The send waiting for `EPOLLOUT`: its generation and bytes.
@@ -186,6 +189,7 @@ impl Poller {
             recv: None,
             // Input may have arrived before registration: look once.
             readable: true,
+            ended: false,
             queued: false,
             send: None,
         });
@@ -364,6 +368,9 @@ impl Poller {
             return;
         };
         let failed = EpollFlags::EPOLLERR | EpollFlags::EPOLLHUP;
+        if flags.intersects(EpollFlags::EPOLLRDHUP | failed) {
+            conn.ended = true;
+        }
         if flags.intersects(EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP | failed) {
             conn.readable = true;
             if conn.recv.is_some() && !conn.queued {
@@ -441,8 +448,9 @@ impl Poller {
                 Ok(len) => {
                     received += len;
                     // A full buffer may have left more behind; a short read
-                    // emptied the socket, and new input brings a new edge.
-                    if len == self.rx.len() {
+                    // emptied the socket, and new input brings a new edge,
+                    // but the end that came with this input brings none.
+                    if len == self.rx.len() || conn.ended {
                         conn.queued = true;
                         self.ready.push_back(slot);
                     } else {

@@ -29,7 +29,7 @@ fn run_until<S>(
     engine: &mut Engine,
     state: &mut S,
     mut on_event: impl FnMut(&mut S, Event<'_>),
-    mut done: impl FnMut(&mut S, &Engine) -> bool,
+    mut done: impl FnMut(&mut S, &mut Engine) -> bool,
 ) {
     let start = Instant::now();
     while !done(state, engine) {
@@ -183,6 +183,40 @@ fn a_server_engine_accepts_reads_and_sees_the_peer_close() {
         let (got, end, _) = st;
         assert_eq!(got, b"ping", "{kind}");
         assert_eq!(end, Some(RecvEnd::Eof), "{kind}");
+    }
+}
+
+#[test]
+fn input_and_eof_that_came_before_the_accept_are_both_seen() {
+    for kind in KINDS {
+        let (mut engine, addr) = server(kind, 4);
+        let mut peer = TcpStream::connect(addr).unwrap();
+        peer.write_all(b"bye").unwrap();
+        peer.shutdown(std::net::Shutdown::Write).unwrap();
+        std::thread::sleep(Duration::from_millis(50)); // both are in the server's socket
+        engine.arm_accept();
+        let mut st: (Option<u32>, Vec<u8>, Option<RecvEnd>) = (None, Vec::new(), None);
+        run_until(
+            &mut engine,
+            &mut st,
+            |(slot, got, end), e| match e {
+                Event::Accepted { slot: s, .. } => *slot = Some(s),
+                Event::Received { data, .. } => got.extend_from_slice(data),
+                Event::RecvEnded { end: e, .. } => *end = Some(e),
+                _ => {}
+            },
+            |(slot, _, end), engine| {
+                if let Some(s) = slot.take() {
+                    engine.execute(Action::ArmRecv { slot: s, gen: 1 });
+                }
+                end.is_some()
+            },
+        );
+        assert_eq!(
+            (st.1.as_slice(), st.2),
+            (&b"bye"[..], Some(RecvEnd::Eof)),
+            "{kind}"
+        );
     }
 }
 

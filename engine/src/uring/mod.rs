@@ -596,6 +596,22 @@ mod tests {
     use super::*;
 
     #[test]
+    fn refusals_are_told_apart_from_limits() {
+        let err = |errno, mode| setup_error(io::Error::from_raw_os_error(errno), mode);
+        // A seccomp profile, a disabled sysctl, a kernel without io_uring or
+        // without DEFER_TASKRUN: auto may fall back.
+        assert!(err(libc::EPERM, RingMode::Defer).refused);
+        assert!(err(libc::ENOSYS, RingMode::Defer).refused);
+        assert!(err(libc::EINVAL, RingMode::Defer).refused);
+        // Locked memory, a bad size: an error to fix, never a fallback.
+        assert!(!err(libc::ENOMEM, RingMode::Defer).refused);
+        assert!(!err(libc::EINVAL, RingMode::Coop).refused);
+        assert!(err(libc::EPERM, RingMode::Defer)
+            .message
+            .contains("seccomp"));
+    }
+
+    #[test]
     fn user_data_round_trips() {
         let ud = user_data(Kind::Send, 19_999, 0xAB_CDEF);
         assert_eq!(unpack(ud), (Some(Kind::Send), 19_999, 0xAB_CDEF));
