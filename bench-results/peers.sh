@@ -13,6 +13,7 @@
 #          (64-byte bodies; the publisher does not count as a receiver)
 # idle and ping also run against the baseline: server/examples/minimal_pong, the
 # smallest io_uring loop that answers PINGs (one ring, no protocol logic).
+# ringroom runs twice: on io_uring ("ringroom") and on epoll ("epoll").
 # Writes bench-results/RELEASE/peers/SCENARIO-SERVER/ (loadgen's result
 # folders) and the table bench-results/RELEASE/peers.md. Needs root for
 # apt-get when a server is missing. Bounded: every run ends after SECONDS.
@@ -53,10 +54,12 @@ start() { # server -> sets SPID and PORT
         PORT=17701
         target/release/examples/minimal_pong 127.0.0.1:$PORT >"$TMP/srv.log" 2>&1 &
         ;;
-    ringroom)
+    ringroom | epoll)
         PORT=17700
+        engine=uring
+        [ "$1" = ringroom ] || engine=epoll
         target/release/ringroom-server --listen 127.0.0.1:$PORT --max-conns "$MAXC" \
-            --metrics off --discovery off --stats-interval 0 >"$TMP/srv.log" 2>&1 &
+            --engine "$engine" --metrics off --discovery off --stats-interval 0 >"$TMP/srv.log" 2>&1 &
         ;;
     redis)
         PORT=16379
@@ -94,11 +97,13 @@ for scenario in "${SCENARIOS[@]}"; do
     rooms) args=(--scenario rooms --rooms 1000 --publish-rate 2 --payload 64) ;;
     *) echo "unknown scenario $scenario: idle, ping or rooms" >&2; exit 2 ;;
     esac
-    servers=(ringroom minimal redis nats mqtt)
-    [ "$scenario" != rooms ] || servers=(ringroom redis nats mqtt)
+    servers=(ringroom epoll minimal redis nats mqtt)
+    [ "$scenario" != rooms ] || servers=(ringroom epoll redis nats mqtt)
     for server in "${servers[@]}"; do
-        protocol=$server
-        [ "$server" != minimal ] || protocol=ringroom
+        case "$server" in
+        minimal | epoll) protocol=ringroom ;;
+        *) protocol=$server ;;
+        esac
         start "$server"
         # A fresh /29 of source addresses per run: no TIME_WAIT carried over.
         src="127.0.$((20 + k)).0/29"
@@ -124,7 +129,7 @@ done
     echo "rooms = $CONNS connections in 1,000 rooms, 2 publishes/s per room, 64-byte bodies."
     echo "Latency: PING round trip (idle, ping) or delivery (rooms), from the planned send time."
     echo "Server CPU per million PONGs or deliveries, ramp included; B/conn: the server's peak RSS growth per connection."
-    echo "The baseline (idle, ping) is server/examples/minimal_pong: one io_uring ring answering PINGs with no protocol logic; ringroom-server runs its default shards (one per core)."
+    echo "The baseline (idle, ping) is server/examples/minimal_pong: one io_uring ring answering PINGs with no protocol logic; ringroom-server runs its default shards (one per core), on io_uring, and again on epoll (--engine epoll: the same server code)."
     echo "Each run's folder (peers/SCENARIO-SERVER/) has its summary.json, machine.json, histograms and run.txt."
     echo
     "$LOADGEN" report --peers "$OUT"

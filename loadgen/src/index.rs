@@ -229,7 +229,7 @@ pub fn render(c: &Contents) -> String {
 /// `--protocol` name, or `minimal` for the baseline io_uring loop), by
 /// scenario, ringroom first.
 pub fn render_peers(dir: &Path) -> Result<String, String> {
-    let order = ["ringroom", "minimal", "redis", "nats", "mqtt"];
+    let order = ["ringroom", "epoll", "minimal", "redis", "nats", "mqtt"];
     let mut runs = Vec::new();
     for d in subdirs(dir)? {
         if d.join("summary.json").is_file() {
@@ -255,6 +255,7 @@ pub fn render_peers(dir: &Path) -> Result<String, String> {
     for (server, s) in &runs {
         let server = match server.as_str() {
             "ringroom" => "ringroom-server",
+            "epoll" => "ringroom-server --engine epoll",
             "minimal" => "minimal io_uring loop (baseline, 1 ring)",
             "redis" => "redis-server",
             "nats" => "nats-server",
