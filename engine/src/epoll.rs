@@ -63,25 +63,6 @@ struct Conn {
     send: Option<(u32, Vec<u8>)>,
 }
 
-/// A completion made before the driver asked for it.
-enum Done {
-    AcceptEnded {
-        errno: i32,
-    },
-    RecvEnded {
-        slot: u32,
-        gen: u32,
-        end: RecvEnd,
-    },
-    Sent {
-        slot: u32,
-        gen: u32,
-        buf: Vec<u8>,
-        result: i32,
-    },
-    Woken,
-}
-
 /// One shard's epoll set and its connections.
 pub struct Poller {
     epoll: Epoll,
@@ -89,7 +70,9 @@ pub struct Poller {
     free_slots: Vec<u32>,
     /// Slots with an armed receive whose socket may hold input, in turn.
     ready: VecDeque<u32>,
-    done: VecDeque<Done>,
+    /// Completions made before the driver asked for them (never a
+    /// receive: those are read in the drain, into the shared buffer).
+    done: VecDeque<Event<'static>>,
     rx: Vec<u8>,
     events: Vec<EpollEvent>,
     listener: Option<OwnedFd>,
@@ -212,7 +195,7 @@ impl Poller {
     pub fn cancel_accept(&mut self) {
         if self.accepting {
             self.accepting = false;
-            self.done.push_back(Done::AcceptEnded {
+            self.done.push_back(Event::AcceptEnded {
                 errno: libc::ECANCELED,
             });
         }
@@ -231,7 +214,7 @@ impl Poller {
         match nix::unistd::read(&self.wake, &mut counter) {
             Ok(_) => {
                 self.wake_armed = false;
-                self.done.push_back(Done::Woken);
+                self.done.push_back(Event::Woken);
             }
             Err(Errno::EAGAIN) => {}
             Err(e) => panic!("read(eventfd) failed: {e}"),
@@ -276,7 +259,7 @@ impl Poller {
                 };
                 if recv && conn.recv == Some(gen) {
                     conn.recv = None;
-                    self.done.push_back(Done::RecvEnded {
+                    self.done.push_back(Event::RecvEnded {
                         slot,
                         gen,
                         end: RecvEnd::Cancelled,
@@ -284,7 +267,7 @@ impl Poller {
                 }
                 if send && conn.send.as_ref().is_some_and(|(g, _)| *g == gen) {
                     let (gen, buf) = conn.send.take().expect("checked");
-                    self.done.push_back(Done::Sent {
+                    self.done.push_back(Event::Sent {
                         slot,
                         gen,
                         buf,
@@ -322,7 +305,7 @@ impl Poller {
         };
         let gen = *gen;
         let (_, buf) = conn.send.take().expect("checked");
-        self.done.push_back(Done::Sent {
+        self.done.push_back(Event::Sent {
             slot,
             gen,
             buf,
@@ -383,11 +366,6 @@ impl Poller {
         }
     }
 
-    /// Hands every completion to `each`; see [`Poller::drain_completions_up_to`].
-    pub fn drain_completions(&mut self, each: impl FnMut(Event<'_>)) -> usize {
-        self.drain_completions_up_to(usize::MAX, each).0
-    }
-
     /// Hands out the completions made so far, the waiting accepts, and reads
     /// of readable connections in turn until `budget` bytes are read.
     /// Returns how many events, and whether nothing is left to hand out.
@@ -399,22 +377,7 @@ impl Poller {
         let mut n = 0;
         while let Some(done) = self.done.pop_front() {
             n += 1;
-            each(match done {
-                Done::AcceptEnded { errno } => Event::AcceptEnded { errno },
-                Done::RecvEnded { slot, gen, end } => Event::RecvEnded { slot, gen, end },
-                Done::Sent {
-                    slot,
-                    gen,
-                    buf,
-                    result,
-                } => Event::Sent {
-                    slot,
-                    gen,
-                    buf,
-                    result,
-                },
-                Done::Woken => Event::Woken,
-            });
+            each(done);
         }
         n += self.accept_waiting(&mut each);
         let mut received = 0usize;

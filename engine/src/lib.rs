@@ -286,7 +286,7 @@ impl Engine {
     /// returns how many there were. Received bytes are lent to `each` until
     /// it returns.
     pub fn drain_completions(&mut self, each: impl FnMut(Event<'_>)) -> usize {
-        each_backend!(self, e => e.drain_completions(each))
+        self.drain_completions_up_to(usize::MAX, each).0
     }
 
     /// As [`Engine::drain_completions`], but stops once the receives handed

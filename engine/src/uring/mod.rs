@@ -408,22 +408,17 @@ impl Ring {
         }
     }
 
-    /// Hands every completion that is ready to `each`, as an [`Event`], and
-    /// returns how many there were. Received bytes are lent to `each` and the
-    /// buffer goes back to the kernel right after; a multishot receive that
-    /// stopped after its data is reported as `RecvEnded(Stopped)` after it.
-    /// Recycled buffers are published before this returns, so a receive
-    /// re-armed after ENOBUFS finds them.
-    pub fn drain_completions(&mut self, each: impl FnMut(Event<'_>)) -> usize {
-        self.drain_completions_up_to(usize::MAX, each).0
-    }
-
-    /// As [`Ring::drain_completions`], but stops once the receives handed
-    /// out carry `budget` bytes: the rest stay in the completion queue for
-    /// the next call, so the caller can write what this input produced
-    /// before it reads more. Returns how many completions were handed out,
-    /// and whether the queue was left empty (every completion of what was
-    /// submitted has then been seen).
+    /// Hands the completions that are ready to `each`, as [`Event`]s, until
+    /// the receives handed out carry `budget` bytes: received bytes are lent
+    /// to `each` and the buffer goes back to the kernel right after; a
+    /// multishot receive that stopped after its data is reported as
+    /// `RecvEnded(Stopped)` after it; recycled buffers are published before
+    /// this returns, so a receive re-armed after ENOBUFS finds them. The
+    /// completions beyond the budget stay in the queue for the next call, so
+    /// the caller can write what this input produced before it reads more.
+    /// Returns how many completions were handed out, and whether the queue
+    /// was left empty (every completion of what was submitted has then been
+    /// seen).
     pub fn drain_completions_up_to(
         &mut self,
         budget: usize,
