@@ -131,15 +131,48 @@ impl ConnState {
     /// frame timeout of an incomplete frame, or the slow-consumer limit of a
     /// socket that refuses.
     pub(super) fn deadline(&self, limits: &Limits) -> Option<u64> {
-        let idle = (!self.is_paused()).then(|| self.last_rx_ms + u64::from(self.idle_timeout_ms));
-        let frame = (self.frame_started_ms != NO_FRAME)
-            .then(|| self.frame_started_ms + limits.frame_timeout_for(self.idle_timeout_ms));
-        let stall = self
-            .out
-            .is_refused()
-            .then(|| self.stalled_since_ms + limits.slow_consumer_ms);
-        [idle, frame, stall].into_iter().flatten().min()
+        [
+            self.idle_due(),
+            self.frame_due(limits),
+            self.stall_due(limits),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
+
+    /// When the idle timeout is up; none while paused (the server chose not
+    /// to read).
+    pub(super) fn idle_due(&self) -> Option<u64> {
+        (!self.is_paused()).then(|| passed(self.last_rx_ms, u64::from(self.idle_timeout_ms)))
+    }
+
+    /// When the frame begun must have completed; none between frames.
+    pub(super) fn frame_due(&self, limits: &Limits) -> Option<u64> {
+        (self.frame_started_ms != NO_FRAME).then(|| {
+            passed(
+                self.frame_started_ms,
+                limits.frame_timeout_for(self.idle_timeout_ms),
+            )
+        })
+    }
+
+    /// When a socket that refuses has refused for the slow-consumer limit.
+    pub(super) fn stall_due(&self, limits: &Limits) -> Option<u64> {
+        self.out
+            .is_refused()
+            .then(|| passed(self.stalled_since_ms, limits.slow_consumer_ms))
+    }
+}
+
+/// The first reading of the shard's millisecond clock at which `span` has
+/// surely passed since the reading `since`. The clock truncates: a reading of
+/// t was taken somewhere in [t, t+1), so `since + span` can come up to 1 ms
+/// before the span is over (a frame timeout of 1,000 ms was seen to cut after
+/// 999.9 ms, measured from outside). One more millisecond makes every limit a
+/// promise: never early, late by at most one wheel tick.
+pub(super) fn passed(since: u64, span: u64) -> u64 {
+    since.saturating_add(span).saturating_add(1)
 }
 
 /// A PUBLISH accepted in this batch, to be delivered once the batch's frames
@@ -261,13 +294,12 @@ pub(super) fn reschedule(st: &ConnState, cx: &mut Ctx<'_>) {
 /// arrived within the idle timeout; else re-file it at its next deadline.
 pub(super) fn expire_if_due(st: &mut ConnState, cx: &mut Ctx<'_>) {
     let now = cx.now;
-    if st.out.is_refused() && now >= st.stalled_since_ms + cx.limits.slow_consumer_ms {
+    if st.stall_due(cx.limits).is_some_and(|at| now >= at) {
         cx.metrics.slow_consumer_stalls.inc();
         return slow_consumer(st, cx, STALL_REASON);
     }
-    let frame_due = st.frame_started_ms != NO_FRAME
-        && now >= st.frame_started_ms + cx.limits.frame_timeout_for(st.idle_timeout_ms);
-    let idle_due = !st.is_paused() && now >= st.last_rx_ms + u64::from(st.idle_timeout_ms);
+    let frame_due = st.frame_due(cx.limits).is_some_and(|at| now >= at);
+    let idle_due = st.idle_due().is_some_and(|at| now >= at);
     if frame_due || idle_due {
         cx.metrics.wheel_expiries.inc();
         let (reason, text) = if frame_due {
