@@ -28,9 +28,12 @@ impl ErrorCode {
     pub const SHUTTING_DOWN: Self = Self(8);
     /// The server is at its connection limit.
     pub const OVERLOADED: Self = Self(9);
+    /// Not fatal: messages from other nodes of a cluster to the room named in
+    /// the reason may have been lost (a NATS link or route dropped them).
+    pub const GAP: Self = Self(10);
 
     /// Every code PROTOCOL.md defines.
-    pub const ALL: [ErrorCode; 9] = [
+    pub const ALL: [ErrorCode; 10] = [
         Self::FRAME_TOO_LARGE,
         Self::UNKNOWN_TYPE,
         Self::MALFORMED,
@@ -40,6 +43,7 @@ impl ErrorCode {
         Self::HEARTBEAT_TIMEOUT,
         Self::SHUTTING_DOWN,
         Self::OVERLOADED,
+        Self::GAP,
     ];
 
     /// The name PROTOCOL.md gives the code, or `None` for a code it does not define.
@@ -54,14 +58,16 @@ impl ErrorCode {
             7 => "HEARTBEAT_TIMEOUT",
             8 => "SHUTTING_DOWN",
             9 => "OVERLOADED",
+            10 => "GAP",
             _ => return None,
         })
     }
 
-    /// Whether the connection ends after this code. Only NOT_MEMBER and LIMIT leave
-    /// it open; an unknown code is taken as fatal, the safe reading for a client.
+    /// Whether the connection ends after this code. Only NOT_MEMBER, LIMIT and
+    /// GAP leave it open; an unknown code is taken as fatal, the safe reading
+    /// for a client.
     pub const fn is_fatal(self) -> bool {
-        !matches!(self, Self::NOT_MEMBER | Self::LIMIT)
+        !matches!(self, Self::NOT_MEMBER | Self::LIMIT | Self::GAP)
     }
 }
 

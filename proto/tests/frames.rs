@@ -589,6 +589,7 @@ fn error_codes_match_the_table() {
         (7, "HEARTBEAT_TIMEOUT", true),
         (8, "SHUTTING_DOWN", true),
         (9, "OVERLOADED", true),
+        (10, "GAP", false),
     ];
     for (i, (code, name, fatal)) in table.into_iter().enumerate() {
         let c = ErrorCode(code);
