@@ -36,6 +36,17 @@ impl Broadcast {
         })
     }
 
+    /// A frame that is no room message but goes to a room's members in
+    /// order with its messages (ERROR GAP). It is never sent between shards.
+    pub fn raw(frame: Vec<u8>) -> Arc<Self> {
+        Arc::new(Self {
+            frame: frame.into_boxed_slice(),
+            stream: 0,
+            from_conn_id: 0,
+            flow: None,
+        })
+    }
+
     /// The stream id: 0 for a whole message, else a fragment (or cancel) of a stream.
     pub fn stream(&self) -> u16 {
         self.stream

@@ -2,6 +2,11 @@
 //! eventfd when it goes from empty to non-empty, and each publishing shard's
 //! outboxes, which hold (in order) what a full inbox could not take. Which
 //! shards a message goes to is its room's shard mask ([`crate::rooms`]).
+//!
+//! With `--cluster`, the cluster link is one more destination: its inbox
+//! comes after the shards' (its bit is [`crate::rooms::shard_bit`] of the
+//! shard count), it takes every local PUBLISH, and it sends the shards what
+//! other nodes published, and notices about rooms, through their inboxes.
 
 use std::collections::VecDeque;
 use std::fs::File;
@@ -12,14 +17,59 @@ use std::sync::Arc;
 use crossbeam_queue::ArrayQueue;
 
 use crate::broadcast::Broadcast;
+use crate::flow::Flow;
 use crate::metrics::ShardMetrics;
+use crate::rooms::SubState;
+
+/// What goes through an inbox.
+#[derive(Clone, Debug)]
+pub enum Delivery {
+    /// A room message, from another shard or another node.
+    Message(Arc<Broadcast>),
+    /// Messages from other nodes to this room may have been lost: its local
+    /// members get ERROR GAP, in order with the room's messages.
+    Gap(Arc<str>),
+    /// The node's subscription to this room was settled (confirmed by NATS,
+    /// or not, if the link is down): members whose JOIN waits for it get
+    /// JOINED, with ERROR GAP if it was not confirmed.
+    Subscribed {
+        /// The room.
+        room: Arc<str>,
+        /// Confirmed, or not.
+        state: SubState,
+    },
+}
+
+impl Delivery {
+    /// What it weighs in a drain's byte budget.
+    pub fn weight(&self) -> usize {
+        match self {
+            Self::Message(m) => m.bytes().len(),
+            Self::Gap(room) | Self::Subscribed { room, .. } => 64 + room.len(),
+        }
+    }
+
+    /// A stream frame's flow control.
+    pub fn flow(&self) -> Option<&Arc<Flow>> {
+        match self {
+            Self::Message(m) => m.flow(),
+            _ => None,
+        }
+    }
+}
+
+impl From<Arc<Broadcast>> for Delivery {
+    fn from(m: Arc<Broadcast>) -> Self {
+        Self::Message(m)
+    }
+}
 
 /// A shard's inbox: a bounded lock-free queue that other shards push to, and
 /// the eventfd that wakes the shard's ring when the queue goes from empty to
 /// non-empty (one wake per batch, not per message).
 #[derive(Debug)]
 pub struct Inbox {
-    queue: ArrayQueue<Arc<Broadcast>>,
+    queue: ArrayQueue<Delivery>,
     /// Set by the first producer after the consumer last drained.
     notified: AtomicBool,
     wake: File,
@@ -37,7 +87,7 @@ impl Inbox {
 
     /// Pushes a message; gives it back if the inbox is full. Returns whether
     /// this push woke the shard.
-    pub fn push(&self, message: Arc<Broadcast>) -> Result<bool, Arc<Broadcast>> {
+    pub fn push(&self, message: Delivery) -> Result<bool, Delivery> {
         self.queue.push(message)?;
         Ok(self.nudge())
     }
@@ -55,14 +105,14 @@ impl Inbox {
     }
 
     /// Takes every message queued now. The consumer calls this when woken.
-    pub fn drain(&self, each: impl FnMut(Arc<Broadcast>)) {
+    pub fn drain(&self, each: impl FnMut(Delivery)) {
         self.drain_up_to(usize::MAX, each);
     }
 
     /// Takes messages until `budget` bytes of frames are taken or none is
     /// left; returns whether some were left (the consumer comes back without
     /// waiting for a wake-up: the producers' wake-ups stop while it is behind).
-    pub fn drain_up_to(&self, budget: usize, mut each: impl FnMut(Arc<Broadcast>)) -> bool {
+    pub fn drain_up_to(&self, budget: usize, mut each: impl FnMut(Delivery)) -> bool {
         // Clear first: a push racing with the drain sets it again and wakes us.
         self.notified.store(false, Ordering::Release);
         let mut taken = 0;
@@ -70,7 +120,7 @@ impl Inbox {
             let Some(message) = self.queue.pop() else {
                 return false;
             };
-            taken += message.bytes().len();
+            taken += message.weight();
             each(message);
         }
         !self.queue.is_empty()
@@ -91,7 +141,7 @@ impl Inbox {
 /// holds them (order kept per destination) instead of dropping them or
 /// blocking its loop, and pauses new PUBLISHes while this is full.
 pub struct Outboxes {
-    queues: Vec<VecDeque<Arc<Broadcast>>>,
+    queues: Vec<VecDeque<Delivery>>,
     /// Messages waiting in all of them.
     pub waiting: usize,
     limit: usize,
@@ -116,7 +166,7 @@ impl Outboxes {
     /// mask (those with members of its room) but `me`.
     pub fn send(
         &mut self,
-        messages: &mut Vec<(Arc<Broadcast>, u64)>,
+        messages: &mut Vec<(Delivery, u64)>,
         inboxes: &[Arc<Inbox>],
         me: usize,
         metrics: &ShardMetrics,
@@ -137,7 +187,7 @@ impl Outboxes {
                         |(m, _)| {
                             // In the channel from here until that shard takes it.
                             if let Some(flow) = m.flow() {
-                                flow.entered_channel(m.bytes().len());
+                                flow.entered_channel(m.weight());
                             }
                             m.clone()
                         },
@@ -184,26 +234,26 @@ mod tests {
         let (wake, mut reader) = wake_pair();
         let inbox = Inbox::new(2, wake);
         assert!(
-            matches!(inbox.push(message(b"1")), Ok(true)),
+            matches!(inbox.push(message(b"1").into()), Ok(true)),
             "first push wakes"
         );
         assert!(
-            matches!(inbox.push(message(b"2")), Ok(false)),
+            matches!(inbox.push(message(b"2").into()), Ok(false)),
             "the shard is woken already"
         );
         assert!(
-            inbox.push(message(b"3")).is_err(),
+            inbox.push(message(b"3").into()).is_err(),
             "full: given back, not dropped"
         );
         let mut counter = [0u8; 8];
         std::io::Read::read_exact(&mut reader, &mut counter).unwrap();
         assert_eq!(u64::from_ne_bytes(counter), 1);
         let mut got = Vec::new();
-        inbox.drain(|m| got.push(m.bytes().to_vec()));
+        inbox.drain(|m| got.push(m.weight()));
         assert_eq!(got.len(), 2);
         assert!(inbox.is_empty());
         assert!(
-            matches!(inbox.push(message(b"4")), Ok(true)),
+            matches!(inbox.push(message(b"4").into()), Ok(true)),
             "empty again: wakes again"
         );
     }
@@ -213,7 +263,7 @@ mod tests {
         let (wake, _reader) = wake_pair();
         let inbox = Inbox::new(10, wake);
         for _ in 0..5 {
-            inbox.push(message(&[0; 100])).unwrap();
+            inbox.push(message(&[0; 100]).into()).unwrap();
         }
         let frame = message(&[0; 100]).bytes().len();
         let mut got = 0;
@@ -233,7 +283,7 @@ mod tests {
                 std::thread::spawn(move || {
                     for i in 0..10_000u32 {
                         let body = [p, (i >> 8) as u8, i as u8];
-                        inbox.push(message(&body)).unwrap();
+                        inbox.push(message(&body).into()).unwrap();
                     }
                 })
             })
@@ -242,6 +292,9 @@ mod tests {
         let mut last = [None::<u32>; 4];
         while count < 40_000 {
             inbox.drain(|m| {
+                let Delivery::Message(m) = m else {
+                    panic!("{m:?}")
+                };
                 let b = &m.bytes()[m.bytes().len() - 3..];
                 let (p, i) = (b[0] as usize, (u32::from(b[1]) << 8) | u32::from(b[2]));
                 assert!(

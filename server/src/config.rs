@@ -173,6 +173,31 @@ pub struct Args {
     #[argh(option, default = "4096")]
     pub backlog: i32,
 
+    /// rooms across nodes: NATS servers of the cluster to link to,
+    /// nats://HOST:PORT[,HOST:PORT...] (default off: a single node)
+    #[argh(option)]
+    pub cluster: Option<String>,
+
+    /// this node's id in the cluster, 1..65535, unique among the nodes
+    /// (default: drawn at random and checked with the cluster at start)
+    #[argh(option)]
+    pub node_id: Option<u16>,
+
+    /// first tokens of the cluster's NATS subjects, so that several clusters
+    /// can share one NATS system (default "ringroom")
+    #[argh(option, default = "String::from(\"ringroom\")")]
+    pub cluster_prefix: String,
+
+    /// a room quiet this long after this node's last message to it gets a
+    /// SYNC, so that other nodes learn of a lost tail within it (default 1000)
+    #[argh(option, default = "1000")]
+    pub cluster_sync_ms: u64,
+
+    /// keep-alive PING to NATS this often; two unanswered and the link is
+    /// dropped and made again (default 2000)
+    #[argh(option, default = "2000")]
+    pub cluster_ping_ms: u64,
+
     /// for tests only: shard 0 panics this many milliseconds after start
     #[argh(option, hidden_help)]
     pub test_panic_after_ms: Option<u64>,

@@ -18,6 +18,7 @@
 
 pub mod broadcast;
 pub mod channel;
+pub mod cluster;
 pub mod config;
 pub use engine;
 pub mod core;

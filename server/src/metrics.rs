@@ -164,6 +164,9 @@ pub struct ShardMetrics {
     pub cross_core_wakeups: Counter,
     /// Times an inbox of another shard was full (the message waits in an outbox).
     pub channel_backpressure: Counter,
+    /// ERROR GAP notices queued for members (cluster: messages from other
+    /// nodes may have been lost).
+    pub gap_notices: Counter,
 }
 
 impl ShardMetrics {
@@ -182,7 +185,13 @@ impl ShardMetrics {
 pub fn render_prometheus(shards: &[std::sync::Arc<ShardMetrics>]) -> String {
     let mut out = String::with_capacity(4096);
     type Getter = fn(&ShardMetrics) -> &Counter;
-    let simple: [(&str, &str, &str, Getter); 28] = [
+    let simple: [(&str, &str, &str, Getter); 29] = [
+        (
+            "ringroom_gap_notices_total",
+            "counter",
+            "ERROR GAP notices queued for members: messages from other nodes of the cluster may have been lost.",
+            |m| &m.gap_notices,
+        ),
         (
             "ringroom_rooms",
             "gauge",

@@ -6,12 +6,48 @@
 //! which is what `--max-rooms` counts. It also keeps, per room, the set of
 //! shards with members (a bit mask shared with those shards' tables), so that
 //! a message goes only to the shards that have someone to deliver it to.
+//!
+//! In a cluster the registry is also the node's interest: a room that gains
+//! its first member on the node, or loses its last, is told to the cluster
+//! link ([`Interest`]), which subscribes or unsubscribes its subject. Each
+//! room then has a [`SubState`]: a JOIN is answered once the subscription is
+//! confirmed.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use indexmap::IndexSet;
+
+use crate::cluster::Interest;
+
+/// Where a room's subscription on the cluster stands, for the JOINs of it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SubState {
+    /// No cluster, or NATS has confirmed the node's subscription: JOINED at once.
+    Confirmed,
+    /// Asked of NATS, not confirmed yet: JOINED waits for it.
+    Pending,
+    /// The cluster link is down: JOINED at once, followed by ERROR GAP
+    /// (messages from other nodes are missed until it is back).
+    Unconfirmed,
+}
+
+#[derive(Debug)]
+struct Entry {
+    /// How many shards have members.
+    shards: u32,
+    mask: ShardMask,
+    sub: SubState,
+}
+
+#[derive(Debug)]
+struct Rooms {
+    by_name: HashMap<Box<str>, Entry>,
+    /// The state a new room starts in: Pending while the cluster link is
+    /// up, Unconfirmed while it is down, Confirmed without a cluster.
+    new_rooms: SubState,
+}
 
 /// The shards with members of one room: bit `s` for shard `s`. With more
 /// than 64 shards every bit is always set (every shard gets every message).
@@ -33,19 +69,36 @@ pub fn shard_bit(shard: usize) -> u64 {
 #[derive(Debug)]
 pub struct Registry {
     /// Room name -> how many shards have members of it, and which.
-    rooms: Mutex<HashMap<Box<str>, (u32, ShardMask)>>,
+    rooms: Mutex<Rooms>,
     max_rooms: usize,
     /// More than 64 shards: masks are not kept.
     all_shards: bool,
+    /// The cluster link, told of every room gained or lost.
+    interest: Option<Arc<Interest>>,
 }
 
 impl Registry {
     /// A registry of at most `max_rooms` rooms over `shards` shards.
     pub fn new(max_rooms: usize, shards: usize) -> Self {
+        Self::with_cluster(max_rooms, shards, None)
+    }
+
+    /// The same, in a cluster whose link takes `interest`; rooms start
+    /// Unconfirmed until the link is up.
+    pub fn with_cluster(max_rooms: usize, shards: usize, interest: Option<Arc<Interest>>) -> Self {
+        let new_rooms = if interest.is_some() {
+            SubState::Unconfirmed
+        } else {
+            SubState::Confirmed
+        };
         Self {
-            rooms: Mutex::new(HashMap::new()),
+            rooms: Mutex::new(Rooms {
+                by_name: HashMap::new(),
+                new_rooms,
+            }),
             max_rooms,
             all_shards: shards > 64,
+            interest,
         }
     }
 
@@ -58,40 +111,100 @@ impl Registry {
     }
 
     /// Shard `shard` gains its first member of `name`: the room's shard mask
-    /// (with this shard's bit set before any JOINED is sent), or None if that
-    /// would make one room too many.
-    fn acquire(&self, name: &str, shard: usize) -> Option<ShardMask> {
+    /// (with this shard's bit set before any JOINED is sent) and its
+    /// subscription's state, or None if that would make one room too many.
+    fn acquire(&self, name: &str, shard: usize) -> Option<(ShardMask, SubState)> {
         let mut rooms = self.rooms.lock().expect("registry lock");
-        if let Some((shards, mask)) = rooms.get_mut(name) {
-            *shards += 1;
-            mask.fetch_or(self.bit(shard), Ordering::SeqCst);
-            return Some(mask.clone());
+        if let Some(e) = rooms.by_name.get_mut(name) {
+            e.shards += 1;
+            e.mask.fetch_or(self.bit(shard), Ordering::SeqCst);
+            return Some((e.mask.clone(), e.sub));
         }
-        if rooms.len() >= self.max_rooms {
+        if rooms.by_name.len() >= self.max_rooms {
             return None;
         }
         let mask = Arc::new(AtomicU64::new(self.bit(shard)));
-        rooms.insert(name.into(), (1, mask.clone()));
-        Some(mask)
+        let sub = rooms.new_rooms;
+        rooms.by_name.insert(
+            name.into(),
+            Entry {
+                shards: 1,
+                mask: mask.clone(),
+                sub,
+            },
+        );
+        if let Some(interest) = &self.interest {
+            interest.changed(name);
+        }
+        Some((mask, sub))
     }
 
     /// Shard `shard` lost its last member of `name`.
     fn release(&self, name: &str, shard: usize) {
         let mut rooms = self.rooms.lock().expect("registry lock");
-        if let Some((shards, mask)) = rooms.get_mut(name) {
-            *shards -= 1;
+        if let Some(e) = rooms.by_name.get_mut(name) {
+            e.shards -= 1;
             if !self.all_shards {
-                mask.fetch_and(!self.bit(shard), Ordering::SeqCst);
+                e.mask.fetch_and(!self.bit(shard), Ordering::SeqCst);
             }
-            if *shards == 0 {
-                rooms.remove(name);
+            if e.shards == 0 {
+                rooms.by_name.remove(name);
+                if let Some(interest) = &self.interest {
+                    interest.changed(name);
+                }
             }
         }
     }
 
+    /// For the cluster link: room `name`'s shard mask, if it has members.
+    pub fn mask(&self, name: &str) -> Option<ShardMask> {
+        let rooms = self.rooms.lock().expect("registry lock");
+        rooms.by_name.get(name).map(|e| e.mask.clone())
+    }
+
+    /// For the cluster link: every room with members, and its mask.
+    pub fn all(&self) -> Vec<(Box<str>, ShardMask)> {
+        let rooms = self.rooms.lock().expect("registry lock");
+        rooms
+            .by_name
+            .iter()
+            .map(|(name, e)| (name.clone(), e.mask.clone()))
+            .collect()
+    }
+
+    /// For the cluster link: room `name`'s subscription is settled. Returns
+    /// the shards to tell (those with members now), or None if the room
+    /// has none left.
+    pub fn settle(&self, name: &str, state: SubState) -> Option<u64> {
+        let mut rooms = self.rooms.lock().expect("registry lock");
+        let e = rooms.by_name.get_mut(name)?;
+        e.sub = state;
+        Some(e.mask.load(Ordering::SeqCst))
+    }
+
+    /// For the cluster link: the link came up (new rooms are Pending) or
+    /// went down (new rooms, and every room now, are Unconfirmed: the rooms
+    /// and the shards to tell are returned).
+    pub fn link(&self, up: bool) -> Vec<(Box<str>, u64)> {
+        let mut rooms = self.rooms.lock().expect("registry lock");
+        if up {
+            rooms.new_rooms = SubState::Pending;
+            return Vec::new();
+        }
+        rooms.new_rooms = SubState::Unconfirmed;
+        rooms
+            .by_name
+            .iter_mut()
+            .map(|(name, e)| {
+                e.sub = SubState::Unconfirmed;
+                (name.clone(), e.mask.load(Ordering::SeqCst))
+            })
+            .collect()
+    }
+
     /// Rooms with at least one member, server-wide.
     pub fn len(&self) -> usize {
-        self.rooms.lock().expect("registry lock").len()
+        self.rooms.lock().expect("registry lock").by_name.len()
     }
 
     /// Whether no room has members.
@@ -120,6 +233,10 @@ struct Room {
     shards: ShardMask,
     /// Local members, by connection slot; O(1) insert and remove, contiguous to iterate.
     members: IndexSet<u32>,
+    /// The node's subscription to it, as last told this shard.
+    sub: SubState,
+    /// Members whose JOIN waits for the subscription (one entry per JOIN).
+    waiting: Vec<u32>,
 }
 
 /// One shard's rooms.
@@ -212,13 +329,15 @@ impl ShardRooms {
         let id = match self.id(name) {
             Some(id) => id,
             None => {
-                let Some(shards) = self.registry.acquire(name, self.shard) else {
+                let Some((shards, sub)) = self.registry.acquire(name, self.shard) else {
                     return Joined::ServerLimit;
                 };
                 let room = Room {
                     name: name.into(),
                     shards,
                     members: IndexSet::new(),
+                    sub,
+                    waiting: Vec::new(),
                 };
                 let id = match self.free.pop() {
                     Some(id) => {
@@ -261,11 +380,44 @@ impl ShardRooms {
         }
     }
 
+    /// The subscription of room `id` (a room with local members), as this
+    /// shard last heard.
+    pub fn sub(&self, id: u32) -> SubState {
+        self.rooms[id as usize].as_ref().expect("live room").sub
+    }
+
+    /// `slot`'s JOIN of room `id` waits for the subscription.
+    pub fn wait_for_sub(&mut self, id: u32, slot: u32) {
+        let room = self.rooms[id as usize].as_mut().expect("live room");
+        room.waiting.push(slot);
+    }
+
+    /// How many of `slot`'s JOINs of `name` wait for the subscription.
+    pub fn waiting(&self, name: &str, slot: u32) -> usize {
+        self.id(name)
+            .and_then(|id| self.rooms[id as usize].as_ref())
+            .map_or(0, |r| r.waiting.iter().filter(|&&s| s == slot).count())
+    }
+
+    /// The node's subscription to `name` is settled: its new state, and the
+    /// members whose JOINs waited for it (now to be answered), into `out`.
+    pub fn settle(&mut self, name: &str, state: SubState, out: &mut Vec<u32>) {
+        let Some(id) = self.id(name) else {
+            return;
+        };
+        let room = self.rooms[id as usize].as_mut().expect("live room");
+        room.sub = state;
+        if state != SubState::Pending {
+            out.append(&mut room.waiting);
+        }
+    }
+
     fn remove_member(&mut self, id: u32, slot: u32) {
         let room = self.rooms[id as usize].as_mut().expect("live room");
         if room.members.swap_remove(&slot) {
             self.memberships -= 1;
         }
+        room.waiting.retain(|&s| s != slot);
         if room.members.is_empty() {
             let room = self.rooms[id as usize].take().expect("live room");
             self.by_name.remove(&room.name);

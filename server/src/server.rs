@@ -13,12 +13,16 @@ use signal_hook::consts::{SIGINT, SIGTERM};
 use socket2::{Domain, Protocol, Socket, TcpKeepalive, Type};
 
 use crate::channel::Inbox;
+use crate::cluster::link::{self, LinkSpec};
+use crate::cluster::metrics::{unix_ns, ClusterMetrics};
+use crate::cluster::node::{Node, NodeConfig};
+use crate::cluster::{self, ClusterOptions, Interest};
 use crate::config::{plan, Args, DiscoveryAddr, Plan};
 use crate::core::{Admission, Limits};
 use crate::discovery::{self, DiscoveryMetrics};
 use crate::metrics::{render_prometheus, summary_line, ShardMetrics};
 use crate::portcheck;
-use crate::rooms::Registry;
+use crate::rooms::{shard_bit, Registry};
 use crate::shard::{self, ShardSpec};
 use engine::{sys, EngineChoice, EngineConfig, EngineKind, RingMode};
 
@@ -51,6 +55,8 @@ struct Server {
     threads: Vec<JoinHandle<()>>,
     wakers: Vec<std::fs::File>,
     stop: Arc<AtomicBool>,
+    /// The cluster link's thread, stopped after the shards have drained.
+    link: Option<LinkThread>,
     metrics: Vec<Arc<ShardMetrics>>,
     stats_interval: Option<Duration>,
     /// SIGINT and SIGTERM, caught from before the ready line on: a signal
@@ -58,9 +64,27 @@ struct Server {
     signals: signal_hook::iterator::Signals,
 }
 
+/// The cluster link's thread and how to stop it.
+struct LinkThread {
+    thread: JoinHandle<()>,
+    stop: Arc<AtomicBool>,
+    waker: std::fs::File,
+}
+
+/// The cluster as this node joins it: its id and the link's ends.
+struct ClusterPlan {
+    opts: ClusterOptions,
+    node_id: u16,
+    incarnation: u64,
+    interest: Arc<Interest>,
+    inbox: Arc<Inbox>,
+    wake: OwnedFd,
+}
+
 impl Server {
     fn start(args: Args) -> Result<Self, String> {
         check_args(&args)?;
+        let cluster = plan_cluster(&args)?;
         let engine = choose_engine(args.engine, args.ring_mode)?;
         let signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
             .map_err(|e| format!("cannot install signal handlers: {e}"))?;
@@ -100,7 +124,17 @@ impl Server {
             .map(|_| Arc::new(ShardMetrics::default()))
             .collect();
 
-        let registry = Arc::new(Registry::new(args.max_rooms, plan.shards));
+        if cluster.is_some() && plan.shards > 255 {
+            return Err(
+                "--cluster takes at most 255 shards (a connection id holds the node and the shard)"
+                    .into(),
+            );
+        }
+        let registry = Arc::new(Registry::with_cluster(
+            args.max_rooms,
+            plan.shards,
+            cluster.as_ref().map(|c| c.interest.clone()),
+        ));
         // One eventfd per shard wakes its ring: for its inbox and for stopping.
         let mut wakes = Vec::new();
         let mut wakers = Vec::new();
@@ -115,13 +149,17 @@ impl Server {
             )));
             wakes.push(wake);
         }
+        if let Some(c) = &cluster {
+            inboxes.push(c.inbox.clone()); // the link comes after the shards
+        }
         let inboxes = Arc::new(inboxes);
+        let node = cluster.as_ref().map(|c| c.node_id);
 
         let (ready_tx, ready_rx) = mpsc::channel();
         let mut threads = Vec::new();
         for ((i, listener), wake) in listeners.0.into_iter().enumerate().zip(wakes) {
             let spec = ShardSpec {
-                limits: limits(&args, &plan, i),
+                limits: limits(&args, &plan, i, node),
                 kind: engine,
                 engine: EngineConfig {
                     sq_entries: args.sq_entries,
@@ -166,6 +204,7 @@ impl Server {
             threads,
             wakers,
             stop,
+            link: None,
             metrics,
             stats_interval: (args.stats_interval > 0)
                 .then(|| Duration::from_secs(args.stats_interval)),
@@ -185,6 +224,15 @@ impl Server {
             }
         }
 
+        let cluster_metrics = Arc::new(ClusterMetrics::default());
+        let mut cluster_note = String::new();
+        if let Some(c) = cluster {
+            let (thread, note) =
+                start_link(c, &args, &plan, &registry, &inboxes, &cluster_metrics)?;
+            server.link = Some(thread);
+            cluster_note = note;
+        }
+
         let discovery_metrics = Arc::new(DiscoveryMetrics::default());
         let discovery_addr = match discovery_socket {
             Some(socket) => Some(discovery::serve(
@@ -201,6 +249,7 @@ impl Server {
                 engine,
                 server.metrics.clone(),
                 discovery_metrics,
+                node.map(|id| (id, cluster_metrics.clone())),
             )?),
             None => None,
         };
@@ -220,7 +269,7 @@ impl Server {
         };
         println!(
             "ringroom-server ready: listen {local}, engine {engine}, shards {}, capacity {} \
-             connections ({held}), metrics {}, discovery {}{mode}",
+             connections ({held}), metrics {}, discovery {}{mode}{cluster_note}",
             plan.shards,
             plan.max_conns,
             off(metrics_addr),
@@ -271,7 +320,131 @@ impl Server {
         for thread in self.threads.drain(..) {
             let _ = thread.join();
         }
+        // The shards' last closes told the link which rooms to leave.
+        if let Some(mut link) = self.link.take() {
+            link.stop.store(true, Ordering::Release);
+            let _ = link.waker.write_all(&1u64.to_ne_bytes());
+            let _ = link.thread.join();
+        }
     }
+}
+
+/// With `--cluster`: the options checked, the node id chosen (and checked
+/// with the cluster if a NATS server answers within 3 s), and the link's
+/// inbox, interest and eventfd made.
+fn plan_cluster(args: &Args) -> Result<Option<ClusterPlan>, String> {
+    let Some(spec) = &args.cluster else {
+        if args.node_id.is_some() {
+            return Err("--node-id needs --cluster".into());
+        }
+        return Ok(None);
+    };
+    if args.node_id == Some(0) {
+        return Err("--node-id must be 1..65535".into());
+    }
+    if args.cluster_sync_ms == 0 || args.cluster_ping_ms == 0 {
+        return Err("--cluster-sync-ms and --cluster-ping-ms must be positive".into());
+    }
+    let opts = ClusterOptions {
+        seeds: cluster::parse_seeds(spec)?,
+        node_id: args.node_id,
+        subjects: cluster::subject::Subjects::new(&args.cluster_prefix)?,
+        sync_ms: args.cluster_sync_ms,
+        ping_ms: args.cluster_ping_ms,
+    };
+    let incarnation = unix_ns();
+    let (node_id, checked) = cluster::choose_node_id(&opts, incarnation, Duration::from_secs(3))?;
+    if !checked {
+        eprintln!(
+            "ringroom-server: cluster: no NATS server answered at start; node id {node_id}              is used without checking that no other node has it"
+        );
+    }
+    let wake = sys::eventfd().map_err(|e| format!("eventfd: {e}"))?;
+    let dup = || {
+        wake.try_clone()
+            .map(std::fs::File::from)
+            .map_err(|e| format!("dup eventfd: {e}"))
+    };
+    let interest = Arc::new(Interest::new(dup()?));
+    let inbox = Arc::new(Inbox::new(args.channel_capacity, dup()?));
+    Ok(Some(ClusterPlan {
+        opts,
+        node_id,
+        incarnation,
+        interest,
+        inbox,
+        wake,
+    }))
+}
+
+/// Starts the cluster link and waits (up to 5 s) for it to come up, so
+/// that the first JOINs are confirmed; the ready line's words for it.
+fn start_link(
+    c: ClusterPlan,
+    args: &Args,
+    plan: &Plan,
+    registry: &Arc<Registry>,
+    inboxes: &Arc<Vec<Arc<Inbox>>>,
+    metrics: &Arc<ClusterMetrics>,
+) -> Result<(LinkThread, String), String> {
+    let node = Node::new(
+        NodeConfig {
+            id: c.node_id,
+            incarnation: c.incarnation,
+            subjects: c.opts.subjects.clone(),
+            sync_ms: c.opts.sync_ms,
+            ping_ms: c.opts.ping_ms,
+            max_payload: args.max_payload,
+            stream_window: args.stream_window,
+            own_index: plan.shards,
+        },
+        registry.clone(),
+        metrics.clone(),
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    let waker = c
+        .wake
+        .try_clone()
+        .map(std::fs::File::from)
+        .map_err(|e| format!("dup eventfd: {e}"))?;
+    let spec = LinkSpec {
+        node,
+        seeds: c.opts.seeds.clone(),
+        inboxes: inboxes.clone(),
+        interest: c.interest,
+        wake: std::fs::File::from(c.wake),
+        stop: stop.clone(),
+        channel_capacity: args.channel_capacity,
+    };
+    let thread = std::thread::Builder::new()
+        .name("cluster-link".into())
+        .spawn(move || link::run(spec))
+        .map_err(|e| format!("cannot start the cluster link thread: {e}"))?;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while metrics.link_up.get() == 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let state = if metrics.link_up.get() == 1 {
+        "linked"
+    } else {
+        eprintln!(
+            "ringroom-server: cluster: no NATS server linked within 5 s; serving local rooms              and retrying (JOINs get ERROR GAP until the link is up)"
+        );
+        "not linked yet"
+    };
+    let note = format!(
+        ", cluster node {} via {} ({state})",
+        c.node_id,
+        c.opts.seeds.join(",")
+    );
+    Ok((
+        LinkThread {
+            thread,
+            stop,
+            waker,
+        },
+        note,
+    ))
 }
 
 fn check_args(args: &Args) -> Result<(), String> {
@@ -370,8 +543,18 @@ fn check_kernel(mode: RingMode) -> Result<(), String> {
     Ok(())
 }
 
-fn limits(args: &Args, plan: &Plan, shard: usize) -> Limits {
+fn limits(args: &Args, plan: &Plan, shard: usize, node: Option<u16>) -> Limits {
+    let (conn_id_base, cluster_bit) = match node {
+        // node (16 bits) | shard (8) | sequence (40): unique in the cluster.
+        Some(id) => (
+            (u64::from(id) << 48) | ((shard as u64) << 40),
+            shard_bit(plan.shards),
+        ),
+        None => ((shard as u64) << 48, 0),
+    };
     Limits {
+        conn_id_base,
+        cluster_bit,
         shard: shard as u16,
         slots: plan.slots_per_shard,
         max_payload: args.max_payload,
@@ -480,6 +663,7 @@ fn serve_metrics(
     engine: EngineKind,
     shards: Vec<Arc<ShardMetrics>>,
     discovery: Arc<DiscoveryMetrics>,
+    cluster: Option<(u16, Arc<ClusterMetrics>)>,
 ) -> Result<SocketAddr, String> {
     let local = listener.local_addr().map_err(|e| e.to_string())?;
     std::thread::Builder::new()
@@ -512,6 +696,9 @@ fn serve_metrics(
                         discovery.replies.get(),
                         discovery.ignored.get()
                     ));
+                    if let Some((node, m)) = &cluster {
+                        m.render(*node, &mut body);
+                    }
                     format!(
                         "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\n\
                          Content-Length: {}\r\nConnection: close\r\n\r\n{body}",

@@ -5,8 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::broadcast::Broadcast;
-use crate::channel::{Inbox, Outboxes};
+use crate::channel::{Delivery, Inbox, Outboxes};
 use crate::core::{Action, Admission, Limits, ShardCore};
 use crate::metrics::ShardMetrics;
 use crate::rooms::Registry;
@@ -30,7 +29,8 @@ pub struct ShardSpec {
     pub admission: Arc<Admission>,
     /// The server-wide room registry.
     pub registry: Arc<Registry>,
-    /// Every shard's inbox, this one's at index `limits.shard`.
+    /// Every shard's inbox, this one's at index `limits.shard`, then the
+    /// cluster link's (with `--cluster`).
     pub inboxes: Arc<Vec<Arc<Inbox>>>,
     /// Capacity of each inbox; the outbox to each shard holds as many more.
     pub channel_capacity: usize,
@@ -62,7 +62,7 @@ pub fn run(spec: ShardSpec, ready: impl FnOnce(Result<(), StartError>)) {
         0,
     );
     let mut outboxes = Outboxes::new(spec.inboxes.len(), spec.channel_capacity);
-    let mut outgoing: Vec<(Arc<Broadcast>, u64)> = Vec::new();
+    let mut outgoing: Vec<(Delivery, u64)> = Vec::new();
     engine.arm_accept();
     engine.arm_wake();
 
@@ -142,7 +142,7 @@ pub fn run(spec: ShardSpec, ready: impl FnOnce(Result<(), StartError>)) {
 
         if woken || inbox_left {
             inbox_left = spec.inboxes[me]
-                .drain_up_to(INPUT_BUDGET, |message| core.deliver_remote(&message, now));
+                .drain_up_to(INPUT_BUDGET, |delivery| core.deliver_remote(delivery, now));
             if inbox_left {
                 spec.metrics.input_budget_hits.inc();
             }

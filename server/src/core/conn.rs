@@ -11,7 +11,7 @@ use crate::broadcast::Broadcast;
 use crate::flow::Flow;
 use crate::metrics::{CloseReason, ShardMetrics};
 use crate::outq::{BufPool, OutQueue};
-use crate::rooms::{Joined, ShardRooms};
+use crate::rooms::{Joined, ShardRooms, SubState};
 use crate::wheel::TimerWheel;
 
 /// Why a connection's reading is paused (its input waits in
@@ -362,7 +362,11 @@ pub(super) fn on_frame(st: &mut ConnState, cx: &mut Ctx<'_>, frame: Frame<'_>) {
             {
                 Joined::New | Joined::Already => {
                     room_gauges(cx.rooms, cx.metrics);
-                    reply(st, cx, &Frame::Joined(room));
+                    let id = cx.rooms.id(room.as_str()).expect("just joined");
+                    match cx.rooms.sub(id) {
+                        SubState::Pending => cx.rooms.wait_for_sub(id, cx.slot),
+                        state => answer_join(st, cx, room.as_str(), state),
+                    }
                 }
                 Joined::ConnLimit => refuse(
                     st,
@@ -380,8 +384,14 @@ pub(super) fn on_frame(st: &mut ConnState, cx: &mut Ctx<'_>, frame: Frame<'_>) {
         }
         Frame::Leave(room) => {
             if let Some(m) = st.rooms.as_mut() {
+                // JOINs still waiting for the subscription are answered
+                // first: a JOIN always gets its JOINED, then LEFT.
+                let waiting = cx.rooms.waiting(room.as_str(), cx.slot);
                 cx.rooms.leave(room.as_str(), cx.slot, &mut m.rooms);
                 room_gauges(cx.rooms, cx.metrics);
+                for _ in 0..waiting {
+                    reply(st, cx, &Frame::Joined(room));
+                }
             }
             reply(st, cx, &Frame::Left(room));
         }
@@ -395,6 +405,26 @@ pub(super) fn on_frame(st: &mut ConnState, cx: &mut Ctx<'_>, frame: Frame<'_>) {
             protocol_error(st, cx, Malformed::WrongDirection { ty }.into());
         }
     }
+}
+
+/// Answers a JOIN of `room` whose subscription is settled: JOINED, and,
+/// if the cluster link could not confirm it, ERROR GAP (messages from other
+/// nodes are missed until the link is back).
+pub(super) fn answer_join(st: &mut ConnState, cx: &mut Ctx<'_>, room: &str, state: SubState) {
+    let name = proto::Room::new(room).expect("a joined room is valid");
+    reply(st, cx, &Frame::Joined(name));
+    if state == SubState::Unconfirmed {
+        cx.metrics.gap_notices.inc();
+        reply(st, cx, &gap_notice(room));
+    }
+}
+
+/// ERROR GAP for `room`: its reason is the room's name, exactly.
+pub(super) fn gap_notice(room: &str) -> Frame<'_> {
+    Frame::Error(Status {
+        code: ErrorCode::GAP,
+        reason: room,
+    })
 }
 
 pub(super) fn room_gauges(rooms: &ShardRooms, metrics: &ShardMetrics) {

@@ -28,10 +28,11 @@ use proto::{Decoder, ErrorCode, Message};
 pub use engine::contract::{Action, RecvEnd};
 
 use crate::broadcast::Broadcast;
+use crate::channel::Delivery;
 use crate::flow::Flow;
 use crate::metrics::{CloseReason, ShardMetrics};
 use crate::outq::{BufPool, OutQueue};
-use crate::rooms::{Registry, ShardRooms};
+use crate::rooms::{Registry, ShardRooms, SubState};
 use crate::wheel::TimerWheel;
 
 /// What the core needs to know of the configuration.
@@ -74,6 +75,12 @@ pub struct Limits {
     pub partial_bytes: usize,
     /// Input a paused connection may hold: see [`parked_bound`].
     pub max_parked: usize,
+    /// The high bits of this shard's connection ids: the shard (and, in a
+    /// cluster, the node), so that an id is unique server-wide (cluster-wide).
+    pub conn_id_base: u64,
+    /// The cluster link's bit in the channel masks (0: no cluster): every
+    /// local PUBLISH goes to it as well.
+    pub cluster_bit: u64,
 }
 
 impl Limits {
@@ -177,7 +184,7 @@ pub struct ShardCore {
     published: Vec<Published>,
     /// Messages for the other shards, each with the shards that have members
     /// of its room (a bit each), taken by [`ShardCore::drain_outgoing`].
-    outgoing: Vec<(Arc<Broadcast>, u64)>,
+    outgoing: Vec<(Delivery, u64)>,
     /// Set while the channels to other shards are backed up: a PUBLISH pauses
     /// its connection's reading.
     channels_full: bool,
@@ -293,7 +300,7 @@ impl ShardCore {
         entry.gen = engine::contract::next_gen(entry.gen);
         let admitted = !self.shutting_down && self.admission.try_admit();
         let heartbeat_ms = self.limits.heartbeat_ms;
-        let id = (u64::from(self.limits.shard) << 48) | self.next_seq;
+        let id = self.limits.conn_id_base | self.next_seq;
         self.next_seq += 1;
         entry.conn = Some(Conn {
             decoder: Decoder::new(self.limits.max_payload),
@@ -503,22 +510,74 @@ impl ShardCore {
         for p in published.drain(..) {
             let skip = (!p.echo).then_some(p.sender);
             self.deliver(&p.message, p.room, skip, now);
-            let shards = self.rooms.shards(p.room);
-            self.outgoing.push((p.message, shards));
+            let shards = self.destinations(p.room);
+            self.outgoing.push((p.message.into(), shards));
         }
         self.published = published;
     }
 
-    /// A message published on another shard. A stream frame leaves the
-    /// channel here, whether or not it finds members, for its flow's sake.
-    pub fn deliver_remote(&mut self, message: &Arc<Broadcast>, now: u64) {
-        self.metrics.cross_core_received.inc();
-        if let Some(room) = self.rooms.id(message.room()) {
-            self.deliver(message, room, None, now);
+    /// Where a message to local room `room` goes besides this shard: the
+    /// other shards with members, and the cluster link if there is one.
+    fn destinations(&self, room: u32) -> u64 {
+        self.rooms.shards(room) | self.limits.cluster_bit
+    }
+
+    /// What came through this shard's inbox: a message published on another
+    /// shard or node, or a notice about a room from the cluster link.
+    pub fn deliver_remote(&mut self, delivery: Delivery, now: u64) {
+        match delivery {
+            Delivery::Message(message) => {
+                self.metrics.cross_core_received.inc();
+                if let Some(room) = self.rooms.id(message.room()) {
+                    self.deliver(&message, room, None, now);
+                }
+                // A stream frame leaves the channel here, whether or not it
+                // finds members, for its flow's sake.
+                if let Some(flow) = message.flow() {
+                    self.wake.extend(flow.left_channel(message.bytes().len()));
+                }
+            }
+            Delivery::Gap(room) => self.tell_gap(&room, now),
+            Delivery::Subscribed { room, state } => self.settle_joins(&room, state, now),
         }
-        if let Some(flow) = message.flow() {
-            self.wake.extend(flow.left_channel(message.bytes().len()));
+    }
+
+    /// Messages from other nodes to `room` may have been lost: each local
+    /// member gets ERROR GAP, in order with the room's messages.
+    fn tell_gap(&mut self, room: &str, now: u64) {
+        let Some(id) = self.rooms.id(room) else {
+            return;
+        };
+        let mut frame = Vec::new();
+        gap_notice(room)
+            .encode_to_vec(&mut frame)
+            .expect("a room name is a valid reason");
+        let message = Broadcast::raw(frame);
+        self.metrics
+            .gap_notices
+            .add(self.rooms.member_count(id) as u64);
+        self.deliver(&message, id, None, now);
+    }
+
+    /// The node's subscription to `room` is settled: JOINs that waited for
+    /// it are answered (JOINED, and ERROR GAP if it could not be confirmed).
+    fn settle_joins(&mut self, room: &str, state: SubState, now: u64) {
+        let mut waiting = std::mem::take(&mut self.scratch);
+        waiting.clear();
+        self.rooms.settle(room, state, &mut waiting);
+        for &slot in &waiting {
+            let Some(conn) = self.slots[slot as usize].conn.as_mut() else {
+                continue;
+            };
+            let st = &mut conn.st;
+            if st.phase != Phase::Open {
+                continue;
+            }
+            let mut cx = ctx!(self, slot, now);
+            answer_join(st, &mut cx, room, state);
+            mark_dirty(st, &mut self.dirty, slot);
         }
+        self.scratch = waiting;
     }
 
     /// Queues the same encoded message for every local member of `room` (but
@@ -587,12 +646,13 @@ impl ShardCore {
         // Close to now: only a member cut off by this delivery uses it, for its drain deadline.
         let now = self.wheel.next_tick_at_ms();
         self.deliver(&message, room, Some(publisher), now);
-        self.outgoing.push((message, self.rooms.shards(room)));
+        self.outgoing
+            .push((message.into(), self.destinations(room)));
     }
 
     /// Moves the messages for other shards into `out`, each with the mask of
     /// the shards that have members of its room.
-    pub fn drain_outgoing(&mut self, out: &mut Vec<(Arc<Broadcast>, u64)>) {
+    pub fn drain_outgoing(&mut self, out: &mut Vec<(Delivery, u64)>) {
         out.append(&mut self.outgoing);
     }
 

@@ -34,6 +34,8 @@ fn limits() -> Limits {
         frame_timeout_ms: None,
         partial_bytes: 1 << 20,
         max_parked: MAX_PARKED,
+        conn_id_base: 3 << 48,
+        cluster_bit: 0,
     }
 }
 
@@ -43,11 +45,15 @@ impl Harness {
     }
 
     fn with(limits: Limits, max_conns: usize) -> Self {
+        Self::with_registry(limits, max_conns, Arc::new(Registry::new(4, 4)))
+    }
+
+    fn with_registry(limits: Limits, max_conns: usize, registry: Arc<Registry>) -> Self {
         let metrics = Arc::new(ShardMetrics::default());
         let core = ShardCore::new(
             limits,
             Arc::new(Admission::new(max_conns)),
-            Arc::new(Registry::new(4, 4)),
+            registry,
             metrics.clone(),
             0,
         );
@@ -767,4 +773,5 @@ fn a_send_is_judged_only_once_every_completion_before_it_is_read() {
     );
 }
 
+mod cluster;
 mod rooms;
