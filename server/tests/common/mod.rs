@@ -4,6 +4,7 @@
 
 pub mod connect;
 pub mod fast_reader;
+pub mod nats;
 
 #[allow(unused_imports)]
 pub use fast_reader::FastReader;
@@ -43,6 +44,8 @@ pub struct Server {
     pub engine: String,
     /// Its stderr, once it has exited.
     pub stderr: String,
+    /// Its ready line.
+    ready: String,
 }
 
 impl Server {
@@ -103,7 +106,13 @@ impl Server {
                 .unwrap()
                 .to_string(),
             stderr: String::new(),
+            ready: line.clone(),
         }
+    }
+
+    /// The line it printed when ready.
+    pub fn ready_line(&self) -> &str {
+        &self.ready
     }
 
     /// The server's process id.
@@ -321,17 +330,40 @@ impl Client {
             if n == 0 {
                 return None;
             }
-            let mut input = &buf[..n];
-            while let Some(frame) = self.decoder.decode(&mut input).unwrap() {
-                let mut bytes = Vec::new();
-                frame.encode_to_vec(&mut bytes).unwrap();
-                self.pending.push_back(Got {
-                    ty: frame.frame_type(),
-                    flags: bytes[5],
-                    stream: u16::from_be_bytes([bytes[6], bytes[7]]),
-                    payload: bytes[8..].to_vec(),
-                });
+            self.decode(&buf[..n]);
+        }
+    }
+
+    /// The next frame, or `None` if none came within the read timeout.
+    /// EOF is a failure.
+    pub fn try_recv(&mut self) -> Option<Got> {
+        loop {
+            if let Some(got) = self.pending.pop_front() {
+                return Some(got);
             }
+            let mut buf = [0u8; 65536];
+            let n = match self.stream.read(&mut buf) {
+                Ok(0) => panic!("the server closed the connection"),
+                Ok(n) => n,
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                    return None
+                }
+                Err(e) => panic!("read failed: {e}"),
+            };
+            self.decode(&buf[..n]);
+        }
+    }
+
+    fn decode(&mut self, mut input: &[u8]) {
+        while let Some(frame) = self.decoder.decode(&mut input).unwrap() {
+            let mut bytes = Vec::new();
+            frame.encode_to_vec(&mut bytes).unwrap();
+            self.pending.push_back(Got {
+                ty: frame.frame_type(),
+                flags: bytes[5],
+                stream: u16::from_be_bytes([bytes[6], bytes[7]]),
+                payload: bytes[8..].to_vec(),
+            });
         }
     }
 

@@ -1,0 +1,161 @@
+//! A NATS cluster of real nats-server processes on loopback, for the
+//! cluster tests: servers clustered by routes, each with a client port, a
+//! route port and a monitoring port, and a slow-consumer limit.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::TIMEOUT;
+
+/// One nats-server of the cluster.
+pub struct NatsServer {
+    child: Option<Child>,
+    /// Its client port.
+    pub port: u16,
+    /// Its monitoring port.
+    pub http: u16,
+    config: PathBuf,
+}
+
+/// Servers clustered by routes.
+pub struct NatsCluster {
+    /// The servers, in the order they were started.
+    pub servers: Vec<NatsServer>,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl NatsCluster {
+    /// `n` servers, fully meshed by routes; returns once each has a route
+    /// to every other. `extra` is added to every server's configuration.
+    pub fn start(n: usize, extra: &str) -> NatsCluster {
+        let routes: Vec<u16> = (0..n).map(|_| free_port()).collect();
+        let route_urls = routes
+            .iter()
+            .map(|p| format!("\"nats://127.0.0.1:{p}\""))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let dir = std::env::temp_dir().join(format!(
+            "ringroom-nats-{}-{}",
+            std::process::id(),
+            free_port()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let servers = (0..n)
+            .map(|i| {
+                let (port, http) = (free_port(), free_port());
+                let config = dir.join(format!("nats-{i}.conf"));
+                std::fs::write(
+                    &config,
+                    format!(
+                        "server_name: nats-{i}\nlisten: 127.0.0.1:{port}\nhttp: 127.0.0.1:{http}\n{extra}\n\
+                         cluster {{\n  name: ringroom-test\n  listen: 127.0.0.1:{}\n  routes: [ {route_urls} ]\n}}\n",
+                        routes[i]
+                    ),
+                )
+                .unwrap();
+                let mut s = NatsServer {
+                    child: None,
+                    port,
+                    http,
+                    config,
+                };
+                s.spawn();
+                s
+            })
+            .collect();
+        let cluster = NatsCluster { servers };
+        for s in &cluster.servers {
+            s.wait_routes(n - 1);
+        }
+        cluster
+    }
+
+    /// `nats://` URLs of the servers, starting with server `first`.
+    pub fn seeds_from(&self, first: usize) -> String {
+        let n = self.servers.len();
+        (0..n)
+            .map(|k| format!("nats://127.0.0.1:{}", self.servers[(first + k) % n].port))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}
+
+impl NatsServer {
+    fn spawn(&mut self) {
+        let child = Command::new("nats-server")
+            .arg("-c")
+            .arg(&self.config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nats-server must be installed (Debian: apt-get install nats-server)");
+        self.child = Some(child);
+        let deadline = Instant::now() + TIMEOUT;
+        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "nats-server did not listen on {}",
+                self.port
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Kills it with SIGKILL (nothing is flushed, no goodbye to anyone).
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().unwrap();
+            c.wait().unwrap();
+        }
+    }
+
+    /// Starts it again with the same configuration.
+    pub fn restart(&mut self) {
+        self.kill9();
+        self.spawn();
+    }
+
+    /// A monitoring endpoint's JSON.
+    pub fn monitor(&self, path: &str) -> serde_json::Value {
+        let mut s = TcpStream::connect(("127.0.0.1", self.http)).unwrap();
+        s.set_read_timeout(Some(TIMEOUT)).unwrap();
+        write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
+        let mut text = String::new();
+        s.read_to_string(&mut text).unwrap();
+        let body = &text[text.find("\r\n\r\n").unwrap() + 4..];
+        serde_json::from_str(body).unwrap()
+    }
+
+    /// Waits until it has `n` routes.
+    pub fn wait_routes(&self, n: usize) {
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            let routes = self.monitor("/routez")["num_routes"].as_u64().unwrap_or(0);
+            if routes as usize >= n {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "nats-server :{} has {routes} of {n} routes",
+                self.port
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
