@@ -357,3 +357,105 @@ fn the_publishers_nats_server_killed_its_lost_messages_are_reported_by_sync() {
     assert!(nodes[0].metric("ringroom_cluster_dropped_link_down_total", None) > 0);
     assert!(nodes[1].metric("ringroom_cluster_gaps_total", None) > 0);
 }
+
+#[test]
+fn a_file_across_nodes_goes_at_the_pace_of_a_throttled_remote_reader() {
+    use common::files::{joined, read_file, stream_file, FRAGMENT};
+    let nats = NatsCluster::start(3, NATS_LIMITS);
+    let nodes: Vec<Server> = (0..3).map(|i| node(&nats, i, &[])).collect();
+    // 800 fragments (48 MB): one reader on node 2 takes 10 MB/s, one on
+    // node 3 keeps up; the publisher is on node 1.
+    const FRAGMENTS: u32 = 800;
+    let slow = joined(&nodes[1]);
+    let fast = joined(&nodes[2]);
+    let mut publisher = joined(&nodes[0]);
+    let _ = socket2::SockRef::from(&slow.stream).set_recv_buffer_size(64 << 10);
+    let _ = socket2::SockRef::from(&publisher.stream).set_send_buffer_size(64 << 10);
+    let slow = std::thread::spawn(move || read_file(slow, Some(10_000_000)));
+    let fast = std::thread::spawn(move || read_file(fast, None));
+    let start = Instant::now();
+    stream_file(&mut publisher, FRAGMENTS, None);
+    let publisher_done = start.elapsed();
+    assert_eq!(slow.join().unwrap(), Ok(FRAGMENTS));
+    assert_eq!(fast.join().unwrap(), Ok(FRAGMENTS));
+    let total = start.elapsed();
+    eprintln!(
+        "{} MB: publisher done after {publisher_done:?}, slow reader after {total:?}; \
+         FLOW sent by node 2: {}, received by node 1: {}",
+        FRAGMENTS as usize * FRAGMENT / 1_000_000,
+        nodes[1].metric("ringroom_cluster_flow_out_total", None),
+        nodes[0].metric("ringroom_cluster_flow_in_total", None),
+    );
+    assert!(total >= Duration::from_millis(4700), "throttled: {total:?}");
+    assert!(
+        publisher_done > Duration::from_millis(2500),
+        "the publisher was not paced by the remote reader: done after {publisher_done:?}"
+    );
+    assert!(nodes[1].metric("ringroom_cluster_flow_out_total", None) > 0);
+    assert!(nodes[0].metric("ringroom_cluster_flow_in_total", None) > 0);
+    for n in &nodes {
+        assert_eq!(n.metric("ringroom_closed_total", Some("slow_consumer")), 0);
+        assert_eq!(n.metric("ringroom_cluster_gaps_total", None), 0);
+    }
+}
+
+#[test]
+fn a_node_too_slow_for_its_nats_server_is_cut_reports_the_gap_and_comes_back() {
+    // NATS cuts a client with more than 512 KiB pending for it (its
+    // largest message must fit in that).
+    let nats = NatsCluster::start(
+        2,
+        "max_pending: 524288\nmax_payload: 262144\nwrite_deadline: \"1s\"",
+    );
+    let fast = node(&nats, 0, &[]);
+    // Its shards sleep 20 ms after every batch, and take 16 messages from
+    // the link at a time: the link stops reading, NATS's buffer fills.
+    let slow = node(
+        &nats,
+        1,
+        &["--test-delay-us", "20000", "--channel-capacity", "16"],
+    );
+    const N: u64 = 400;
+    let mut p = fast.client();
+    let pid = conn_id(&mut p);
+    join(&mut p, "r");
+    let mut r = slow.client();
+    join(&mut r, "r");
+    let reader = std::thread::spawn(move || {
+        read_room(&mut r, "r", Duration::from_secs(20), |s| {
+            s.iter().any(|x| *x == Seen::Msg { from: pid, seq: N })
+        })
+    });
+    // 400 messages of 20 KB at full speed: 8 MB, far past the limit.
+    let mut body = vec![0u8; 20_000];
+    for k in 0..N {
+        body[..8].copy_from_slice(&k.to_be_bytes());
+        publish(&mut p, "r", &body);
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while slow.metric("ringroom_cluster_slow_consumer_total", None) == 0
+        && slow.metric("ringroom_cluster_disconnects_total", None) == 0
+    {
+        assert!(Instant::now() < deadline, "NATS never cut the slow node");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    while slow.metric("ringroom_cluster_connects_total", None) < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the slow node did not link again"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // One more once it is back: the reader's cue that the run is over.
+    body[..8].copy_from_slice(&N.to_be_bytes());
+    publish(&mut p, "r", &body);
+    let seen = reader.join().unwrap();
+    let (got, missing) = check_covered(&seen, pid, N + 1);
+    eprintln!("cut by NATS: {got} received, {missing} missing, each covered by a GAP notice");
+    assert!(missing > 0, "{seen:?}");
+    assert_eq!(
+        slow.metric("ringroom_closed_total", Some("slow_consumer")),
+        0,
+        "the member kept up"
+    );
+}

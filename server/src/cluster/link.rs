@@ -13,6 +13,7 @@
 //! failed in a row, attempts back off exponentially from 100 ms to 5 s, with
 //! jitter so that the nodes of a cluster do not retry in step.
 
+use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::os::fd::AsFd;
@@ -27,6 +28,7 @@ use super::metrics::unix_ns;
 use super::node::{Node, Notes};
 use super::{Interest, Jitter};
 use crate::channel::{Delivery, Inbox, Outboxes};
+use crate::flow::Flow;
 use crate::metrics::ShardMetrics;
 
 /// Bytes waiting to be written to NATS beyond which the shards' messages
@@ -97,6 +99,10 @@ pub fn run(spec: LinkSpec) {
     let shard_metrics = ShardMetrics::default();
     let mut stop_at: Option<u64> = None;
     let mut chunk = vec![0u8; 64 << 10];
+    // Stream fragments in `out`, each with the count of bytes ever written
+    // at which it has left: their publishers' flows count them until then.
+    let mut in_out: VecDeque<(Arc<Flow>, usize, u64)> = VecDeque::new();
+    let mut written_total: u64 = 0;
 
     loop {
         let now = now_ms();
@@ -245,7 +251,10 @@ pub fn run(spec: LinkSpec) {
             let unix = unix_ns();
             inboxes[own].drain_up_to(MAX_OUT - out.len(), |d| {
                 if let Delivery::Message(m) = d {
-                    node.local(&m, now, unix, &mut out);
+                    if let Some(flow) = node.local(&m, now, unix, &mut out) {
+                        let end = written_total + out.len() as u64;
+                        in_out.push_back((flow, m.bytes().len(), end));
+                    }
                 }
             });
         }
@@ -273,6 +282,7 @@ pub fn run(spec: LinkSpec) {
                         Ok(0) => break,
                         Ok(n) => {
                             out.drain(..n);
+                            written_total += n as u64;
                         }
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                         Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -297,6 +307,7 @@ pub fn run(spec: LinkSpec) {
                 failed_in_a_row += 1;
             }
             node.disconnected();
+            written_total += out.len() as u64;
             out.clear();
             rbuf.clear();
             retry_at =
@@ -313,6 +324,13 @@ pub fn run(spec: LinkSpec) {
             }
         }
 
+        while in_out
+            .front()
+            .is_some_and(|(_, _, end)| *end <= written_total)
+        {
+            let (flow, bytes, _) = in_out.pop_front().expect("checked");
+            node.written(&flow, bytes);
+        }
         // Hand the shards what arrived, and wake publishers whose flow opened.
         outboxes.send(&mut node.deliveries, &inboxes, own, &shard_metrics);
         for shard in node.wakes.drain(..) {

@@ -437,12 +437,19 @@ impl Node {
 
     /// A message published on this node, from a shard: numbered and sent
     /// (or, while the link is down, numbered and dropped: the SYNC after
-    /// the link is back tells the other nodes).
-    pub fn local(&mut self, message: &Broadcast, now_ms: u64, now_unix_ns: u64, out: &mut Vec<u8>) {
+    /// the link is back tells the other nodes). A stream fragment written
+    /// to `out` returns its flow: it stays "in the channel" for its
+    /// publisher until the link has written it to the socket
+    /// ([`Node::written`]), so a publisher is paced by its node's link too.
+    pub fn local(
+        &mut self,
+        message: &Broadcast,
+        now_ms: u64,
+        now_unix_ns: u64,
+        out: &mut Vec<u8>,
+    ) -> Option<Arc<Flow>> {
         let bytes = message.bytes();
         if let Some(flow) = message.flow() {
-            // It left the channel to the link; the link's buffer is bounded.
-            self.wakes.extend(flow.left_channel(bytes.len()));
             self.publishers
                 .entry(message.from_conn_id())
                 .or_insert_with(|| Publisher {
@@ -470,7 +477,10 @@ impl Node {
         let at = o.at;
         if self.phase != Phase::Up {
             self.metrics.dropped_link_down.inc();
-            return;
+            if let Some(flow) = message.flow() {
+                self.wakes.extend(flow.left_channel(bytes.len()));
+            }
+            return None;
         }
         let head =
             envelope::message_header(self.origin(), at, m.from_conn_id, m.fragment, now_unix_ns);
@@ -479,6 +489,14 @@ impl Node {
         self.metrics
             .bytes_out
             .add((head.len() + m.body.len()) as u64);
+        message.flow().cloned()
+    }
+
+    /// A fragment of `bytes` (its MESSAGE frame's length) that
+    /// [`Node::local`] wrote has left the link (written to the socket, or
+    /// dropped with the connection): its publisher may be woken.
+    pub fn written(&mut self, flow: &Flow, bytes: usize) {
+        self.wakes.extend(flow.left_channel(bytes));
     }
 
     fn on_msg(&mut self, m: natsproto::Msg<'_>, now: u64, out: &mut Vec<u8>) {

@@ -4,6 +4,7 @@
 
 pub mod connect;
 pub mod fast_reader;
+pub mod files;
 pub mod nats;
 
 #[allow(unused_imports)]

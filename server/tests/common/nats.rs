@@ -92,11 +92,12 @@ impl NatsCluster {
 
 impl NatsServer {
     fn spawn(&mut self) {
+        let log = self.config.with_extension("log");
         let child = Command::new("nats-server")
             .arg("-c")
             .arg(&self.config)
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .expect("nats-server must be installed (Debian: apt-get install nats-server)");
         self.child = Some(child);

@@ -511,9 +511,14 @@ fn a_claim_of_this_nodes_id_is_answered_and_flow_pauses_hold_the_publisher() {
         },
         Some(flow.clone()),
     );
-    flow.entered_channel(frag.bytes().len());
-    h.node.local(&frag, 0, 0, &mut h.out);
-    assert!(!flow.is_closed());
+    // A window's worth in the channel to the link: closed until the link
+    // has written it to the socket, not when it has merely buffered it.
+    flow.entered_channel(WINDOW + 1);
+    let held = h.node.local(&frag, 0, 0, &mut h.out).expect("a fragment");
+    assert!(Arc::ptr_eq(&held, &flow));
+    assert!(flow.is_closed(), "in the link's buffer still");
+    h.node.written(&held, WINDOW + 1);
+    assert!(!flow.is_closed(), "written: out of the channel");
     h.msg("rr.node.4", &envelope::flow(9, 77, true));
     assert!(flow.is_closed(), "node 9 has a member behind");
     flow.set_waiting(true);
