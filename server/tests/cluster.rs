@@ -423,7 +423,7 @@ fn a_node_too_slow_for_its_nats_server_is_cut_reports_the_gap_and_comes_back() {
     join(&mut r, "r");
     let reader = std::thread::spawn(move || {
         read_room(&mut r, "r", Duration::from_secs(20), |s| {
-            s.iter().any(|x| *x == Seen::Msg { from: pid, seq: N })
+            s.contains(&Seen::Msg { from: pid, seq: N })
         })
     });
     // 400 messages of 20 KB at full speed: 8 MB, far past the limit.
