@@ -116,6 +116,12 @@ pub struct Args {
     #[argh(option, default = "Rate(1.0)")]
     pub publish_rate: Rate,
 
+    /// rooms scenario on several --target (the nodes of a cluster): every
+    /// publisher on the target of this index, 0 for the first (default: the
+    /// publishers spread over the targets, as the members are)
+    #[argh(option)]
+    pub publishers_on: Option<usize>,
+
     /// PUBLISH body size in bytes, at least 16 (default 64)
     #[argh(option, default = "64")]
     pub payload: usize,
@@ -216,6 +222,15 @@ pub fn plan(args: &Args) -> Result<Plan, String> {
         return Err(
             "rooms: need 1 <= --rooms <= --conns, --publish-rate > 0, --payload >= 16".into(),
         );
+    }
+    if let Some(k) = args.publishers_on {
+        if args.scenario != Scenario::Rooms || k >= args.target.len() {
+            return Err(format!(
+                "--publishers-on {k}: needs the rooms scenario and an index of --target \
+                 (0..{})",
+                args.target.len()
+            ));
+        }
     }
     Ok(plan)
 }

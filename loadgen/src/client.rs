@@ -79,8 +79,14 @@ struct Conn {
     started: Duration,
     welcomed: bool,
     schedule: Option<Schedule>,
-    /// Failed connects in a row before this one.
-    attempt: u32,
+    /// Failed connects in a row before this one, and which connection of
+    /// the run it is: a reconnect is the same connection again.
+    retry: Retry,
+    /// The index of the target it is connected to (of `--target`).
+    target: u8,
+    /// Names this connection as a receiver in the order checks (unique per
+    /// connection made, reconnects included).
+    receiver: u32,
     /// Its room, and the publishing schedule if it publishes.
     room: Option<u64>,
     publishing: Option<Schedule>,
@@ -90,6 +96,40 @@ struct Conn {
     /// The loss was handled (counted, reconnect scheduled).
     lost: bool,
 }
+
+/// A connection to make: its failed attempts so far, which connection of
+/// the run it is (`index`; `u64::MAX` outside a run's numbering), and how
+/// many times it has moved on to the next target (`hops`): a reconnect after
+/// a drop or a refusal tries the next server, so a dead node's clients land
+/// on the others.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Retry {
+    /// Failed connects in a row before this one.
+    pub attempt: u32,
+    /// Connection `index` of the run: its room and role follow from it.
+    pub index: u64,
+    /// Targets moved on from.
+    pub hops: u32,
+    /// A reconnect (it joins its room again, late).
+    pub again: bool,
+}
+
+impl Retry {
+    /// The first connect of connection `index` of the run.
+    pub fn first(index: u64) -> Self {
+        Self {
+            attempt: 0,
+            index,
+            hops: 0,
+            again: false,
+        }
+    }
+}
+
+/// The top 8 bits of a room message's sequence number carry the index of
+/// the publisher's target, so receivers tell same-node from cross-node
+/// deliveries.
+const SEQ_BITS: u32 = 56;
 
 /// One worker's connections.
 pub struct ClientCore {
@@ -108,8 +148,9 @@ pub struct ClientCore {
     timers: BinaryHeap<Reverse<(Duration, u32, u32)>>,
     dirty: Vec<u32>,
     next_gen: u32,
-    /// Reconnects waiting for their time: (due, attempt).
-    reconnects: BinaryHeap<Reverse<(Duration, u32)>>,
+    /// Reconnects waiting for their time.
+    reconnects: BinaryHeap<Reverse<(Duration, Retry)>>,
+    next_receiver: u32,
     reconnect: bool,
     stopping: bool,
     clock: Duration,
@@ -118,6 +159,10 @@ pub struct ClientCore {
     publishing_stopped: bool,
     /// Delivery latency from the planned publish time, microseconds.
     pub delivery: Histogram<u64>,
+    /// The same, for publisher and receiver on the same target (node).
+    pub delivery_same: Histogram<u64>,
+    /// The same, for publisher and receiver on different targets (nodes).
+    pub delivery_cross: Histogram<u64>,
     /// Order, loss and duplicate checks of received messages.
     pub order: SeqCheck,
     /// Connect latency (connect() to WELCOME), microseconds.
@@ -154,6 +199,7 @@ impl ClientCore {
             dirty: Vec::new(),
             next_gen: 1,
             reconnects: BinaryHeap::new(),
+            next_receiver: 0,
             reconnect: true,
             stopping: false,
             clock: Duration::ZERO,
@@ -161,6 +207,8 @@ impl ClientCore {
             publish_timers: BinaryHeap::new(),
             publishing_stopped: false,
             delivery: histogram(),
+            delivery_same: histogram(),
+            delivery_cross: histogram(),
             order: SeqCheck::default(),
             connect: histogram(),
             rtt: histogram(),
@@ -204,42 +252,53 @@ impl ClientCore {
         self.reconnect = on;
     }
 
-    /// Reconnects due by `now`: the attempt number of each, oldest first. The
-    /// worker opens a socket for each and passes the attempt to [`ClientCore::installed`].
-    pub fn due_reconnects(&mut self, now: Duration, out: &mut Vec<u32>) {
-        while let Some(&Reverse((at, attempt))) = self.reconnects.peek() {
-            if at > now || self.stopping {
-                break;
-            }
-            self.reconnects.pop();
-            self.counts.reconnects += 1;
-            out.push(attempt);
+    /// Takes the next reconnect due by `now`, oldest first; the worker opens
+    /// a socket for it and passes it to [`ClientCore::installed_as`]. The
+    /// worker takes only what it makes this turn: the rest stays due.
+    pub fn next_due_reconnect(&mut self, now: Duration) -> Option<Retry> {
+        let &Reverse((at, retry)) = self.reconnects.peek()?;
+        if at > now || self.stopping {
+            return None;
         }
+        self.reconnects.pop();
+        self.counts.reconnects += 1;
+        Some(retry)
+    }
+
+    /// Reconnects waiting (due or not).
+    pub fn reconnects_waiting(&self) -> usize {
+        self.reconnects.len()
     }
 
     /// A connect that failed before reaching the ring (`connect()` itself
-    /// refused): counts it, and schedules a retry.
-    pub fn connect_failed(&mut self, attempt: u32, errno: i32) {
+    /// refused): counts it, and schedules a retry at the next target.
+    pub fn connect_failed(&mut self, retry: Retry, errno: i32) {
         *self.counts.failed_by_errno.entry(errno).or_default() += 1;
-        self.schedule_reconnect(attempt + 1);
+        self.schedule_reconnect(Retry {
+            attempt: retry.attempt + 1,
+            hops: retry.hops + 1,
+            again: true,
+            ..retry
+        });
     }
 
     /// Jittered exponential backoff: `BASE_BACKOFF * 2^attempt`, capped, times
     /// a random factor in [0.5, 1.5) so clients do not reconnect in step.
-    fn schedule_reconnect(&mut self, attempt: u32) {
+    fn schedule_reconnect(&mut self, retry: Retry) {
         if !self.reconnect || self.stopping {
             return;
         }
         let delay = BASE_BACKOFF
-            .saturating_mul(1 << attempt.min(16))
+            .saturating_mul(1 << retry.attempt.min(16))
             .min(MAX_BACKOFF);
         let delay = delay.mul_f64(0.5 + self.rng.f64());
-        self.reconnects.push(Reverse((self.clock + delay, attempt)));
+        self.reconnects.push(Reverse((self.clock + delay, retry)));
     }
 
-    /// A connection is lost: count it once, and reconnect (a connection that
-    /// got WELCOME starts over at attempt 0; a failed connect backs off more).
-    fn lose(conn: &mut Conn, counts: &mut Counts, errno: i32) -> Option<u32> {
+    /// A connection is lost: count it once, and reconnect it, to the next
+    /// target (a connection that got WELCOME starts over at attempt 0; a
+    /// failed connect backs off more).
+    fn lose(conn: &mut Conn, counts: &mut Counts, errno: i32) -> Option<Retry> {
         if conn.closing || conn.lost {
             // Closed by us (the end of the run), or counted already.
             conn.closing = true;
@@ -247,24 +306,38 @@ impl ClientCore {
         }
         conn.closing = true;
         conn.lost = true;
-        if conn.welcomed {
+        let attempt = if conn.welcomed {
             counts.dropped += 1;
-            Some(0)
+            0
         } else {
             *counts.failed_by_errno.entry(errno).or_default() += 1;
-            Some(conn.attempt + 1)
-        }
+            conn.retry.attempt + 1
+        };
+        Some(Retry {
+            attempt,
+            hops: conn.retry.hops + 1,
+            again: true,
+            ..conn.retry
+        })
     }
 
     /// A socket whose `connect()` started at `started` now sits in `slot`;
     /// `attempt` is 0 for a first connect.
     pub fn installed(&mut self, slot: u32, started: Duration, attempt: u32) {
-        self.installed_as(slot, started, attempt, u64::MAX);
+        let retry = Retry {
+            attempt,
+            index: u64::MAX,
+            hops: 0,
+            again: attempt > 0,
+        };
+        self.installed_as(slot, started, retry, 0);
     }
 
-    /// Like [`ClientCore::installed`], for connection `index` of the whole run
-    /// (its room and whether it publishes follow from it).
-    pub fn installed_as(&mut self, slot: u32, started: Duration, attempt: u32, index: u64) {
+    /// Like [`ClientCore::installed`], for connection `retry.index` of the
+    /// whole run (its room and whether it publishes follow from it), connected
+    /// to target `target`.
+    pub fn installed_as(&mut self, slot: u32, started: Duration, retry: Retry, target: u8) {
+        let index = retry.index;
         let idx = slot as usize;
         if idx >= self.conns.len() {
             self.conns.resize_with(idx + 1, || None);
@@ -287,7 +360,14 @@ impl ClientCore {
                 room = Some(r);
                 if publisher && !self.publishing_stopped {
                     let phase = Schedule::jittered(plan.period, &mut self.rng).next();
-                    let schedule = Schedule::new(plan.period, plan.start + phase);
+                    // A reconnected publisher goes on from now: what its
+                    // earlier connection sent is not due again.
+                    let from = if retry.again {
+                        started.max(plan.start)
+                    } else {
+                        plan.start
+                    };
+                    let schedule = Schedule::new(plan.period, from + phase);
                     self.publish_timers
                         .push(Reverse((schedule.next(), slot, gen)));
                     publishing = Some(schedule);
@@ -305,7 +385,9 @@ impl ClientCore {
             started,
             welcomed: false,
             schedule: None,
-            attempt,
+            retry,
+            target,
+            receiver: self.next_receiver,
             room,
             publishing,
             seq: 0,
@@ -313,6 +395,7 @@ impl ClientCore {
             idle_timeout: Duration::MAX,
             lost: false,
         });
+        self.next_receiver = self.next_receiver.wrapping_add(1);
         self.dirty.push(slot);
     }
 
@@ -364,12 +447,23 @@ impl ClientCore {
                 } => {
                     let latency = micros(now.saturating_sub(Duration::from_nanos(planned_ns)));
                     self.delivery.saturating_record(latency);
+                    let origin = seq >> SEQ_BITS;
+                    if origin == u64::from(conn.target) {
+                        self.delivery_same.saturating_record(latency);
+                    } else {
+                        self.delivery_cross.saturating_record(latency);
+                    }
                     self.counts.delivered += 1;
                     // One stream per (publisher, room) as seen by this receiver.
-                    self.order.record(
-                        (publisher, room.wrapping_mul(1 << 32) | u64::from(slot)),
-                        seq,
+                    self.order.record_from(
+                        (publisher, receiver_key(room, conn.receiver)),
+                        seq & ((1 << SEQ_BITS) - 1),
+                        conn.retry.again,
                     );
+                }
+                Reply::Gap { room } => {
+                    self.counts.gaps += 1;
+                    self.order.gap(receiver_key(room, conn.receiver));
                 }
                 Reply::Error { code, fatal } => {
                     *self.counts.errors_by_code.entry(code).or_default() += 1;
@@ -401,9 +495,9 @@ impl ClientCore {
         } else {
             None
         };
-        if let Some(attempt) = retry {
+        if let Some(retry) = retry {
             self.clock = self.clock.max(now);
-            self.schedule_reconnect(attempt);
+            self.schedule_reconnect(retry);
         }
         self.dirty.push(slot);
     }
@@ -420,8 +514,8 @@ impl ClientCore {
             RecvEnd::Eof => Self::lose(conn, counts, 0),
             RecvEnd::Error(errno) => Self::lose(conn, counts, errno),
         };
-        if let Some(attempt) = retry {
-            self.schedule_reconnect(attempt);
+        if let Some(retry) = retry {
+            self.schedule_reconnect(retry);
         }
         self.dirty.push(slot);
     }
@@ -442,9 +536,9 @@ impl ClientCore {
                 conn.queued = rest;
             }
             _ => {
-                if let Some(attempt) = Self::lose(conn, counts, -result) {
+                if let Some(retry) = Self::lose(conn, counts, -result) {
                     self.dirty.push(slot);
-                    return self.schedule_reconnect(attempt);
+                    return self.schedule_reconnect(retry);
                 }
             }
         }
@@ -469,8 +563,8 @@ impl ClientCore {
             if now.saturating_sub(conn.last_rx) > conn.idle_timeout {
                 // Nothing from the server for its own idle timeout: dead.
                 self.counts.dead_server += 1;
-                if let Some(attempt) = Self::lose(conn, &mut self.counts, 0) {
-                    self.schedule_reconnect(attempt);
+                if let Some(retry) = Self::lose(conn, &mut self.counts, 0) {
+                    self.schedule_reconnect(retry);
                 }
                 self.dirty.push(slot);
                 continue;
@@ -491,8 +585,8 @@ impl ClientCore {
             if backlogged {
                 // MAX_AWAITING requests unanswered: the server is not keeping up.
                 self.counts.dead_server += 1;
-                if let Some(attempt) = Self::lose(conn, &mut self.counts, 0) {
-                    self.schedule_reconnect(attempt);
+                if let Some(retry) = Self::lose(conn, &mut self.counts, 0) {
+                    self.schedule_reconnect(retry);
                 }
                 self.dirty.push(slot);
                 continue;
@@ -528,7 +622,8 @@ impl ClientCore {
             schedule.due(now, &mut self.due);
             for planned in &self.due {
                 body[..8].copy_from_slice(&(planned.as_nanos() as u64).to_be_bytes());
-                body[8..16].copy_from_slice(&conn.seq.to_be_bytes());
+                let word = (u64::from(conn.target) << SEQ_BITS) | conn.seq;
+                body[8..16].copy_from_slice(&word.to_be_bytes());
                 if !conn.codec.publish(&mut conn.queued, &name, &body) {
                     // Replies far behind: the ping timer takes it for dead.
                     break;
@@ -610,6 +705,11 @@ impl ClientCore {
 
 /// The connection in `slot` if it is generation `gen` (a free function, so that
 /// the caller can borrow the counters beside it).
+/// The receiver's half of an order-check key: its room and connection.
+fn receiver_key(room: u64, receiver: u32) -> u64 {
+    room.wrapping_mul(1 << 32) | u64::from(receiver)
+}
+
 fn conn_of(conns: &mut [Option<Conn>], slot: u32, gen: u32) -> Option<&mut Conn> {
     conns
         .get_mut(slot as usize)?
@@ -737,12 +837,49 @@ mod tests {
         out
     }
 
+    /// The attempt numbers of the reconnects due by `now`, taken.
+    fn due_at(c: &mut ClientCore, now: Duration) -> Vec<u32> {
+        std::iter::from_fn(|| c.next_due_reconnect(now))
+            .map(|r| r.attempt)
+            .collect()
+    }
+
+    #[test]
+    fn a_reconnect_is_the_same_connection_at_the_next_target_and_none_is_forgotten() {
+        let mut c = ClientCore::new(Pinging::Heartbeat, 0, 3);
+        // 1,000 connections lost at once (a node died).
+        for slot in 0..1000u32 {
+            c.installed_as(slot, Duration::ZERO, Retry::first(u64::from(slot) + 7), 2);
+            c.received(slot, slot + 1, &welcome(1000), MS);
+            c.recv_ended(slot, slot + 1, RecvEnd::Eof);
+        }
+        assert_eq!(c.counts.dropped, 1000);
+        let later = Duration::from_secs(5);
+        // The worker takes at most 256 a turn; the rest stay due.
+        let mut made = Vec::new();
+        for _turn in 0..10 {
+            made.extend((0..256).map_while(|_| c.next_due_reconnect(later)));
+        }
+        assert_eq!(made.len(), 1000, "every one is made, over several turns");
+        assert_eq!(c.counts.reconnects, 1000);
+        let mut indices: Vec<u64> = made.iter().map(|r| r.index).collect();
+        indices.sort_unstable();
+        assert_eq!(
+            indices,
+            (7..1007).collect::<Vec<u64>>(),
+            "the same connections"
+        );
+        assert!(made
+            .iter()
+            .all(|r| r.hops == 1 && r.again && r.attempt == 0));
+    }
+
     #[test]
     fn a_silent_server_is_taken_for_dead_and_the_client_reconnects() {
         let mut c = ClientCore::new(Pinging::Heartbeat, 0, 3);
         c.installed(0, Duration::ZERO, 0);
         c.received(0, 1, &welcome_with_idle(100, 300), MS);
-        let mut due = Vec::new();
+        let mut due: Vec<u32>;
         for ms in 2..=300 {
             c.tick(ms * MS);
         }
@@ -758,9 +895,9 @@ mod tests {
         assert!(dead_at <= 401 * MS, "{dead_at:?}");
         assert_eq!(c.counts.dropped, 1);
         // Attempt 0 after a connection that worked: 100 ms x [0.5, 1.5).
-        c.due_reconnects(dead_at + 49 * MS, &mut due);
+        due = due_at(&mut c, dead_at + 49 * MS);
         assert!(due.is_empty(), "not at once");
-        c.due_reconnects(dead_at + 150 * MS, &mut due);
+        due = due_at(&mut c, dead_at + 150 * MS);
         assert_eq!(due, [0]);
         assert_eq!(c.counts.reconnects, 1);
     }
@@ -768,18 +905,29 @@ mod tests {
     #[test]
     fn failed_connects_back_off_exponentially_with_jitter() {
         let mut c = ClientCore::new(Pinging::Heartbeat, 0, 3);
-        let mut due = Vec::new();
+        let mut due: Vec<u32>;
         // Attempt 3 fails: the next, attempt 4, waits 100 ms x 2^4 x [0.5, 1.5).
         c.tick(Duration::from_secs(10));
-        c.connect_failed(3, 111);
-        c.due_reconnects(Duration::from_secs(10) + 790 * MS, &mut due);
+        c.connect_failed(
+            Retry {
+                attempt: 3,
+                ..Retry::first(5)
+            },
+            111,
+        );
+        due = due_at(&mut c, Duration::from_secs(10) + 790 * MS);
         assert!(due.is_empty(), "{due:?}");
-        c.due_reconnects(Duration::from_secs(13), &mut due);
+        due = due_at(&mut c, Duration::from_secs(13));
         assert_eq!(due, [4]);
         // The delay is capped at 10 s however many attempts failed.
-        c.connect_failed(30, 111);
-        due.clear();
-        c.due_reconnects(Duration::from_secs(10 + 16), &mut due);
+        c.connect_failed(
+            Retry {
+                attempt: 30,
+                ..Retry::first(5)
+            },
+            111,
+        );
+        due = due_at(&mut c, Duration::from_secs(10 + 16));
         assert_eq!(due, [31]);
     }
 
@@ -791,14 +939,14 @@ mod tests {
         c.close_all();
         c.recv_ended(0, 1, RecvEnd::Eof);
         assert_eq!(c.counts.dropped, 0, "closed by us, not dropped");
-        let mut due = Vec::new();
-        c.due_reconnects(Duration::from_secs(60), &mut due);
+        let mut due: Vec<u32>;
+        due = due_at(&mut c, Duration::from_secs(60));
         assert!(due.is_empty());
 
         let mut off = ClientCore::new(Pinging::Heartbeat, 0, 3);
         off.set_reconnect(false);
-        off.connect_failed(0, 111);
-        off.due_reconnects(Duration::from_secs(60), &mut due);
+        off.connect_failed(Retry::first(5), 111);
+        due = due_at(&mut off, Duration::from_secs(60));
         assert!(due.is_empty());
         assert_eq!(off.counts.failed_by_errno.get(&111), Some(&1));
     }

@@ -171,6 +171,9 @@ pub struct Counts {
     pub expected: u64,
     /// MESSAGEs received.
     pub delivered: u64,
+    /// ERROR GAP notices received (a ringroom cluster told of messages
+    /// between nodes that may have been lost).
+    pub gaps: u64,
 }
 
 impl Counts {
@@ -187,6 +190,7 @@ impl Counts {
         self.published += other.published;
         self.expected += other.expected;
         self.delivered += other.delivered;
+        self.gaps += other.gaps;
         for (k, v) in &other.failed_by_errno {
             *self.failed_by_errno.entry(*k).or_default() += v;
         }
@@ -227,6 +231,18 @@ pub struct Server {
     pub cpu_s_per_million_deliveries: Option<f64>,
 }
 
+/// Every latency metric a run may record, by file stem: `connect`,
+/// `ping-rtt`, `delivery`, and in a rooms run on several targets (the nodes
+/// of a cluster) `delivery` split by whether publisher and receiver were on
+/// the same one.
+pub const METRICS: [&str; 5] = [
+    "connect",
+    "ping-rtt",
+    "delivery",
+    "delivery-same-node",
+    "delivery-cross-node",
+];
+
 /// The latency metrics' percentiles.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
@@ -240,6 +256,10 @@ pub struct Latency {
     pub ping_rtt_hold: Option<Percentiles>,
     /// Room message delivery from its planned publish time.
     pub delivery: Option<Percentiles>,
+    /// The same, publisher and receiver on the same target (several targets only).
+    pub delivery_same_node: Option<Percentiles>,
+    /// The same, on different targets (several targets only).
+    pub delivery_cross_node: Option<Percentiles>,
 }
 
 /// The rooms scenario's settings and counts.
@@ -262,8 +282,13 @@ pub struct Rooms {
     pub late: u64,
     /// Received twice.
     pub duplicates: u64,
-    /// Never received.
+    /// Never received, and never told of: lost silently.
     pub missing: u64,
+    /// Never received, but the receiver got ERROR GAP for the room before
+    /// the next one (a cluster's loss between nodes, reported).
+    pub reported: u64,
+    /// The target every publisher was on (`--publishers-on`), if pinned.
+    pub publishers_on: Option<usize>,
 }
 
 /// `summary.json`.
@@ -317,7 +342,7 @@ fn one() -> u32 {
 /// One latency metric's interval log.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Metric {
-    /// File stem: `connect`, `ping-rtt` or `delivery`.
+    /// File stem: one of [`METRICS`].
     pub name: String,
     /// When the log starts (the header's StartTime).
     pub start_time: SystemTime,
@@ -419,6 +444,8 @@ impl RunRecord {
             ping_rtt: of("ping-rtt").unwrap_or_default(),
             ping_rtt_hold,
             delivery: of("delivery"),
+            delivery_same_node: of("delivery-same-node"),
+            delivery_cross_node: of("delivery-cross-node"),
         };
     }
 
@@ -548,7 +575,7 @@ impl RunRecord {
         let summary: Summary =
             serde_json::from_slice(&text).map_err(|e| format!("{}: {e}", path.display()))?;
         let mut metrics = Vec::new();
-        for name in ["connect", "ping-rtt", "delivery"] {
+        for name in METRICS {
             let path = dir.join(format!("{name}.hlog"));
             let Ok(text) = std::fs::read(&path) else {
                 continue;
@@ -642,6 +669,7 @@ pub fn merge(runs: &[RunRecord], names: &[String]) -> Result<RunRecord, String> 
                 a.late += b.late;
                 a.duplicates += b.duplicates;
                 a.missing += b.missing;
+                a.reported += b.reported;
                 Some(a)
             }
             (a, b) => a.or(b),
@@ -650,7 +678,7 @@ pub fn merge(runs: &[RunRecord], names: &[String]) -> Result<RunRecord, String> 
     s.sources = runs.iter().map(|r| r.summary.sources).sum();
     s.merged_from = names.to_vec();
     let mut metrics: Vec<Metric> = Vec::new();
-    for name in ["connect", "ping-rtt", "delivery"] {
+    for name in METRICS {
         let parts: Vec<&Metric> = runs.iter().filter_map(|r| r.metric(name)).collect();
         if !parts.is_empty() {
             metrics.push(merge_metric(name, &parts)?);

@@ -241,7 +241,7 @@ fn split(
     let order = s
         .rooms
         .as_ref()
-        .map_or([0; 3], |r| [r.late, r.duplicates, r.missing]);
+        .map_or([0; 4], |r| [r.late, r.duplicates, r.missing, r.reported]);
     verdict(plan, &s.counts, order, s.rooms.is_some())
 }
 
@@ -296,6 +296,7 @@ fn drive(
                 progress: progress[index].clone(),
                 reconnect: !args.no_reconnect,
                 rooms: rooms.clone(),
+                publishers_on: args.publishers_on,
                 epoch: started,
                 protocol: plan.protocol,
             };
@@ -316,6 +317,7 @@ fn drive(
         intervals,
         up_per_second,
         delivery,
+        delivery_split,
         order,
         peak,
         ramp,
@@ -364,19 +366,33 @@ fn drive(
             "| rooms: late / duplicate / missing | {} / {} / {} |",
             order[0], order[1], order[2]
         );
-        println!(
-            "| delivery ms p50 / p99 / p99.9 / max | {:.3} / {:.3} / {:.3} / {:.3} |",
-            ms(&delivery, 0.5),
-            ms(&delivery, 0.99),
-            ms(&delivery, 0.999),
-            delivery.max() as f64 / 1000.0
-        );
+        if counts.gaps > 0 {
+            println!(
+                "| rooms: GAP notices / messages lost but reported | {} / {} |",
+                counts.gaps, order[3]
+            );
+        }
+        let row = |name: &str, h: &Histogram<u64>| {
+            println!(
+                "| {name} ms p50 / p99 / p99.9 / max | {:.3} / {:.3} / {:.3} / {:.3} |",
+                ms(h, 0.5),
+                ms(h, 0.99),
+                ms(h, 0.999),
+                h.max() as f64 / 1000.0
+            );
+        };
+        row("delivery", &delivery);
+        if targets.len() > 1 {
+            row("delivery, same node", &delivery_split[0]);
+            row("delivery, across nodes", &delivery_split[1]);
+        }
     }
     let run = Run {
         engine: whole.kind,
         started_at,
         intervals,
         delivery: rooms.is_some().then_some(delivery),
+        delivery_split: (rooms.is_some() && targets.len() > 1).then_some(delivery_split),
         order,
         own_memory,
         ramp,
@@ -449,8 +465,10 @@ struct Totals {
     intervals: Vec<Histogram<u64>>,
     up_per_second: Vec<u64>,
     delivery: Histogram<u64>,
-    /// Room messages late, duplicated, missing.
-    order: [u64; 3],
+    /// The same, same target and different targets.
+    delivery_split: [Histogram<u64>; 2],
+    /// Room messages late, duplicated, missing (silently), reported lost.
+    order: [u64; 4],
     peak: usize,
     ramp: Duration,
 }
@@ -467,7 +485,8 @@ fn add_up(
         intervals: Vec::new(),
         up_per_second: Vec::new(),
         delivery: crate::results::histogram(),
-        order: [0; 3],
+        delivery_split: [crate::results::histogram(), crate::results::histogram()],
+        order: [0; 4],
         peak: 0,
         ramp: Duration::ZERO,
     };
@@ -495,6 +514,13 @@ fn add_up(
         t.order[0] += result.late;
         t.order[1] += result.duplicates;
         t.order[2] += result.missing;
+        t.order[3] += result.reported;
+        t.delivery_split[0]
+            .add(&result.delivery_same)
+            .map_err(hist)?;
+        t.delivery_split[1]
+            .add(&result.delivery_cross)
+            .map_err(hist)?;
         t.peak += result.peak_open;
         t.ramp = t.ramp.max(result.ramp_done);
     }
@@ -502,8 +528,9 @@ fn add_up(
 }
 
 /// The run passes if every connection came up and stayed, every PING was
-/// answered, and (rooms) every message arrived once and in order.
-fn verdict(plan: &Plan, counts: &Counts, order: [u64; 3], rooms: bool) -> Result<(), String> {
+/// answered, and (rooms) every message arrived once and in order, or its
+/// loss was reported to its receiver (ERROR GAP, from a cluster).
+fn verdict(plan: &Plan, counts: &Counts, order: [u64; 4], rooms: bool) -> Result<(), String> {
     if rooms {
         if order[0] + order[1] > 0 {
             return Err(format!(
@@ -511,10 +538,15 @@ fn verdict(plan: &Plan, counts: &Counts, order: [u64; 3], rooms: bool) -> Result
                 order[0], order[1]
             ));
         }
-        if counts.delivered < counts.expected {
+        if counts.delivered + order[3] < counts.expected {
+            let reported = if order[3] > 0 {
+                format!(" (another {} lost and reported by GAP notices)", order[3])
+            } else {
+                String::new()
+            };
             return Err(format!(
-                "{} of {} room messages not delivered",
-                counts.expected - counts.delivered,
+                "{} of {} room messages not delivered{reported}",
+                counts.expected - counts.delivered - order[3],
                 counts.expected
             ));
         }
@@ -668,6 +700,10 @@ fn record(
     if let Some(d) = &run.delivery {
         metrics.push(whole("delivery", d));
     }
+    if let Some([same, cross]) = &run.delivery_split {
+        metrics.push(whole("delivery-same-node", same));
+        metrics.push(whole("delivery-cross-node", cross));
+    }
     let summary = r::Summary {
         config: r::Config {
             targets: targets.iter().map(ToString::to_string).collect(),
@@ -708,6 +744,8 @@ fn record(
             late: run.order[0],
             duplicates: run.order[1],
             missing: run.order[2],
+            reported: run.order[3],
+            publishers_on: args.publishers_on,
         }),
         sources: 1,
         ..Default::default()
@@ -726,8 +764,10 @@ struct Run {
     intervals: Vec<Histogram<u64>>,
     /// Room delivery latency, in the rooms scenario.
     delivery: Option<Histogram<u64>>,
-    /// Room messages late, duplicated, missing.
-    order: [u64; 3],
+    /// The same, same target and different targets (several targets).
+    delivery_split: Option<[Histogram<u64>; 2]>,
+    /// Room messages late, duplicated, missing (silently), reported lost.
+    order: [u64; 4],
     /// The load generator's RSS at the end and its peak growth, bytes.
     own_memory: (u64, u64),
     /// When the last connection of the ramp came up, since the run's start.

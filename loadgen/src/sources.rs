@@ -148,8 +148,48 @@ impl Capacity {
 pub fn spread(i: usize, sources: &[IpAddr], targets: &[SocketAddr]) -> (IpAddr, SocketAddr) {
     (
         sources[i % sources.len()],
-        targets[(i / sources.len()) % targets.len()],
+        targets[target_index(i, 0, sources.len(), targets.len(), None)],
     )
+}
+
+/// How a rooms run places its connections on the targets (the nodes of a
+/// cluster): connection `i` is in room `i % rooms`, and connections
+/// `0..rooms` publish.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RoomLayout {
+    /// Rooms.
+    pub rooms: u64,
+    /// The target every publisher is on (`--publishers-on`), or None: spread.
+    pub publishers_on: Option<usize>,
+}
+
+/// The index of the target connection `i` goes to, after `hops` moves to
+/// the next one (a reconnect moves on, so that a dead node's clients land on
+/// the others). Without rooms: round-robin across each pass over the
+/// sources. In a rooms run: each room's members go round-robin over the
+/// targets, starting at a different one per room, so that every room spans
+/// every node (a plain `i % targets` would put a whole room on one node
+/// whenever the rooms are a multiple of the targets); its publisher is on
+/// `publishers_on` if given.
+pub fn target_index(
+    i: usize,
+    hops: u32,
+    sources: usize,
+    targets: usize,
+    rooms: Option<RoomLayout>,
+) -> usize {
+    let base = match rooms {
+        None => i / sources,
+        Some(layout) => {
+            let room = i as u64 % layout.rooms;
+            let rank = i as u64 / layout.rooms;
+            match layout.publishers_on {
+                Some(pin) if rank == 0 => pin,
+                _ => (rank + room) as usize,
+            }
+        }
+    };
+    (base + hops as usize) % targets
 }
 
 #[cfg(test)]
@@ -158,6 +198,35 @@ mod tests {
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn every_room_spans_every_target_and_publishers_can_be_pinned() {
+        let layout = RoomLayout {
+            rooms: 3,
+            publishers_on: None,
+        };
+        // 3 rooms on 3 targets: i % 3 would put each room on one target.
+        for room in 0..3usize {
+            let on: std::collections::BTreeSet<usize> = (0..10)
+                .map(|rank| target_index(room + 3 * rank, 0, 1, 3, Some(layout)))
+                .collect();
+            assert_eq!(on.len(), 3, "room {room} spans every target");
+        }
+        let pinned = RoomLayout {
+            publishers_on: Some(2),
+            ..layout
+        };
+        for publisher in 0..3 {
+            assert_eq!(target_index(publisher, 0, 1, 3, Some(pinned)), 2);
+        }
+        assert_eq!(target_index(1, 1, 1, 3, Some(pinned)), 0, "a hop moves on");
+        assert_eq!(
+            target_index(7, 0, 2, 3, None),
+            0,
+            "plain: per pass over the sources"
+        );
+        assert_eq!(target_index(7, 2, 2, 3, None), 2);
     }
 
     #[test]

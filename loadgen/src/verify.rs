@@ -1,6 +1,15 @@
 //! Checks every room message a receiver gets: per publisher (and room), the
 //! sequence numbers must arrive as 0, 1, 2, ... Anything else is counted as a
 //! gap (possibly lost), a late arrival (out of order), or a duplicate.
+//!
+//! A stream's key is (publisher, receiver), the receiver's part naming the
+//! room and the receiving connection. Two things soften the rule:
+//!
+//! * a receiver that joined late (it reconnected) takes its first message
+//!   from a publisher as the start, since membership starts at JOINED;
+//! * a gap after the receiver got ERROR GAP for its room (a ringroom cluster
+//!   lost messages between nodes and said so) is counted as *reported*, not
+//!   missing: a loss the receiver was told of is not a silent one.
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -25,6 +34,8 @@ pub enum Arrival {
 struct Stream {
     next: u64,
     missing: BTreeSet<u64>,
+    /// The receiver's GAP notices when this stream's last message came.
+    gaps_seen: u64,
 }
 
 /// Per-stream sequence checks of one receiver (or many: keys carry the receiver).
@@ -39,16 +50,38 @@ pub struct SeqCheck {
     pub duplicates: u64,
     /// Missing messages forgotten because a stream had too many gaps.
     pub given_up: u64,
+    /// Messages skipped after a GAP notice told their receiver of a loss.
+    pub reported: u64,
+    /// GAP notices so far, by receiver (the second half of a key).
+    gaps: HashMap<u64, u64>,
 }
 
 impl SeqCheck {
     /// Records message `seq` of stream `key` (e.g. (publisher id, room id)).
     pub fn record(&mut self, key: (u64, u64), seq: u64) -> Arrival {
-        let s = self.streams.entry(key).or_default();
+        self.record_from(key, seq, false)
+    }
+
+    /// Records message `seq` of stream `key`; if the stream is new and
+    /// `joined_late`, it starts here (a receiver that reconnected).
+    pub fn record_from(&mut self, key: (u64, u64), seq: u64, joined_late: bool) -> Arrival {
+        let gaps = self.gaps.get(&key.1).copied().unwrap_or(0);
+        let s = self.streams.entry(key).or_insert_with(|| Stream {
+            next: if joined_late { seq } else { 0 },
+            ..Stream::default()
+        });
+        let told = gaps > s.gaps_seen;
+        s.gaps_seen = gaps;
         if seq == s.next {
             s.next += 1;
             self.in_order += 1;
             return Arrival::InOrder;
+        }
+        if seq > s.next && told {
+            let gap = seq - s.next;
+            self.reported += gap;
+            s.next = seq + 1;
+            return Arrival::AfterGap(gap);
         }
         if seq > s.next {
             let gap = seq - s.next;
@@ -67,6 +100,12 @@ impl SeqCheck {
             self.duplicates += 1;
             Arrival::Duplicate
         }
+    }
+
+    /// `receiver` got ERROR GAP: a skip in any of its streams from now to
+    /// their next message is a reported loss.
+    pub fn gap(&mut self, receiver: u64) {
+        *self.gaps.entry(receiver).or_default() += 1;
     }
 
     /// Messages still missing (lost, unless they arrive late).
@@ -129,6 +168,41 @@ mod tests {
         assert_eq!((c.late, c.duplicates), (1, 2));
         assert!(!c.is_clean());
         assert_eq!(c.lost(|_| 4), 1);
+    }
+
+    #[test]
+    fn a_gap_after_a_gap_notice_is_reported_not_missing() {
+        let mut c = SeqCheck::default();
+        c.record((1, 7), 0);
+        c.record((2, 7), 0);
+        c.gap(7);
+        assert_eq!(c.record((1, 7), 5), Arrival::AfterGap(4));
+        assert_eq!(c.reported, 4);
+        assert_eq!(c.missing(), 0);
+        assert_eq!(
+            c.record((2, 7), 3),
+            Arrival::AfterGap(2),
+            "the notice covers every publisher"
+        );
+        assert_eq!(c.reported, 6);
+        assert_eq!(c.record((1, 7), 9), Arrival::AfterGap(3));
+        assert_eq!(c.missing(), 3, "no notice since: silent");
+        c.gap(8);
+        assert_eq!(
+            c.record((3, 8), 2),
+            Arrival::AfterGap(2),
+            "a notice before a first message"
+        );
+        assert_eq!(c.reported, 8);
+    }
+
+    #[test]
+    fn a_receiver_that_joined_late_starts_where_it_joined() {
+        let mut c = SeqCheck::default();
+        assert_eq!(c.record_from((1, 9), 40, true), Arrival::InOrder);
+        assert_eq!(c.record_from((1, 9), 41, true), Arrival::InOrder);
+        assert!(c.is_clean());
+        assert_eq!(c.record_from((2, 9), 40, false), Arrival::AfterGap(40));
     }
 
     #[test]

@@ -15,8 +15,8 @@ use engine::{sys, Engine, EngineConfig, EngineKind, Event, RingMode};
 use hdrhistogram::Histogram;
 use socket2::{Domain, Socket, Type};
 
-use crate::client::{ClientCore, Counts, Pinging, RoomPlan};
-use crate::sources::spread;
+use crate::client::{ClientCore, Counts, Pinging, Retry, RoomPlan};
+use crate::sources::{target_index, RoomLayout};
 use crate::wire::Protocol;
 
 /// What one worker does.
@@ -54,6 +54,8 @@ pub struct WorkerSpec {
     pub reconnect: bool,
     /// The `rooms` scenario, if this is one.
     pub rooms: Option<RoomPlan>,
+    /// In a rooms run, the target every publisher is on (else spread).
+    pub publishers_on: Option<usize>,
     /// Wire protocol.
     pub protocol: Protocol,
     /// The run's common time origin: publish times are stamped against it, so
@@ -97,6 +99,12 @@ pub struct WorkerResult {
     pub up_per_interval: Vec<u64>,
     /// Room message delivery latency, microseconds.
     pub delivery: Histogram<u64>,
+    /// The same, publisher and receiver on the same target.
+    pub delivery_same: Histogram<u64>,
+    /// The same, on different targets.
+    pub delivery_cross: Histogram<u64>,
+    /// Room messages never received but covered by a GAP notice.
+    pub reported: u64,
     /// Room messages that arrived out of order, twice, or not (yet).
     pub late: u64,
     /// See `late`.
@@ -132,8 +140,10 @@ pub fn run(spec: &WorkerSpec) -> Result<WorkerResult, String> {
     if let Some(plan) = &spec.rooms {
         core.set_rooms(plan.clone());
     }
-    let mut retries = Vec::new();
-    let mut extra = 0usize; // reconnects so far: they take the next spreading indices
+    let layout = spec.rooms.as_ref().map(|plan| RoomLayout {
+        rooms: plan.rooms,
+        publishers_on: spec.publishers_on,
+    });
     let mut actions = Vec::new();
     let start = spec.epoch;
     let ramp = Duration::from_secs_f64(spec.conns as f64 / spec.connect_rate);
@@ -150,27 +160,32 @@ pub fn run(spec: &WorkerSpec) -> Result<WorkerResult, String> {
         let now = start.elapsed();
         if closing_since.is_none() {
             let want = ((now.as_secs_f64() * spec.connect_rate) as usize).min(spec.conns);
+            // Reconnects first, then the ramp, at most CONNECTS_PER_TURN a
+            // turn: what is not made now stays due for the next turn.
             let mut turn = 0;
-            retries.clear();
-            core.due_reconnects(now, &mut retries);
-            let fresh = want.saturating_sub(made);
-            let mut attempts = retries.iter().copied().chain(std::iter::repeat_n(0, fresh));
             while turn < CONNECTS_PER_TURN && engine.free_slots() > 0 {
-                let Some(attempt) = attempts.next() else {
-                    break;
+                let retry = match core.next_due_reconnect(now) {
+                    Some(retry) => retry,
+                    None if made < want => {
+                        made += 1;
+                        Retry::first((spec.index + (made - 1) * spec.workers) as u64)
+                    }
+                    None => break,
                 };
-                let i = spec.index + (made + extra) * spec.workers;
-                if turn < retries.len() {
-                    extra += 1;
-                } else {
-                    made += 1;
-                }
                 turn += 1;
-                let (source, target) = spread(i, &spec.sources, &spec.targets);
-                let failed = match open_socket(source, target) {
+                let i = retry.index as usize;
+                let source = spec.sources[i % spec.sources.len()];
+                let t = target_index(
+                    i,
+                    retry.hops,
+                    spec.sources.len(),
+                    spec.targets.len(),
+                    layout,
+                );
+                let failed = match open_socket(source, spec.targets[t]) {
                     Ok(fd) => match engine.install(fd) {
                         Ok(Some(slot)) => {
-                            core.installed_as(slot, start.elapsed(), attempt, i as u64);
+                            core.installed_as(slot, start.elapsed(), retry, t as u8);
                             None
                         }
                         // The worker's fixed-file table is full.
@@ -180,7 +195,7 @@ pub fn run(spec: &WorkerSpec) -> Result<WorkerResult, String> {
                     Err(e) => Some(e.raw_os_error().unwrap_or(-1)),
                 };
                 if let Some(errno) = failed {
-                    core.connect_failed(attempt, errno);
+                    core.connect_failed(retry, errno);
                 }
             }
             // Sending stops at the end; the connections close a grace later,
@@ -198,7 +213,7 @@ pub fn run(spec: &WorkerSpec) -> Result<WorkerResult, String> {
                 closing_since = Some(Instant::now());
             }
         }
-        let wait = if made < spec.conns {
+        let wait = if made < spec.conns || core.reconnects_waiting() > 0 {
             Duration::from_micros(500)
         } else {
             Duration::from_millis(1)
@@ -263,6 +278,9 @@ pub fn run(spec: &WorkerSpec) -> Result<WorkerResult, String> {
         ramp_done: ramp_done.unwrap_or(last_up),
         intervals,
         delivery: core.delivery.clone(),
+        delivery_same: core.delivery_same.clone(),
+        delivery_cross: core.delivery_cross.clone(),
+        reported: core.order.reported,
         late: core.order.late,
         duplicates: core.order.duplicates,
         missing: core.order.missing(),

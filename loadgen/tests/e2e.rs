@@ -30,6 +30,7 @@ fn a_worker_holds_3000_connections_and_every_ping_is_answered() {
         progress: Default::default(),
         reconnect: false,
         rooms: None,
+        publishers_on: None,
         epoch: std::time::Instant::now(),
         protocol: loadgen::wire::Protocol::Ringroom,
     };
@@ -132,6 +133,7 @@ fn a_refused_target_is_counted_not_fatal() {
         progress: Default::default(),
         reconnect: false,
         rooms: None,
+        publishers_on: None,
         epoch: std::time::Instant::now(),
         protocol: loadgen::wire::Protocol::Ringroom,
     };

@@ -103,6 +103,12 @@ pub enum Reply {
         /// Publisher's sequence number, from the body.
         seq: u64,
     },
+    /// ringroom's ERROR GAP: messages from other nodes of a cluster to this
+    /// room may have been lost (and are then not lost silently).
+    Gap {
+        /// Room index (`roomN`), or `u64::MAX` for another name.
+        room: u64,
+    },
     /// An error from the server. `fatal`: the connection is over.
     Error {
         /// ringroom's error code; [`PEER_ERROR`] for a peer's.

@@ -95,6 +95,9 @@ impl Ringroom {
                         },
                         None => continue,
                     },
+                    Frame::Error(s) if s.code == proto::ErrorCode::GAP => Reply::Gap {
+                        room: super::room_index(s.reason.as_bytes()),
+                    },
                     Frame::Error(s) | Frame::GoAway(s) => Reply::Error {
                         code: s.code.0,
                         fatal: s.code.is_fatal(),

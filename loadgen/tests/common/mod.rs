@@ -2,6 +2,9 @@
 //! re-executed with --internal-server, as a run without --target does.
 #![allow(dead_code)]
 
+#[path = "../../../server/tests/common/nats.rs"]
+pub mod nats;
+
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
