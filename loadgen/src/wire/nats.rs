@@ -1,6 +1,6 @@
-//! nats-server's text protocol (docs.nats.io, "Client Protocol"). No crate
-//! offers it apart from a full async client, and a load generator needs six
-//! operations of it, so they are here.
+//! nats-server's text protocol, through `natsproto` (the sans-io client
+//! side the server's cluster link uses too): what the load generator needs
+//! of it to compare nats-server with ringroom.
 //!
 //! The handshake is `CONNECT {...}` then `PING`; its `PONG` completes it
 //! (with `verbose: false` the server sends no `+OK`). `echo: false` keeps a
@@ -10,37 +10,42 @@
 
 use std::time::Duration;
 
-use super::{Ack, Event, Pending, Reply, PEER_ERROR};
+use natsproto::ServerOp;
 
-/// The CONNECT line: no acknowledgements, no echo of our own messages.
-pub(super) const CONNECT: &[u8] = b"CONNECT {\"verbose\":false,\"pedantic\":false,\"echo\":false,\"name\":\"loadgen\",\"lang\":\"rust\",\"version\":\"0.1.0\",\"protocol\":1}\r\n";
+use super::{Ack, Event, Pending, Reply, PEER_ERROR};
 
 #[derive(Default)]
 pub(super) struct Nats {
     pending: Pending,
-    next_sid: u32,
+    next_sid: u64,
 }
 
 impl Nats {
     pub(super) fn hello(&mut self, out: &mut Vec<u8>, _heartbeat_ms: u32) {
-        out.extend_from_slice(CONNECT);
-        out.extend_from_slice(b"PING\r\n");
+        natsproto::connect(
+            out,
+            &natsproto::Connect {
+                name: "loadgen",
+                echo: false,
+                ..Default::default()
+            },
+        );
+        natsproto::ping(out);
     }
 
     pub(super) fn join(&mut self, out: &mut Vec<u8>, room: &str) {
         self.next_sid += 1;
-        out.extend_from_slice(format!("SUB {room} {}\r\nPING\r\n", self.next_sid).as_bytes());
+        natsproto::subscribe(out, room, self.next_sid);
+        natsproto::ping(out);
     }
 
     pub(super) fn ping(&mut self, out: &mut Vec<u8>, _planned: Duration) {
-        out.extend_from_slice(b"PING\r\n");
+        natsproto::ping(out);
     }
 
     /// PUB has no reply (verbose is off).
     pub(super) fn publish(&mut self, out: &mut Vec<u8>, room: &str, body: &[u8]) -> bool {
-        out.extend_from_slice(format!("PUB {room} {}\r\n", body.len()).as_bytes());
-        out.extend_from_slice(body);
-        out.extend_from_slice(b"\r\n");
+        natsproto::publish(out, room, body, &[]);
         false
     }
 
@@ -52,8 +57,22 @@ impl Nats {
     ) -> Result<(), String> {
         self.pending.feed(data, |buf| {
             let mut at = 0;
-            while let Some(used) = parse_one(&buf[at..], out, events)? {
+            while let Some((op, used)) =
+                natsproto::parse(&buf[at..], super::MAX_REPLY).map_err(|e| e.to_string())?
+            {
                 at += used;
+                match op {
+                    ServerOp::Pong => events.push(Event::Ack(Ack::PingAnswer)),
+                    ServerOp::Ping => natsproto::pong(out),
+                    ServerOp::Info(_) | ServerOp::Ok => {}
+                    ServerOp::Err(_) => events.push(Event::Reply(Reply::Error {
+                        code: PEER_ERROR,
+                        fatal: true,
+                    })),
+                    ServerOp::Msg(m) => {
+                        events.extend(super::message(m.subject.as_bytes(), m.payload))
+                    }
+                }
             }
             Ok(at)
         })
@@ -62,63 +81,6 @@ impl Nats {
     pub(super) fn release_idle_buffer(&mut self) {
         self.pending.release();
     }
-}
-
-/// Decodes one server operation at the start of `buf`: the bytes it took, or
-/// None if it is not complete yet.
-fn parse_one(
-    buf: &[u8],
-    out: &mut Vec<u8>,
-    events: &mut Vec<Event>,
-) -> Result<Option<usize>, String> {
-    let Some(eol) = buf.windows(2).position(|w| w == b"\r\n") else {
-        return Ok(None);
-    };
-    let line = &buf[..eol];
-    let mut used = eol + 2;
-    let mut words = line
-        .split(|&b| b == b' ' || b == b'\t')
-        .filter(|w| !w.is_empty());
-    let op = words.next().unwrap_or_default().to_ascii_uppercase();
-    match op.as_slice() {
-        b"PONG" => events.push(Event::Ack(Ack::PingAnswer)),
-        b"PING" => out.extend_from_slice(b"PONG\r\n"),
-        b"INFO" | b"+OK" => {}
-        b"-ERR" => events.push(Event::Reply(Reply::Error {
-            code: PEER_ERROR,
-            fatal: true,
-        })),
-        b"MSG" => {
-            // MSG <subject> <sid> [reply-to] <#bytes>
-            let args: Vec<&[u8]> = words.collect();
-            if !(3..=4).contains(&args.len()) {
-                return Err(format!("bad MSG line {:?}", String::from_utf8_lossy(line)));
-            }
-            let size: usize = std::str::from_utf8(args[args.len() - 1])
-                .ok()
-                .and_then(|s| s.parse().ok())
-                .ok_or_else(|| format!("bad MSG size {:?}", String::from_utf8_lossy(line)))?;
-            if size > super::MAX_REPLY {
-                return Err(format!("MSG of {size} bytes"));
-            }
-            if buf.len() < used + size + 2 {
-                return Ok(None);
-            }
-            let body = &buf[used..used + size];
-            if &buf[used + size..used + size + 2] != b"\r\n" {
-                return Err("MSG payload not followed by CRLF".into());
-            }
-            used += size + 2;
-            events.extend(super::message(args[0], body));
-        }
-        _ => {
-            return Err(format!(
-                "unknown operation {:?}",
-                String::from_utf8_lossy(line)
-            ))
-        }
-    }
-    Ok(Some(used))
 }
 
 #[cfg(test)]
@@ -131,9 +93,11 @@ mod tests {
     #[test]
     fn client_operations_as_the_protocol_writes_them() {
         let (out, _) = converse(Protocol::Nats, b"");
-        let mut want = super::CONNECT.to_vec();
-        want.extend(b"PING\r\nSUB room3 1\r\nPING\r\nPING\r\nPING\r\n");
-        assert_eq!(out, want);
+        let text = String::from_utf8(out).unwrap();
+        let (connect, rest) = text.split_once("\r\n").unwrap();
+        assert!(connect.starts_with("CONNECT {"), "{connect}");
+        assert!(connect.contains("\"echo\":false") && connect.contains("\"verbose\":false"));
+        assert_eq!(rest, "PING\r\nSUB room3 1\r\nPING\r\nPING\r\nPING\r\n");
         let mut c = Codec::new(Protocol::Nats, "x");
         let mut out = Vec::new();
         assert!(c.publish(&mut out, "room3", b"hello"));
