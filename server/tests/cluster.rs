@@ -459,3 +459,51 @@ fn a_node_too_slow_for_its_nats_server_is_cut_reports_the_gap_and_comes_back() {
         "the member kept up"
     );
 }
+
+#[test]
+fn a_node_started_before_nats_serves_its_own_rooms_and_links_once_nats_is_up() {
+    let mut nats = NatsCluster::configure(1, NATS_LIMITS);
+    let seeds = nats.seeds_from(0);
+    let started = Instant::now();
+    let lonely = Server::start(&["--cluster", &seeds, "--node-id", "5"]);
+    assert!(
+        lonely.ready_line().contains("(not linked yet)"),
+        "{}",
+        lonely.ready_line()
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "started anyway"
+    );
+    // Local rooms work; a JOIN says that other nodes' messages are missed.
+    let mut a = lonely.client();
+    let aid = conn_id(&mut a);
+    assert_eq!(aid >> 48, 5, "the node id leads the connection id");
+    a.send(&[Frame::Join(Room::new("r").unwrap())]);
+    a.expect(FrameType::Joined);
+    let gap = a.expect(FrameType::Error);
+    assert_eq!(gap.code(), ErrorCode::GAP);
+    assert_eq!(&gap.payload[2..], b"r");
+    let mut b = lonely.client();
+    join(&mut b, "r");
+    assert_eq!(b.expect(FrameType::Error).code(), ErrorCode::GAP);
+    publish(&mut a, "r", &7u64.to_be_bytes());
+    assert_eq!(
+        read_room(&mut b, "r", Duration::from_secs(5), |s| !s.is_empty()),
+        [Seen::Msg { from: aid, seq: 7 }]
+    );
+    // NATS comes up: the node links, and a node behind it reaches the room.
+    nats.servers[0].spawn();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while lonely.metric("ringroom_cluster_link_up", None) == 0 {
+        assert!(Instant::now() < deadline, "never linked");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let other = node(&nats, 0, &[]);
+    let mut c = other.client();
+    let cid = conn_id(&mut c);
+    join(&mut c, "r");
+    publish(&mut c, "r", &9u64.to_be_bytes());
+    let seen = read_room(&mut b, "r", Duration::from_secs(5), |s| !s.is_empty());
+    assert_eq!(seen, [Seen::Msg { from: cid, seq: 9 }]);
+}

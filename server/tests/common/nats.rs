@@ -41,6 +41,18 @@ impl NatsCluster {
     /// `n` servers, fully meshed by routes; returns once each has a route
     /// to every other. `extra` is added to every server's configuration.
     pub fn start(n: usize, extra: &str) -> NatsCluster {
+        let mut cluster = Self::configure(n, extra);
+        for s in &mut cluster.servers {
+            s.spawn();
+        }
+        for s in &cluster.servers {
+            s.wait_routes(n - 1);
+        }
+        cluster
+    }
+
+    /// The same servers, configured (ports chosen) but not started.
+    pub fn configure(n: usize, extra: &str) -> NatsCluster {
         let routes: Vec<u16> = (0..n).map(|_| free_port()).collect();
         let route_urls = routes
             .iter()
@@ -66,21 +78,15 @@ impl NatsCluster {
                     ),
                 )
                 .unwrap();
-                let mut s = NatsServer {
+                NatsServer {
                     child: None,
                     port,
                     http,
                     config,
-                };
-                s.spawn();
-                s
+                }
             })
             .collect();
-        let cluster = NatsCluster { servers };
-        for s in &cluster.servers {
-            s.wait_routes(n - 1);
-        }
-        cluster
+        NatsCluster { servers }
     }
 
     /// `nats://` URLs of the servers, starting with server `first`.
@@ -94,7 +100,8 @@ impl NatsCluster {
 }
 
 impl NatsServer {
-    fn spawn(&mut self) {
+    /// Starts it (again, after [`NatsServer::kill9`]).
+    pub fn spawn(&mut self) {
         let log = self.config.with_extension("log");
         let child = Command::new("nats-server")
             .arg("-c")
