@@ -8,7 +8,7 @@ mod common;
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Output};
+use std::process::{Child, Command, Output};
 use std::time::Duration;
 
 use common::nats::NatsCluster;
@@ -26,16 +26,23 @@ fn nodes(nats: &NatsCluster) -> Vec<(Child, SocketAddr)> {
         .collect()
 }
 
-fn rooms_run(targets: &[SocketAddr], out: &Path, extra: &[&str]) -> Output {
+/// A rooms run of 300 connections in 30 rooms for 6 s over `targets`.
+fn rooms_command(targets: &[SocketAddr], out: &Path, extra: &[&str]) -> Command {
     let mut c = common::loadgen_run();
     c.args(["--scenario", "rooms", "--conns", "300", "--rooms", "30"])
-        .args(["--publish-rate", "10", "--duration", "6", "--out"])
+        .args(["--duration", "6", "--out"])
         .arg(out)
         .args(extra);
     for t in targets {
         c.args(["--target", &t.to_string()]);
     }
-    c.output().unwrap()
+    c
+}
+
+fn rooms_run(targets: &[SocketAddr], out: &Path, extra: &[&str]) -> Output {
+    let mut extra = extra.to_vec();
+    extra.extend(["--publish-rate", "10"]);
+    rooms_command(targets, out, &extra).output().unwrap()
 }
 
 fn summary(out: &Path) -> serde_json::Value {
@@ -111,14 +118,9 @@ fn a_killed_nodes_clients_reconnect_to_the_others_and_join_again() {
     let mut servers = nodes(&nats);
     let targets: Vec<SocketAddr> = servers.iter().map(|s| s.1).collect();
     let out = std::env::temp_dir().join(format!("loadgen-cluster-kill-{}", std::process::id()));
-    let mut c = common::loadgen_run();
-    c.args(["--scenario", "rooms", "--conns", "300", "--rooms", "30"])
-        .args(["--publish-rate", "10", "--duration", "6", "--out"])
-        .arg(&out);
-    for t in &targets {
-        c.args(["--target", &t.to_string()]);
-    }
-    let run = c.spawn().unwrap();
+    let run = rooms_command(&targets, &out, &["--publish-rate", "10"])
+        .spawn()
+        .unwrap();
     std::thread::sleep(Duration::from_secs(3));
     let (victim, _) = &mut servers[2];
     victim.kill().unwrap();
@@ -142,11 +144,12 @@ fn a_killed_nodes_clients_reconnect_to_the_others_and_join_again() {
         300 + dropped,
         "and joined its room again"
     );
+    // Sampled once a second: the second that holds the kill may see the
+    // victim's share still on its way; every other second, all are up.
     let up: Vec<u64> = serde_json::from_value(s["up_per_second"].clone()).unwrap();
-    assert!(
-        up[..up.len() - 1].iter().all(|&n| n == 300),
-        "all up every second: {up:?}"
-    );
+    let held = &up[..up.len() - 1];
+    assert!(held.iter().filter(|&&n| n < 300).count() <= 1, "{up:?}");
+    assert_eq!(held.last(), Some(&300), "all back before the end: {up:?}");
     assert_eq!(s["rooms"]["late"], 0);
     assert_eq!(s["rooms"]["duplicates"], 0);
     let _ = std::fs::remove_dir_all(&out);
@@ -162,14 +165,9 @@ fn messages_lost_between_nodes_are_reported_by_gap_notices_not_lost_silently() {
     let servers = nodes(&nats);
     let targets: Vec<SocketAddr> = servers.iter().map(|s| s.1).collect();
     let out = std::env::temp_dir().join(format!("loadgen-cluster-gap-{}", std::process::id()));
-    let mut c = common::loadgen_run();
-    c.args(["--scenario", "rooms", "--conns", "300", "--rooms", "30"])
-        .args(["--publish-rate", "20", "--duration", "6", "--out"])
-        .arg(&out);
-    for t in &targets {
-        c.args(["--target", &t.to_string()]);
-    }
-    let run = c.spawn().unwrap();
+    let run = rooms_command(&targets, &out, &["--publish-rate", "20"])
+        .spawn()
+        .unwrap();
     std::thread::sleep(Duration::from_secs(3));
     // The second node's NATS server dies; the node links to another.
     nats.servers[1].kill9();

@@ -360,25 +360,18 @@ fn the_publishers_nats_server_killed_its_lost_messages_are_reported_by_sync() {
 
 #[test]
 fn a_file_across_nodes_goes_at_the_pace_of_a_throttled_remote_reader() {
-    use common::files::{joined, read_file, stream_file, FRAGMENT};
+    use common::files::{joined, to_a_throttled_and_a_fast_reader, FRAGMENT};
     let nats = NatsCluster::start(3, NATS_LIMITS);
     let nodes: Vec<Server> = (0..3).map(|i| node(&nats, i, &[])).collect();
     // 800 fragments (48 MB): one reader on node 2 takes 10 MB/s, one on
     // node 3 keeps up; the publisher is on node 1.
     const FRAGMENTS: u32 = 800;
-    let slow = joined(&nodes[1]);
-    let fast = joined(&nodes[2]);
-    let mut publisher = joined(&nodes[0]);
-    let _ = socket2::SockRef::from(&slow.stream).set_recv_buffer_size(64 << 10);
-    let _ = socket2::SockRef::from(&publisher.stream).set_send_buffer_size(64 << 10);
-    let slow = std::thread::spawn(move || read_file(slow, Some(10_000_000)));
-    let fast = std::thread::spawn(move || read_file(fast, None));
-    let start = Instant::now();
-    stream_file(&mut publisher, FRAGMENTS, None);
-    let publisher_done = start.elapsed();
-    assert_eq!(slow.join().unwrap(), Ok(FRAGMENTS));
-    assert_eq!(fast.join().unwrap(), Ok(FRAGMENTS));
-    let total = start.elapsed();
+    let (publisher_done, total) = to_a_throttled_and_a_fast_reader(
+        joined(&nodes[1]),
+        joined(&nodes[2]),
+        joined(&nodes[0]),
+        FRAGMENTS,
+    );
     eprintln!(
         "{} MB: publisher done after {publisher_done:?}, slow reader after {total:?}; \
          FLOW sent by node 2: {}, received by node 1: {}",

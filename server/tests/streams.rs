@@ -169,22 +169,14 @@ fn a_throttled_reader_gets_the_whole_file_and_paces_the_publisher() {
     // 500 fragments (30 MB); one reader takes 10 MB/s, one keeps up.
     const FRAGMENTS: u32 = 500;
     let server = Server::start(&["--shards", "2"]);
-    let slow = joined(&server);
-    let fast = joined(&server);
-    let mut publisher = joined(&server);
-    // Small socket buffers at the client ends, so that what paces is the
-    // server; its own end of the publisher's connection still buffers up to
-    // tcp_rmem's maximum (6 MB by default) once it pauses reading.
-    let _ = socket2::SockRef::from(&slow.stream).set_recv_buffer_size(64 << 10);
-    let _ = socket2::SockRef::from(&publisher.stream).set_send_buffer_size(64 << 10);
-    let slow = std::thread::spawn(move || read_file(slow, Some(10_000_000)));
-    let fast = std::thread::spawn(move || read_file(fast, None));
-    let start = Instant::now();
-    stream_file(&mut publisher, FRAGMENTS, None);
-    let publisher_done = start.elapsed();
-    assert_eq!(slow.join().unwrap(), Ok(FRAGMENTS));
-    assert_eq!(fast.join().unwrap(), Ok(FRAGMENTS));
-    let total = start.elapsed();
+    // The server's own end of the publisher's connection still buffers up
+    // to tcp_rmem's maximum (6 MB by default) once it pauses reading.
+    let (publisher_done, total) = to_a_throttled_and_a_fast_reader(
+        joined(&server),
+        joined(&server),
+        joined(&server),
+        FRAGMENTS,
+    );
     eprintln!("publisher done after {publisher_done:?}, slow reader after {total:?}");
     // 30 MB at 10 MB/s: 3 s. The publisher could write all of it in a
     // fraction of that; held to the slow reader's pace, it ends when what is

@@ -682,36 +682,23 @@ impl Node {
         let subjects = &self.cfg.subjects;
         let metrics = &self.metrics;
         self.proxies.retain(|&(node, conn), proxy| {
+            let mut send = |paused: bool| {
+                let flow = envelope::flow(me, conn, paused);
+                natsproto::publish(out, &subjects.node(node), &flow, &[]);
+                metrics.flow_out.inc();
+            };
             let closed = proxy.flow.is_closed();
             match proxy.paused_at {
                 None if closed => {
-                    natsproto::publish(
-                        out,
-                        &subjects.node(node),
-                        &envelope::flow(me, conn, true),
-                        &[],
-                    );
-                    metrics.flow_out.inc();
+                    send(true);
                     proxy.paused_at = Some(now);
                 }
                 Some(at) if closed && now.saturating_sub(at) >= PAUSE_HOLD_MS / 3 => {
-                    natsproto::publish(
-                        out,
-                        &subjects.node(node),
-                        &envelope::flow(me, conn, true),
-                        &[],
-                    );
-                    metrics.flow_out.inc();
+                    send(true);
                     proxy.paused_at = Some(now);
                 }
                 Some(_) if proxy.flow.may_resume() => {
-                    natsproto::publish(
-                        out,
-                        &subjects.node(node),
-                        &envelope::flow(me, conn, false),
-                        &[],
-                    );
-                    metrics.flow_out.inc();
+                    send(false);
                     proxy.paused_at = None;
                 }
                 _ => {}

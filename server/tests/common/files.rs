@@ -127,3 +127,25 @@ pub fn read_file(reader: Client, bytes_per_sec: Option<usize>) -> Result<u32, Er
     assert!(open, "EOF after {next} fragments");
     result.expect("stopped only with a result")
 }
+
+/// A file of `fragments` from `publisher` to a reader throttled to 10 MB/s
+/// and one that keeps up (small socket buffers at the client ends, so that
+/// what paces is the server). Both must get every fragment; returns when
+/// the publisher was done and when the slow reader was.
+pub fn to_a_throttled_and_a_fast_reader(
+    slow: Client,
+    fast: Client,
+    mut publisher: Client,
+    fragments: u32,
+) -> (Duration, Duration) {
+    let _ = socket2::SockRef::from(&slow.stream).set_recv_buffer_size(64 << 10);
+    let _ = socket2::SockRef::from(&publisher.stream).set_send_buffer_size(64 << 10);
+    let slow = std::thread::spawn(move || read_file(slow, Some(10_000_000)));
+    let fast = std::thread::spawn(move || read_file(fast, None));
+    let start = Instant::now();
+    stream_file(&mut publisher, fragments, None);
+    let publisher_done = start.elapsed();
+    assert_eq!(slow.join().unwrap(), Ok(fragments));
+    assert_eq!(fast.join().unwrap(), Ok(fragments));
+    (publisher_done, start.elapsed())
+}

@@ -160,6 +160,26 @@ impl Harness {
     }
 }
 
+/// A message a shard of this node hands the link.
+fn published(
+    from_conn_id: u64,
+    room: &str,
+    body: &[u8],
+    fragment: Fragment,
+    flow: Option<Arc<Flow>>,
+) -> Arc<Broadcast> {
+    let room = Room::new(room).unwrap();
+    Broadcast::encode(
+        Message {
+            from_conn_id,
+            room,
+            body,
+            fragment,
+        },
+        flow,
+    )
+}
+
 fn remote(node: u16, epoch: u32, seq: u64, body: &[u8]) -> Vec<u8> {
     let origin = Origin {
         node,
@@ -212,17 +232,7 @@ fn local_messages_are_numbered_per_room_and_a_quiet_room_gets_a_sync() {
     h.link_up();
     h.join(0, 1, "a");
     h.feed(b"PONG\r\n");
-    let m = |room: &str, body: &[u8]| {
-        Broadcast::encode(
-            Message {
-                from_conn_id: 42,
-                room: Room::new(room).unwrap(),
-                body,
-                fragment: Fragment::default(),
-            },
-            None,
-        )
-    };
+    let m = |room: &str, body: &[u8]| published(42, room, body, Fragment::default(), None);
     h.now = 100;
     h.node.local(&m("a", b"one"), 100, 5, &mut h.out);
     h.node.local(&m("a", b"two"), 100, 6, &mut h.out);
@@ -390,15 +400,7 @@ fn messages_published_while_down_are_numbered_and_the_sync_tells_the_others() {
     h.link_up();
     h.join(0, 1, "r");
     h.feed(b"PONG\r\n");
-    let m = Broadcast::encode(
-        Message {
-            from_conn_id: 1,
-            room: Room::new("r").unwrap(),
-            body: b"x",
-            fragment: Fragment::default(),
-        },
-        None,
-    );
+    let m = published(1, "r", b"x", Fragment::default(), None);
     h.node.local(&m, 0, 0, &mut h.out);
     h.node.disconnected();
     h.out.clear();
@@ -432,15 +434,7 @@ fn leaving_the_room_unsubscribes_and_closes_the_epoch() {
     h.link_up();
     h.join(0, 1, "r");
     h.feed(b"PONG\r\n");
-    let m = Broadcast::encode(
-        Message {
-            from_conn_id: 1,
-            room: Room::new("r").unwrap(),
-            body: b"x",
-            fragment: Fragment::default(),
-        },
-        None,
-    );
+    let m = published(1, "r", b"x", Fragment::default(), None);
     h.node.local(&m, 0, 0, &mut h.out);
     h.written();
     let id = h.shards[0].id("r").unwrap();
@@ -498,19 +492,12 @@ fn a_claim_of_this_nodes_id_is_answered_and_flow_pauses_hold_the_publisher() {
     h.join(0, 1, "r");
     h.feed(b"PONG\r\n");
     let flow = Flow::new(0, WINDOW);
-    let frag = Broadcast::encode(
-        Message {
-            from_conn_id: 77,
-            room: Room::new("r").unwrap(),
-            body: &[0; 10],
-            fragment: Fragment {
-                stream: 1,
-                more: true,
-                cancel: false,
-            },
-        },
-        Some(flow.clone()),
-    );
+    let more = Fragment {
+        stream: 1,
+        more: true,
+        cancel: false,
+    };
+    let frag = published(77, "r", &[0; 10], more, Some(flow.clone()));
     // A window's worth in the channel to the link: closed until the link
     // has written it to the socket, not when it has merely buffered it.
     flow.entered_channel(WINDOW + 1);
