@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Rooms across nodes, measured: 3 ringroom nodes on 3 clustered nats-servers
 # on this machine (cluster/run-local.sh), against the same load on one node.
-#  1. many rooms: 1,000 rooms of 10 members, each room 1 publish a second;
+#  1. many rooms: 1,000 rooms of 10 members, each room 1 publish a second,
+#     and again at 5 a second;
 #  2. fan-out: one room of 3,000 members, 10 publishes a second.
 # In the cluster every room has members on every node (loadgen spreads each
 # room's members over the targets), publishers spread too.
@@ -19,7 +20,9 @@ SRV=target/release/ringroom-server
 LOADGEN=target/release/loadgen
 # shellcheck source=bench-results/lib.sh
 . bench-results/lib.sh
-command -v nats-server >/dev/null || { echo "needs nats-server (apt-get install nats-server)" >&2; exit 1; }
+for tool in nats-server curl; do
+    command -v "$tool" >/dev/null || { echo "needs $tool (apt-get install $tool)" >&2; exit 1; }
+done
 RUN_DIR=$TMP/cluster
 export RUN_DIR SERVER=$SRV
 trap 'cluster/run-local.sh stop >/dev/null 2>&1 || true; cleanup' EXIT
@@ -40,11 +43,12 @@ machine_lines
 echo "- nats-server $(nats-server --version | awk '{print $2}'), each with max_pending 64 MiB, write_deadline 2 s; nodes with default options (2 shards each: 6 shard threads, 3 link threads and 3 nats-servers share the 2 cores with the load generator)"
 echo "- client: \`$LOADGEN --scenario rooms --conns CONNS --rooms ROOMS --publish-rate HZ --payload 64 --duration $SECONDS_PER_RUN --target ...\` (connection i is in room i % ROOMS, the first member of each room publishes; on 3 targets each room's members go round-robin over the nodes)"
 echo
-echo "| case | setup | published / expected / delivered | late / dup / missing | ringroom CPU-s (per M deliveries) | nats-server CPU-s (per M deliveries) | loadgen CPU-s | delivery ms p50 / p99 | same node p50 / p99 | across nodes p50 / p99 |"
-echo "|---|---|---|---|---|---|---|---|---|---|"
+echo "| case | setup | published / expected / delivered | late / dup / missing | ringroom CPU-s (per M deliveries) | link messages out / in | nats-server CPU-s (per M deliveries; µs per link message) | loadgen CPU-s | delivery ms p50 / p99 | same node p50 / p99 | across nodes p50 / p99 |"
+echo "|---|---|---|---|---|---|---|---|---|---|---|"
 
 k=0
 for case in "many-rooms:many rooms (1,000 x 10, 1/s each):10000:1000:1" \
+    "many-rooms-5:many rooms (1,000 x 10, 5/s each):10000:1000:5" \
     "fan-out:fan-out (1 x 3,000, 10/s):3000:1:10"; do
     IFS=: read -r short name conns rooms hz <<<"$case"
     for setup in one-node cluster; do
@@ -70,7 +74,19 @@ for case in "many-rooms:many rooms (1,000 x 10, 1/s each):10000:1000:1" \
             --out "$out" >"$TMP/run.txt" 2>&1 || true
         r1=$(sum_ticks "${ring_pids[@]}")
         n1=$(sum_ticks "${nats_pids[@]}")
-        if [ "$setup" = cluster ]; then cluster/run-local.sh stop; else stop_server; PIDS=(); fi
+        link_out=0
+        link_in=0
+        if [ "$setup" = cluster ]; then
+            for port in 7712 7722 7732; do
+                curl -s "127.0.0.1:$port/metrics" >"$TMP/metrics.txt" || true
+                link_out=$((link_out + $(awk '/^ringroom_cluster_messages_out_total/ {print $2}' "$TMP/metrics.txt")))
+                link_in=$((link_in + $(awk '/^ringroom_cluster_messages_in_total/ {print $2}' "$TMP/metrics.txt")))
+            done
+            cluster/run-local.sh stop
+        else
+            stop_server
+            PIDS=()
+        fi
         t=$TMP/run.txt
         delivered=$(row_value "$t" 'rooms: published / expected / delivered' | awk -F' / ' '{print $3}')
         delivered=${delivered:-0}
@@ -78,15 +94,17 @@ for case in "many-rooms:many rooms (1,000 x 10, 1/s each):10000:1000:1" \
         ncpu=$(secs $((n1 - n0)))
         p() { row_value "$t" "$1" | awk -F' / ' '{print $1 " / " $2}'; }
         if [ "$setup" = cluster ]; then
-            nats_cell="$ncpu ($(per_million "$ncpu" "$delivered"))"
+            link="$link_out / $link_in"
+            nats_cell="$ncpu ($(per_million "$ncpu" "$delivered"); $(per_million "$ncpu" $((link_out + link_in))))"
             same=$(p 'delivery, same node ms p50 / p99 / p99.9 / max')
             cross=$(p 'delivery, across nodes ms p50 / p99 / p99.9 / max')
         else
             nats_cell="-"
+            link="-"
             same="-"
             cross="-"
         fi
-        echo "| $name | $setup | $(row_value "$t" 'rooms: published / expected / delivered') | $(row_value "$t" 'rooms: late / duplicate / missing') | $rcpu (**$(per_million "$rcpu" "$delivered")**) | $nats_cell | $(row_value "$t" 'loadgen CPU-s') | $(p 'delivery ms p50 / p99 / p99.9 / max') | $same | $cross |"
+        echo "| $name | $setup | $(row_value "$t" 'rooms: published / expected / delivered') | $(row_value "$t" 'rooms: late / duplicate / missing') | $rcpu (**$(per_million "$rcpu" "$delivered")**) | $link | $nats_cell | $(row_value "$t" 'loadgen CPU-s') | $(p 'delivery ms p50 / p99 / p99.9 / max') | $same | $cross |"
         if [ -n "$OUT" ]; then
             mkdir -p "$OUT"
             cp -r "$out" "$OUT/$short-$setup"
