@@ -27,6 +27,13 @@
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 
+/// A member is cut (SLOW_CONSUMER) when it holds this many windows of one
+/// publisher's stream data. Measured in the tests: a member across nodes held
+/// under 32 windows (8 MiB at the default window), one on a server with
+/// 64 KiB receive buffers between 32 and 64 (the input a shard reads in one
+/// turn before the pause takes effect); 256 leaves four times that.
+pub const HARD_BOUND_WINDOWS: usize = 256;
+
 /// One publishing connection's stream flow control.
 #[derive(Debug)]
 pub struct Flow {
@@ -57,6 +64,17 @@ impl Flow {
     /// The high watermark.
     pub fn window(&self) -> usize {
         self.window as usize
+    }
+
+    /// What a member may hold of this flow's data before it is cut, flow
+    /// control or not: [`HARD_BOUND_WINDOWS`] windows. A local publisher
+    /// pauses within one window and what the channels hold (another); a
+    /// remote one within a round trip to its node, with what the sockets
+    /// between hold meanwhile. A publisher that does not pause at all (a node
+    /// that ignores FLOW) meets this bound instead of filling the member's
+    /// queue without end.
+    pub fn hard_bound(&self) -> usize {
+        self.window() * HARD_BOUND_WINDOWS
     }
 
     /// The publisher's shard.
@@ -124,8 +142,9 @@ pub struct Debt {
 pub struct Debts(Vec<Debt>);
 
 impl Debts {
-    /// `bytes` of `flow`'s fragments were queued for this member.
-    pub fn queued(&mut self, flow: &Arc<Flow>, bytes: usize) {
+    /// `bytes` of `flow`'s fragments were queued for this member; returns
+    /// what it owes that flow now.
+    pub fn queued(&mut self, flow: &Arc<Flow>, bytes: usize) -> usize {
         let i = match self.0.iter().position(|d| Arc::ptr_eq(&d.flow, flow)) {
             Some(i) => i,
             None => {
@@ -143,6 +162,7 @@ impl Debts {
             d.over = true;
             d.flow.member_over();
         }
+        d.bytes
     }
 
     /// `bytes` of `flow`'s fragments were taken by the member's socket. A

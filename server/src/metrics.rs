@@ -167,6 +167,9 @@ pub struct ShardMetrics {
     /// ERROR GAP notices queued for members (cluster: messages from other
     /// nodes may have been lost).
     pub gap_notices: Counter,
+    /// Members cut for holding more than the hard bound of one publisher's
+    /// stream data (a publisher, or its node, that did not pause).
+    pub stream_bound_cuts: Counter,
 }
 
 impl ShardMetrics {
@@ -185,7 +188,13 @@ impl ShardMetrics {
 pub fn render_prometheus(shards: &[std::sync::Arc<ShardMetrics>]) -> String {
     let mut out = String::with_capacity(4096);
     type Getter = fn(&ShardMetrics) -> &Counter;
-    let simple: [(&str, &str, &str, Getter); 29] = [
+    let simple: [(&str, &str, &str, Getter); 30] = [
+        (
+            "ringroom_stream_bound_cuts_total",
+            "counter",
+            "Members cut for holding more than 256 stream windows of one publisher's data (it, or its node, did not pause).",
+            |m| &m.stream_bound_cuts,
+        ),
         (
             "ringroom_gap_notices_total",
             "counter",

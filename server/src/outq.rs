@@ -179,12 +179,16 @@ impl OutQueue {
     }
 
     /// Queues a stream frame in its (sender, stream) FIFO, and what this
-    /// member owes the publisher's flow. Never refused: flow control bounds it.
-    pub fn push_fragment(&mut self, frame: Arc<Broadcast>) {
+    /// member owes the publisher's flow. Flow control bounds it; refused
+    /// only past the flow's hard bound ([`Flow::hard_bound`]), which a
+    /// publisher that pauses as asked never reaches.
+    pub fn push_fragment(&mut self, frame: Arc<Broadcast>) -> Result<(), Overflow> {
         let s = self.streams.get_or_insert_with(Default::default);
         let len = frame.bytes().len();
         if let Some(flow) = frame.flow() {
-            s.debts.queued(flow, len);
+            if s.debts.queued(flow, len) > flow.hard_bound() {
+                return Err(Overflow);
+            }
         }
         s.bytes += len;
         let key = (frame.from_conn_id(), frame.stream());
@@ -200,6 +204,7 @@ impl OutQueue {
                 frames: VecDeque::from([frame]),
             }),
         }
+        Ok(())
     }
 
     /// Encodes a control `frame` at the end of its lane, with the same bound
@@ -427,8 +432,8 @@ mod tests {
         let mut pool = BufPool::new(4, 1 << 16);
         let mut wake = Vec::new();
         let mut q = OutQueue::default();
-        q.push_fragment(fragment(1, 5, b"f1", None));
-        q.push_fragment(fragment(1, 5, b"f2", None));
+        q.push_fragment(fragment(1, 5, b"f1", None)).unwrap();
+        q.push_fragment(fragment(1, 5, b"f2", None)).unwrap();
         q.push_message(b"msg", 100, &mut pool).unwrap();
         q.push(&Frame::Pong(b"ctl"), 100, &mut pool).unwrap();
         let first = send_all(&mut q, &mut pool, &mut wake);
@@ -452,10 +457,10 @@ mod tests {
         let mut wake = Vec::new();
         let mut q = OutQueue::default();
         for i in 0..3u8 {
-            q.push_fragment(fragment(1, 1, &[b'a', i], None));
+            q.push_fragment(fragment(1, 1, &[b'a', i], None)).unwrap();
         }
-        q.push_fragment(fragment(2, 1, b"b0", None));
-        q.push_fragment(fragment(1, 2, b"c0", None));
+        q.push_fragment(fragment(2, 1, b"b0", None)).unwrap();
+        q.push_fragment(fragment(1, 2, b"c0", None)).unwrap();
         let order: Vec<Vec<u8>> = (0..5)
             .map(|_| {
                 let out = send_all(&mut q, &mut pool, &mut wake);
@@ -480,8 +485,10 @@ mod tests {
         let mut wake = Vec::new();
         let flow = Flow::new(1, 100);
         let mut q = OutQueue::default();
-        q.push_fragment(fragment(1, 1, &[0; 80], Some(flow.clone())));
-        q.push_fragment(fragment(1, 1, &[0; 80], Some(flow.clone())));
+        q.push_fragment(fragment(1, 1, &[0; 80], Some(flow.clone())))
+            .unwrap();
+        q.push_fragment(fragment(1, 1, &[0; 80], Some(flow.clone())))
+            .unwrap();
         assert!(flow.is_closed(), "two fragments queued exceed the window");
         flow.set_waiting(true);
         let mut buf = q.start_send(&mut pool).unwrap();
@@ -496,7 +503,8 @@ mod tests {
         assert!(!flow.is_closed());
         assert_eq!(wake, vec![1], "the waiting publisher's shard is woken");
         let mut q2 = OutQueue::default();
-        q2.push_fragment(fragment(1, 1, &[0; 200], Some(flow.clone())));
+        q2.push_fragment(fragment(1, 1, &[0; 200], Some(flow.clone())))
+            .unwrap();
         assert!(flow.is_closed());
         q2.discard_queued(&mut pool, &mut wake);
         assert!(flow.may_resume(), "a cut member opens the flow");
@@ -510,7 +518,7 @@ mod tests {
         let _buf = q.start_send(&mut pool).unwrap();
         q.refused_by_socket();
         for _ in 0..10 {
-            q.push_fragment(fragment(1, 1, &[0; 50], None));
+            q.push_fragment(fragment(1, 1, &[0; 50], None)).unwrap();
         }
         assert!(q.stream_bytes() > 500);
         q.push_message(&[0; 90], 100, &mut pool).unwrap();
@@ -522,7 +530,7 @@ mod tests {
         let mut wake = Vec::new();
         let mut q = OutQueue::default();
         q.push_message(&[1; 50], 1000, &mut pool).unwrap();
-        q.push_fragment(fragment(1, 1, b"x", None));
+        q.push_fragment(fragment(1, 1, b"x", None)).unwrap();
         q.push(&Frame::Pong(b"keep"), 1000, &mut pool).unwrap();
         q.discard_data(&mut pool, &mut wake);
         assert_eq!(q.len(), 12);
@@ -533,6 +541,28 @@ mod tests {
         q.release_idle(&mut pool);
         assert_eq!(q.capacity(), 0);
         assert!(q.streams.is_none());
+    }
+
+    #[test]
+    fn a_publisher_that_never_pauses_meets_the_hard_bound() {
+        let flow = Flow::new(0, 100);
+        let mut q = OutQueue::default();
+        let frame = fragment(1, 1, &[0; 80], Some(flow.clone()));
+        let len = frame.bytes().len();
+        let fit = flow.hard_bound() / len;
+        for _ in 0..fit {
+            q.push_fragment(frame.clone()).unwrap();
+        }
+        assert!(flow.is_closed(), "over the window long since");
+        assert!(q.push_fragment(frame).is_err(), "past 256 windows: refused");
+        let other = Flow::new(0, 100);
+        let mut q = OutQueue::default();
+        q.push_fragment(fragment(2, 1, &[0; 80], Some(other)))
+            .unwrap();
+        assert!(
+            q.push_fragment(fragment(1, 1, &[0; 80], None)).is_ok(),
+            "bounds are per publisher"
+        );
     }
 
     #[test]

@@ -269,6 +269,8 @@ pub(super) fn reply(st: &mut ConnState, cx: &mut Ctx<'_>, frame: &Frame<'_>) {
 /// Why a connection was cut as a slow consumer, in its ERROR.
 pub(super) const OVERFLOW_REASON: &str =
     "outgoing queue full: the socket refused and more than --queue-bytes came since";
+pub(super) const STREAM_BOUND_REASON: &str =
+    "more than 256 stream windows of one publisher's data queued (its node did not pause it)";
 pub(super) const STALL_REASON: &str = "the socket took nothing within --slow-consumer-ms";
 
 /// A slow consumer: drop the backlog (opening the flows it held back), send

@@ -599,12 +599,13 @@ impl ShardCore {
             if st.phase != Phase::Open {
                 continue;
             }
-            let queued = if message.stream() != 0 {
-                st.out.push_fragment(message.clone());
-                Ok(())
+            let (queued, reason) = if message.stream() != 0 {
+                (st.out.push_fragment(message.clone()), STREAM_BOUND_REASON)
             } else {
-                st.out
-                    .push_message(message.bytes(), self.limits.queue_bytes, &mut self.pool)
+                let q =
+                    st.out
+                        .push_message(message.bytes(), self.limits.queue_bytes, &mut self.pool);
+                (q, OVERFLOW_REASON)
             };
             match queued {
                 Ok(()) => {
@@ -612,8 +613,11 @@ impl ShardCore {
                     self.metrics.frames_out.inc();
                 }
                 Err(_) => {
+                    if message.stream() != 0 {
+                        self.metrics.stream_bound_cuts.inc();
+                    }
                     let mut cx = ctx!(self, slot, now);
-                    slow_consumer(st, &mut cx, OVERFLOW_REASON);
+                    slow_consumer(st, &mut cx, reason);
                 }
             }
             mark_dirty(st, &mut self.dirty, slot);
