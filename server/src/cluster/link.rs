@@ -26,7 +26,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 
 use super::metrics::unix_ns;
 use super::node::{Node, Notes};
-use super::{Interest, Jitter};
+use super::Interest;
 use crate::channel::{Delivery, Inbox, Outboxes};
 use crate::flow::Flow;
 use crate::metrics::ShardMetrics;
@@ -88,7 +88,7 @@ pub fn run(spec: LinkSpec) {
     let mut next_server = 0usize;
     let mut failed_in_a_row = 0usize;
     let mut backoff_ms = 100u64;
-    let mut jitter = Jitter::new(unix_ns());
+    let mut jitter = fastrand::Rng::with_seed(unix_ns());
     let mut retry_at = 0u64;
     let mut conn: Option<Conn> = None;
     let mut rbuf: Vec<u8> = Vec::with_capacity(64 << 10);
@@ -347,21 +347,22 @@ pub fn run(spec: LinkSpec) {
     }
 }
 
-/// How long to wait before the next attempt: none while untried servers
+/// How long to wait before the next attempt: next to nothing after a link
+/// that was up dropped (`failed_in_a_row` 0) and while untried servers
 /// remain in this round, then exponential backoff with jitter.
 fn retry_delay(
     failed_in_a_row: usize,
     servers: usize,
     backoff_ms: &mut u64,
-    jitter: &mut Jitter,
+    jitter: &mut fastrand::Rng,
 ) -> u64 {
-    if failed_in_a_row % servers.max(1) != 0 {
+    if failed_in_a_row == 0 || failed_in_a_row % servers.max(1) != 0 {
         return 20;
     }
     let base = *backoff_ms;
     *backoff_ms = (*backoff_ms * 2).min(5000);
     // base/2 .. base*3/2
-    base / 2 + jitter.draw() % base.max(1)
+    base / 2 + jitter.u64(0..base.max(1))
 }
 
 /// A non-blocking TCP connect to `server` (`host:port`).

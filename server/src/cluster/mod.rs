@@ -127,12 +127,10 @@ pub fn choose_node_id(
     incarnation: u64,
     wait: Duration,
 ) -> Result<(u16, bool), String> {
-    let mut rng = Jitter::new(incarnation);
+    let mut rng = fastrand::Rng::with_seed(incarnation);
     let mut tried = Vec::new();
     for _ in 0..8 {
-        let id = opts
-            .node_id
-            .unwrap_or_else(|| 1 + (rng.draw() % u64::from(u16::MAX)) as u16);
+        let id = opts.node_id.unwrap_or_else(|| rng.u16(1..));
         match claim(opts, id, incarnation, wait) {
             Ok(None) => return Ok((id, true)),
             Ok(Some(holder)) => {
@@ -289,28 +287,6 @@ fn read_ops(
             Ok(n) => buf.extend_from_slice(&chunk[..n]),
             Err(e) => return Err(e.to_string()),
         }
-    }
-}
-
-/// A small xorshift generator for jitter and derived ids (no need for
-/// cryptographic quality here).
-#[derive(Debug)]
-pub struct Jitter(u64);
-
-impl Jitter {
-    /// Seeded by `seed` (any value).
-    pub fn new(seed: u64) -> Self {
-        Self(seed | 1)
-    }
-
-    /// The next value.
-    pub fn draw(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.0 = x;
-        x
     }
 }
 

@@ -599,7 +599,8 @@ impl ShardCore {
             if st.phase != Phase::Open {
                 continue;
             }
-            let (queued, reason) = if message.stream() != 0 {
+            let fragment = message.stream() != 0;
+            let (queued, reason) = if fragment {
                 (st.out.push_fragment(message.clone()), STREAM_BOUND_REASON)
             } else {
                 let q =
@@ -613,7 +614,7 @@ impl ShardCore {
                     self.metrics.frames_out.inc();
                 }
                 Err(_) => {
-                    if message.stream() != 0 {
+                    if fragment {
                         self.metrics.stream_bound_cuts.inc();
                     }
                     let mut cx = ctx!(self, slot, now);
