@@ -221,7 +221,17 @@ impl Chat {
             }
             let Some(input) = input else { continue };
             let outcome = match input {
-                Input::Line(line) => self.on_line(&line, &bars),
+                // A paste (bracketed) comes as one "line" with newlines in it.
+                Input::Line(text) => {
+                    let mut outcome = Outcome::Stay;
+                    for line in text.split('\n') {
+                        if let Outcome::Quit = self.on_line(line, &bars) {
+                            outcome = Outcome::Quit;
+                            break;
+                        }
+                    }
+                    outcome
+                }
                 Input::Interrupt => {
                     let n = self.rt.cancel_all();
                     if n == 0 {

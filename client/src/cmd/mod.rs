@@ -119,6 +119,16 @@ pub fn close(rt: &mut Runtime, within: Duration) -> Vec<Note> {
     }
     rt.abandon();
     notes.extend(std::iter::from_fn(|| rt.poll_note()));
+    // The server closing after our end is what we asked for, not news.
+    notes.retain(|n| {
+        !matches!(
+            n,
+            Note::Session(Event::Lost {
+                why: session::Lost::Closed(_),
+                retry_in: None
+            })
+        )
+    });
     notes
 }
 

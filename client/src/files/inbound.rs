@@ -127,6 +127,17 @@ pub enum Discard {
     Io(String),
 }
 
+impl Discard {
+    /// Whether part of the file had been written (and is now deleted), as
+    /// opposed to refused before a byte was written.
+    pub fn had_bytes(&self) -> bool {
+        !matches!(
+            self,
+            Discard::Refused(_) | Discard::TooLarge | Discard::TooMany | Discard::NotAccepting
+        )
+    }
+}
+
 impl std::fmt::Display for Discard {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {

@@ -1,12 +1,13 @@
 //! Progress bars with rate and ETA (indicatif) for the files going out and
 //! coming in. On a plain terminal they draw on stderr; in `chat`, where the
 //! line editor owns the screen, each bar is a line printed above the prompt
-//! once a second ([`LineTerm`]).
+//! every two seconds ([`LineTerm`]).
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::io;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle, TermLike};
 
@@ -73,27 +74,26 @@ impl Bars {
         let multi = &self.multi;
         let printer = &self.printer;
         self.bars.entry(key).or_insert_with(|| {
-            let target = match printer {
-                Some(p) => ProgressDrawTarget::term_like_with_hz(
-                    Box::new(LineTerm {
-                        printer: p.clone(),
-                        pending: Mutex::new(String::new()),
-                    }),
-                    1,
-                ),
-                None => ProgressDrawTarget::hidden(),
-            };
-            let bar = ProgressBar::with_draw_target(Some(size), target).with_style(style());
-            let bar = match multi {
-                Some(m) => m.add(bar),
-                None => bar,
-            };
+            // Named before it is shown, so no line goes out without its name.
+            let bar = ProgressBar::hidden().with_style(style());
+            bar.set_length(size);
             bar.set_prefix(match key {
                 Transfer::Out(id) => format!("#{id}>"),
                 Transfer::In(..) => "<".to_string(),
             });
             bar.set_message(name.to_string());
-            bar
+            match (multi, printer) {
+                (Some(m), _) => m.add(bar),
+                (None, Some(p)) => {
+                    bar.set_draw_target(ProgressDrawTarget::term_like(Box::new(LineTerm {
+                        printer: p.clone(),
+                        pending: Mutex::new(String::new()),
+                        last: Mutex::new(None),
+                    })));
+                    bar
+                }
+                (None, None) => bar,
+            }
         })
     }
 
@@ -130,11 +130,18 @@ impl Bars {
     }
 }
 
-/// A terminal for indicatif that turns each draw of a bar into one printed
-/// line: the line editor keeps the screen, the bar scrolls with the chat.
+/// The least time between two lines of one bar in a chat: indicatif draws
+/// in bursts (its limiter lets ten through at once), a chat reads a line
+/// every few seconds.
+const LINE_EVERY: Duration = Duration::from_secs(2);
+
+/// A terminal for indicatif that turns a draw of a bar into one printed
+/// line, at most one per [`LINE_EVERY`]: the line editor keeps the screen,
+/// the bar scrolls with the chat.
 struct LineTerm {
     printer: Arc<Printer>,
     pending: Mutex<String>,
+    last: Mutex<Option<Instant>>,
 }
 
 impl fmt::Debug for LineTerm {
@@ -172,7 +179,10 @@ impl TermLike for LineTerm {
     fn flush(&self) -> io::Result<()> {
         let line = std::mem::take(&mut *self.pending.lock().unwrap());
         let line = line.trim_end();
-        if !line.is_empty() {
+        let mut last = self.last.lock().unwrap();
+        let due = last.is_none_or(|t| t.elapsed() >= LINE_EVERY);
+        if !line.is_empty() && due {
+            *last = Some(Instant::now());
             self.printer.line(line);
         }
         Ok(())

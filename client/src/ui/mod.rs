@@ -6,6 +6,7 @@ use std::sync::Mutex;
 
 use rustyline::ExternalPrinter;
 
+use crate::body::printable;
 use crate::explain::explain;
 use crate::files::hex;
 use crate::files::inbound::Incoming;
@@ -147,7 +148,9 @@ pub fn describe(note: &Note) -> Option<String> {
                 room,
                 ..
             } => format!(
-                "-- [{room}] {sender} is sending {file_name} ({})",
+                "-- [{room}] {} is sending {} ({})",
+                printable(sender),
+                printable(file_name),
                 bytes(*size)
             ),
             Incoming::Saved {
@@ -157,17 +160,31 @@ pub fn describe(note: &Note) -> Option<String> {
                 sha256,
                 ..
             } => format!(
-                "-- saved {} ({}, sha256 {}) from {sender}",
-                path.display(),
+                "-- saved {} ({}, sha256 {}) from {}",
+                printable(&path.to_string_lossy()),
                 bytes(*size),
-                hex(sha256)
+                hex(sha256),
+                printable(sender)
             ),
             Incoming::Discarded {
                 sender,
                 file_name,
                 why,
                 ..
-            } => format!("-- deleted {file_name} from {sender}: {why}"),
+            } => format!(
+                "-- {} {} from {}: {why}",
+                if why.had_bytes() {
+                    "deleted"
+                } else {
+                    "not saved:"
+                },
+                printable(file_name),
+                if sender.is_empty() {
+                    "?".into()
+                } else {
+                    printable(sender)
+                }
+            ),
             Incoming::Raw {
                 key,
                 bytes: n,
