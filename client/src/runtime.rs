@@ -23,6 +23,9 @@ use crate::session::{self, Action, Session};
 /// allows 16 open streams per connection by default).
 pub const MAX_SENDING: usize = 8;
 
+/// Files waiting for a slot, at most: each holds an open file.
+pub const MAX_WAITING: usize = 256;
+
 /// How a runtime is set up.
 #[derive(Clone, Debug)]
 pub struct Options {
@@ -225,6 +228,12 @@ impl Runtime {
     /// a slot is free. Returns our number for it.
     pub fn send_file(&mut self, room: &str, path: &Path) -> Result<u32, String> {
         Room::new(room).map_err(|e| format!("room {room:?}: {e}"))?;
+        if self.waiting.len() >= MAX_WAITING {
+            return Err(format!(
+                "{}: {MAX_WAITING} files are waiting already; send it when they have gone",
+                path.display()
+            ));
+        }
         let id = self.next_file_id;
         let file = OutgoingFile::open(path, id, 0, room, &self.opts.session.name)
             .map_err(|e| format!("{}: {e}", path.display()))?;
@@ -530,4 +539,34 @@ impl Runtime {
 /// Bytes of `s` sent so far.
 pub fn sent(s: &Sending) -> u64 {
     s.sent.load(Ordering::Relaxed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn files_waiting_are_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, b"x").unwrap();
+        let mut rt = Runtime::new(Options {
+            addr: "127.0.0.1:9".parse().unwrap(),
+            session: session::Config::default(),
+            dir: None,
+            limits: Limits::default(),
+            rate: None,
+            connect_timeout: Duration::from_secs(1),
+        });
+        // Not connected: every file waits.
+        for _ in 0..MAX_WAITING {
+            rt.send_file("r", &path).unwrap();
+        }
+        assert_eq!(rt.waiting(), MAX_WAITING);
+        let e = rt.send_file("r", &path).unwrap_err();
+        assert!(e.contains("waiting already"), "{e}");
+        assert_eq!(rt.cancel_all(), MAX_WAITING);
+        assert_eq!(rt.waiting(), 0);
+        rt.send_file("r", &path).unwrap();
+    }
 }

@@ -31,6 +31,13 @@ fn at(screen: &str, text: &str) -> usize {
         .unwrap_or_else(|| panic!("{text:?} is not on the screen:\n{screen}"))
 }
 
+/// Waits until `text` shows `n` times on `t`.
+fn wait_for_count(t: &Terminal, text: &str, n: usize) {
+    common::wait_until(common::TIMEOUT, text, || {
+        t.screen().matches(text).count() >= n
+    });
+}
+
 fn parts_in(dir: &std::path::Path) -> Vec<String> {
     common::names_in(dir)
         .into_iter()
@@ -130,6 +137,21 @@ fn two_terminals_chat_and_a_file_goes_while_lines_flow_both_ways() {
     // The chat carries on after it.
     alice.type_line("still here");
     bob.wait_for("alice: still here");
+    // Ctrl-C cancels the files on their way, and leaves the chat open.
+    alice.type_line("/send other.bin");
+    alice.wait_for("-- sending #3 other.bin");
+    bob.wait_for("-- deleted other.bin from alice: cancelled by the sender");
+    wait_for_count(&bob, "alice is sending other.bin", 2);
+    alice.keys(&["C-c"]);
+    alice.wait_for("-- 1 file(s) cancelled (Ctrl-C again leaves)");
+    wait_for_count(
+        &bob,
+        "-- deleted other.bin from alice: cancelled by the sender",
+        2,
+    );
+    assert_eq!(common::names_in(b.path()), ["big.bin"]);
+    alice.type_line("after ctrl-c");
+    bob.wait_for("alice: after ctrl-c");
 
     // /send of what is not there is an error, not an exit.
     alice.type_line("/send \"no such file.bin\"");

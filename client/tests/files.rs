@@ -102,6 +102,43 @@ fn two_hundred_megabytes_to_three_receivers_and_one_is_killed_midway() {
 }
 
 #[test]
+fn several_files_go_at_once_on_their_own_streams() {
+    let server = Server::start(&[]);
+    let tmp = tempfile::tempdir().unwrap();
+    let logs = tmp.path();
+    let dir = logs.join("in");
+    std::fs::create_dir(&dir).unwrap();
+    let names = ["one.bin", "two.bin", "three.bin"];
+    let sums: Vec<_> = names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| random_file(&logs.join(n), 4_000_000 + i))
+        .collect();
+    let mut r = recv(&server, &dir, logs, "r", &["--count", "3"]);
+    let mut c = ringroom();
+    c.args(["send", &server.target(), "drop", "--rate", "8MiB"])
+        .args(names.iter().map(|n| logs.join(n)));
+    let mut sender = Proc::spawn(c, logs, "send");
+    assert_eq!(
+        sender.exit_code(TIMEOUT),
+        Some(0),
+        "{}",
+        output(logs, "send")
+    );
+    assert_eq!(r.exit_code(TIMEOUT), Some(0), "{}", output(logs, "r"));
+    for (n, sum) in names.iter().zip(&sums) {
+        assert_eq!(sha256_of(&dir.join(n)), *sum, "{n}");
+    }
+    // All three were on their way before the first was complete.
+    let out = output(logs, "r");
+    let first_saved = out.find("-- saved").unwrap();
+    for n in names {
+        let started = out.find(&format!("is sending {n}")).unwrap();
+        assert!(started < first_saved, "{out}");
+    }
+}
+
+#[test]
 fn ctrl_c_on_the_sender_cancels_and_ctrl_c_on_a_receiver_deletes_its_part() {
     let server = Server::start(&[]);
     let tmp = tempfile::tempdir().unwrap();
