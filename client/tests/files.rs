@@ -282,7 +282,7 @@ fn exit_codes_say_what_happened() {
     );
     let (code, text) = run(&["recv", &free, "drop", "--dir", f]);
     assert_eq!(
-        (code, text.contains("is not a folder")),
+        (code, text.contains("not a folder")),
         (Some(2), true),
         "{text}"
     );

@@ -107,15 +107,8 @@ pub fn run(args: Args) -> u8 {
         }
     };
     if !args.no_files {
-        if let Err(e) = std::fs::metadata(&args.dir).and_then(|m| {
-            if m.is_dir() {
-                Ok(())
-            } else {
-                Err(std::io::Error::other("not a folder"))
-            }
-        }) {
-            eprintln!("ringroom chat: --dir {}: {e}", args.dir.display());
-            return exit::USAGE;
+        if let Err(code) = super::check_dir("chat", &args.dir) {
+            return code;
         }
     }
     let name = super::name_or_default(args.name);

@@ -7,7 +7,7 @@ pub mod recv;
 pub mod send;
 
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -95,6 +95,38 @@ impl Connect {
             connect_timeout: Duration::from_secs(3),
         })
     }
+}
+
+/// Checks that `dir` is a folder; says why not (as `ringroom <cmd>`).
+pub fn check_dir(cmd: &str, dir: &Path) -> Result<(), u8> {
+    let why = match std::fs::metadata(dir) {
+        Ok(m) if m.is_dir() => return Ok(()),
+        Ok(_) => "not a folder".to_string(),
+        Err(e) => e.to_string(),
+    };
+    eprintln!("ringroom {cmd}: {}: {why}", dir.display());
+    Err(crate::explain::exit::USAGE)
+}
+
+/// Resolves `target`, makes the runtime `connect` describes for it, and
+/// joins `room`; says why not (as `ringroom <cmd>`) with the exit code.
+pub fn start(
+    cmd: &str,
+    target: &str,
+    room: &str,
+    connect: impl FnOnce(SocketAddr) -> Connect,
+) -> Result<Runtime, u8> {
+    use crate::explain::exit;
+    let addr = resolve(target).map_err(|e| {
+        eprintln!("ringroom {cmd}: {e}");
+        exit::NO_SERVER
+    })?;
+    let mut rt = connect(addr).runtime();
+    rt.join(room).map_err(|e| {
+        eprintln!("ringroom {cmd}: {e}");
+        exit::USAGE
+    })?;
+    Ok(rt)
 }
 
 /// SIGINT and SIGTERM raise this flag (the terminal's Ctrl-C in `send` and `recv`).

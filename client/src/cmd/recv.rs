@@ -43,39 +43,24 @@ pub struct Args {
 
 /// The subcommand.
 pub fn run(args: Args) -> u8 {
-    match std::fs::metadata(&args.dir) {
-        Ok(m) if m.is_dir() => {}
-        Ok(_) => {
-            eprintln!("ringroom recv: {} is not a folder", args.dir.display());
-            return exit::USAGE;
-        }
-        Err(e) => {
-            eprintln!("ringroom recv: {}: {e}", args.dir.display());
-            return exit::USAGE;
-        }
+    if let Err(code) = super::check_dir("recv", &args.dir) {
+        return code;
     }
-    let addr = match super::resolve(&args.addr) {
-        Ok(a) => a,
-        Err(e) => {
-            eprintln!("ringroom recv: {e}");
-            return exit::NO_SERVER;
-        }
-    };
     let interrupted = interrupt_flag();
-    let mut rt = Connect {
+    let name = super::name_or_default(args.name);
+    let dir = args.dir.clone();
+    let mut rt = match super::start("recv", &args.addr, &args.room, |addr| Connect {
         addr,
-        name: super::name_or_default(args.name),
+        name,
         heartbeat_ms: 0,
         reconnect: true,
-        dir: Some(args.dir.clone()),
+        dir: Some(dir),
         max_file_bytes: args.max_file_bytes,
         rate: None,
-    }
-    .runtime();
-    if let Err(e) = rt.join(&args.room) {
-        eprintln!("ringroom recv: {e}");
-        return exit::USAGE;
-    }
+    }) {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
     let mut bars = Bars::on_stderr();
     let (mut saved, mut deleted) = (0u64, 0u64);
     let never = crossbeam_channel::never::<()>();

@@ -44,29 +44,21 @@ pub fn run(args: Args) -> u8 {
         eprintln!("ringroom send: no files given");
         return exit::USAGE;
     }
-    let addr = match super::resolve(&args.addr) {
-        Ok(a) => a,
-        Err(e) => {
-            eprintln!("ringroom send: {e}");
-            return exit::NO_SERVER;
-        }
-    };
     let interrupted = interrupt_flag();
-    let mut rt = Connect {
+    let name = super::name_or_default(args.name);
+    let mut rt = match super::start("send", &args.addr, &args.room, |addr| Connect {
         addr,
-        name: super::name_or_default(args.name),
+        name,
         heartbeat_ms: 0,
         // A transfer cannot resume on a new connection: fail, do not retry.
         reconnect: false,
         dir: None,
         max_file_bytes: None,
         rate: args.rate,
-    }
-    .runtime();
-    if let Err(e) = rt.join(&args.room) {
-        eprintln!("ringroom send: {e}");
-        return exit::USAGE;
-    }
+    }) {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
     let mut left = 0;
     for path in &args.files {
         match rt.send_file(&args.room, path) {
