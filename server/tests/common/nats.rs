@@ -29,7 +29,23 @@ pub struct NatsCluster {
     pub servers: Vec<NatsServer>,
 }
 
+/// A port free now, below the ephemeral range: the config names it before
+/// nats-server binds it, and a port from the ephemeral range (what binding
+/// port 0 gives) can be taken meanwhile by any connect on the machine (CI
+/// saw "nats-server did not listen" while loadgen tests connected).
 fn free_port() -> u16 {
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    if low > 12_000 {
+        for _ in 0..1000 {
+            let port = fastrand::u16(10_000..low);
+            if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+                return port;
+            }
+        }
+    }
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -113,10 +129,12 @@ impl NatsServer {
         self.child = Some(child);
         let deadline = Instant::now() + TIMEOUT;
         while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            let exited = self.child.as_mut().unwrap().try_wait().unwrap().is_some();
             assert!(
-                Instant::now() < deadline,
-                "nats-server did not listen on {}",
-                self.port
+                Instant::now() < deadline && !exited,
+                "nats-server did not listen on {}: {}",
+                self.port,
+                std::fs::read_to_string(&log).unwrap_or_default()
             );
             std::thread::sleep(Duration::from_millis(20));
         }
