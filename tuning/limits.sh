@@ -2,24 +2,28 @@
 # Checks, raises and restores the limits a C10K..C1M run needs, against a
 # profile (tuning/profiles/*.conf).
 #
-#   tuning/limits.sh check  [--profile P] [--pid PID] [--unit NAME]
+#   tuning/limits.sh check  [--profile P] [--pid PID] [--unit NAME] [--connections N]
 #   tuning/limits.sh apply  [--profile P] [--dry-run] [--unit NAME] [--only PREFIX]
 #   tuning/limits.sh revert
 #
 # check: one table of each setting, its current value, the profile's value and
 # OK, LOW or n/a, one line on why each LOW matters; exit 1 if anything is LOW.
+# With --connections N, also the plan for N connections with both ends here
+# (kernel, server and loadgen memory against MemAvailable, source addresses,
+# conntrack); exit 3 if it cannot fit.
 # apply (root): saves every value it will change to a state file, then sets the
 # sysctls (at once, and in a sysctl.d drop-in), writes a limits.d file for the fd
 # limit and, with --unit, a systemd drop-in; never lowers a limit that is higher;
 # says what it cannot change and why, and goes on. --only net. limits it to
 # settings starting with that prefix. revert: restores exactly the saved values
 # and removes the drop-ins. P is c10k, c100k (default) or c1m.
-# For tests: --sysctl-root DIR, --limits-file FILE, --etc-root DIR, --state FILE.
+# For tests: --sysctl-root DIR, --limits-file FILE, --etc-root DIR, --state FILE,
+# --meminfo FILE.
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
 usage() {
-    sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//' >&2
+    sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//' >&2
     exit 2
 }
 
@@ -35,6 +39,8 @@ state=/var/lib/ringroom/limits.state
 dry_run=0
 unit=""
 only=""
+connections=""
+meminfo=/proc/meminfo
 while [ $# -gt 0 ]; do
     case $1 in
         --profile) profile=${2:?--profile needs a name}; shift 2 ;;
@@ -46,9 +52,14 @@ while [ $# -gt 0 ]; do
         --dry-run) dry_run=1; shift ;;
         --unit) unit=${2:?--unit needs a systemd unit name}; shift 2 ;;
         --only) only=${2:?--only needs a prefix}; shift 2 ;;
+        --connections) connections=${2:?--connections needs a number}; shift 2 ;;
+        --meminfo) meminfo=${2:?--meminfo needs a file}; shift 2 ;;
         *) usage ;;
     esac
 done
+case $connections in
+    '' | *[!0-9]*) [ -z "$connections" ] || { echo "limits.sh: --connections $connections: not a number" >&2; exit 2; } ;;
+esac
 sysctl_dropin=$etc/sysctl.d/90-ringroom.conf
 limits_dropin=$etc/security/limits.d/90-ringroom.conf
 
@@ -214,7 +225,7 @@ low=0
 rows=()
 whys=()
 row() { # setting current recommended status why
-    rows+=("$(printf '%-32s %-24s %-20s %s' "$1" "$2" "$3" "$4")")
+    rows+=("$(printf '%-36s %-24s %-20s %s' "$1" "$2" "$3" "$4")")
     if [ "$4" = LOW ]; then
         low=1
         whys+=("$1: $5")
@@ -267,11 +278,57 @@ if [ -z "$limits_file" ] && [ -d /run/systemd/system ] && command -v systemctl >
 fi
 
 echo "profile $profile ($conf)"
-printf '%-32s %-24s %-20s %s\n' setting current recommended status
+printf '%-36s %-24s %-20s %s\n' setting current recommended status
 printf '%s\n' "${rows[@]}"
 if [ "$low" = 1 ]; then
     echo
     echo "Why the LOW ones matter:"
     printf '  %s\n' "${whys[@]}"
-    exit 1
 fi
+
+# The plan for N connections with both ends on this machine (a loopback run),
+# from what one costs as measured here at C100K (issue 16: 100,000 idle loopback
+# connections grew the slab by 946 MB, ringroom-server's RSS by 222 B and
+# loadgen's by 1.4 KB a connection). Refused when it does not fit in what the
+# kernel says is available, with a tenth kept back.
+fits=1
+if [ -n "$connections" ]; then
+    kernel_each=9460
+    server_each=222
+    loadgen_each=1440
+    mib() { echo $(( ($1 + 1048575) / 1048576 )); }
+    kernel=$(( connections * kernel_each ))
+    server=$(( connections * server_each ))
+    loadgen=$(( connections * loadgen_each ))
+    need=$(( kernel + server + loadgen ))
+    avail_kb=$(awk '$1 == "MemAvailable:" { print $2 }' "$meminfo")
+    [ -n "$avail_kb" ] || { echo "limits.sh: no MemAvailable in $meminfo" >&2; exit 2; }
+    avail=$(( avail_kb * 1024 ))
+    usable=$(( avail * 9 / 10 ))
+    echo
+    echo "plan for $connections connections, both ends on this machine:"
+    printf '  %-58s %8s MiB\n' "kernel: 2 sockets a connection, $kernel_each B (measured)" "$(mib $kernel)"
+    printf '  %-58s %8s MiB\n' "ringroom-server: $server_each B a connection (measured)" "$(mib $server)"
+    printf '  %-58s %8s MiB\n' "loadgen: $loadgen_each B a connection (measured)" "$(mib $loadgen)"
+    printf '  %-58s %8s MiB\n' "total" "$(mib $need)"
+    printf '  %-58s %8s MiB\n' "available (MemAvailable, less a tenth kept back)" "$(mib $usable)"
+    if [ "$need" -gt "$usable" ]; then
+        fits=0
+        echo "  DOES NOT FIT: $(mib $need) MiB wanted, $(mib $usable) MiB usable; run fewer connections, or put loadgen on another machine"
+    else
+        echo "  fits, with $(mib $(( usable - need ))) MiB to spare"
+    fi
+    range=$(sysctl_value net.ipv4.ip_local_port_range)
+    if [ -n "$range" ]; then
+        read -r -a f <<< "$range"
+        span=$(( f[1] - f[0] + 1 ))
+        echo "  source addresses: at least $(( (connections + span - 1) / span )) ($span ephemeral ports each, to one server address; loadgen --source)"
+    fi
+    ct_max=$(sysctl_value net.netfilter.nf_conntrack_max)
+    if [ -n "$ct_max" ] && [ "$ct_max" -lt "$connections" ]; then
+        ct_now=$(sysctl_value net.netfilter.nf_conntrack_count)
+        echo "  conntrack: the table holds $ct_max entries (${ct_now:-?} in use now); if loopback is tracked, connection $(( ct_max + 1 )) on is dropped: raise net.netfilter.nf_conntrack_max (apply --profile c1m) or exempt loopback from tracking"
+    fi
+fi
+[ "$fits" = 1 ] || exit 3
+[ "$low" = 0 ] || exit 1

@@ -283,3 +283,143 @@ fn apply_then_revert_restores_every_value_exactly() {
     assert!(!dir.join("state").exists(), "state removed");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+impl Fake {
+    fn check_plan(&self, profile: &str, connections: &str, available_kb: u64) -> Output {
+        std::fs::write(
+            self.dir.join("meminfo"),
+            format!("MemTotal:       25000000 kB\nMemAvailable:   {available_kb} kB\n"),
+        )
+        .unwrap();
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tuning/limits.sh");
+        Command::new("bash")
+            .arg(script)
+            .args(["check", "--profile", profile, "--connections", connections])
+            .arg("--sysctl-root")
+            .arg(self.dir.join("sys"))
+            .arg("--limits-file")
+            .arg(self.dir.join("limits"))
+            .arg("--meminfo")
+            .arg(self.dir.join("meminfo"))
+            .output()
+            .unwrap()
+    }
+}
+
+#[test]
+fn the_memory_plan_for_n_connections_fits_or_is_refused() {
+    let fake = Fake::new("plan");
+    fake.set("net/ipv4/ip_local_port_range", "1024\t65535");
+    // 24 GB available: a million loopback connections fit (about 10.4 GiB).
+    let out = fake.check_plan("c10k", "1000000", 24_000_000);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(
+        stdout.contains("plan for 1000000 connections, both ends on this machine"),
+        "{stdout}"
+    );
+    assert!(
+        row_in_plan(&stdout, "kernel: 2 sockets a connection").ends_with(" 9022 MiB"),
+        "{stdout}"
+    );
+    assert!(
+        row_in_plan(&stdout, "total").ends_with(" 10607 MiB"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("  fits, with "), "{stdout}");
+    assert!(
+        stdout.contains("source addresses: at least 16 (64512 ephemeral ports each"),
+        "{stdout}"
+    );
+    // The fake's conntrack table (262,144) is smaller than the run.
+    assert!(
+        stdout.contains("conntrack: the table holds 262144 entries"),
+        "{stdout}"
+    );
+    fake.set("net/netfilter/nf_conntrack_max", "4194304");
+    let out = fake.check_plan("c10k", "1000000", 24_000_000);
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("conntrack:"));
+
+    // 8 GB available: refused, exit 3, whatever else is OK.
+    let out = fake.check_plan("c10k", "1000000", 8_000_000);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(3), "{stdout}");
+    assert!(
+        stdout.contains("DOES NOT FIT: 10607 MiB wanted, 7032 MiB usable"),
+        "{stdout}"
+    );
+    // A plan that fits does not hide a LOW setting (exit 1).
+    let out = fake.check_plan("c100k", "100000", 24_000_000);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("fits, with"));
+    let out = fake.check_plan("c10k", "a lot", 24_000_000);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+fn row_in_plan<'a>(stdout: &'a str, label: &str) -> &'a str {
+    stdout
+        .lines()
+        .find(|l| l.trim_start().starts_with(label))
+        .unwrap_or_else(|| panic!("no {label} line in\n{stdout}"))
+}
+
+/// The c1m profile's settings, applied to and reverted on the fake tree.
+#[test]
+fn the_c1m_profile_applies_and_reverts_on_a_fake_tree() {
+    let fake = Fake::new("c1m");
+    fake.set("net/ipv4/tcp_max_orphans", "131072");
+    fake.set("net/netfilter/nf_conntrack_buckets", "262144");
+    fake.set("net/ipv4/tcp_max_tw_buckets", "131072");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tuning/limits.sh");
+    let run = |args: &[&str]| {
+        Command::new("bash")
+            .arg(&script)
+            .args(args)
+            .arg("--sysctl-root")
+            .arg(fake.dir.join("sys"))
+            .arg("--etc-root")
+            .arg(fake.dir.join("etc"))
+            .arg("--state")
+            .arg(fake.dir.join("state"))
+            .output()
+            .unwrap()
+    };
+    let read = |key: &str| {
+        std::fs::read_to_string(fake.dir.join("sys").join(key))
+            .unwrap()
+            .trim()
+            .to_string()
+    };
+    let keys = [
+        ("net/netfilter/nf_conntrack_max", "262144", "4194304"),
+        ("net/netfilter/nf_conntrack_buckets", "262144", "1048576"),
+        ("net/ipv4/tcp_max_tw_buckets", "131072", "1048576"),
+        ("net/ipv4/tcp_max_orphans", "131072", "1048576"),
+        ("net/core/somaxconn", "4096", "65535"),
+    ];
+    let out = run(&["apply", "--profile", "c1m"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for (key, _, applied) in keys {
+        assert_eq!(read(key), applied, "{key}:\n{stdout}");
+    }
+    let dropin = std::fs::read_to_string(fake.dir.join("etc/sysctl.d/90-ringroom.conf")).unwrap();
+    assert!(
+        dropin.contains("net.netfilter.nf_conntrack_max = 4194304"),
+        "{dropin}"
+    );
+    let out = run(&["revert"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for (key, before, _) in keys {
+        assert_eq!(read(key), before, "{key} restored");
+    }
+    assert!(!fake.dir.join("etc/sysctl.d/90-ringroom.conf").exists());
+}
