@@ -21,11 +21,20 @@ pub enum Scenario {
     C10k,
     /// 100,000 idle connections for 60 s.
     C100k,
+    /// 1,000,000 idle connections on a 30 s heartbeat for 60 s.
+    C1m,
 }
 
 impl Scenario {
     /// Every scenario, in the order --help names them.
-    pub const ALL: [Scenario; 5] = [Self::Idle, Self::Ping, Self::Rooms, Self::C10k, Self::C100k];
+    pub const ALL: [Scenario; 6] = [
+        Self::Idle,
+        Self::Ping,
+        Self::Rooms,
+        Self::C10k,
+        Self::C100k,
+        Self::C1m,
+    ];
 
     /// Its name on the command line and in summary.json.
     pub fn name(self) -> &'static str {
@@ -35,12 +44,13 @@ impl Scenario {
             Self::Rooms => "rooms",
             Self::C10k => "c10k",
             Self::C100k => "c100k",
+            Self::C1m => "c1m",
         }
     }
 
     /// Whether it is a preset (its numbers can be changed by the flags).
     pub fn is_preset(self) -> bool {
-        matches!(self, Self::C10k | Self::C100k)
+        matches!(self, Self::C10k | Self::C100k | Self::C1m)
     }
 }
 
@@ -50,7 +60,7 @@ impl std::str::FromStr for Scenario {
         Self::ALL
             .into_iter()
             .find(|sc| sc.name() == s)
-            .ok_or_else(|| format!("unknown scenario {s:?}: idle, ping, rooms, c10k or c100k"))
+            .ok_or_else(|| format!("unknown scenario {s:?}: idle, ping, rooms, c10k, c100k or c1m"))
     }
 }
 
@@ -64,7 +74,7 @@ impl std::fmt::Display for Scenario {
 /// --protocol, to redis, nats or mosquitto), keeps them alive, and measures.
 #[derive(FromArgs)]
 #[argh(
-    note = "Scenarios: idle, ping, rooms, and the presets c10k and c100k.\n\n\
+    note = "Scenarios: idle, ping, rooms, and the presets c10k, c100k and c1m.\n\n\
             Subcommands (each with its own --help):\n  \
             loadgen compare A B   is run (or release) B slower than A, beyond the noise?\n  \
             loadgen merge DIR...  adds up the results of several load generators\n  \
@@ -75,30 +85,32 @@ pub struct Args {
     #[argh(option)]
     pub target: Vec<SocketAddr>,
 
-    /// connections to open (default 1000; c10k 10000; c100k 100000)
+    /// connections to open (default 1000; c10k 10000; c100k 100000; c1m
+    /// 1000000)
     #[argh(option)]
     pub conns: Option<usize>,
 
     /// connections opened per second, in all: 5000, 5000/s, 300000/m
-    /// (default 5000; c100k 20000)
+    /// (default 5000; c100k and c1m 20000)
     #[argh(option)]
     pub connect_rate: Option<Rate>,
 
     /// how long to hold the connections once all are open, whole seconds:
-    /// 15, 15s, 2m (default 10s; c10k 15s; c100k 60s)
+    /// 15, 15s, 2m (default 10s; c10k 15s; c100k and c1m 60s)
     #[argh(option)]
     pub duration: Option<Seconds>,
 
     /// source addresses: addresses, ranges (127.0.0.2-127.0.0.40) and CIDRs,
     /// comma-separated (default 127.0.0.1; c10k 127.0.0.2-127.0.0.9; c100k
-    /// 127.0.1.0/26)
+    /// 127.0.1.0/26; c1m 127.1.0.0/26)
     #[argh(option)]
     pub source: Option<String>,
 
     /// idle (heartbeats at the granted interval), ping (a fixed rate), rooms
     /// (members of --rooms rooms, one publisher each), or the presets c10k
-    /// (10,000 connections pinging 3/s for 15 s) and c100k (100,000 idle
-    /// connections for 60 s) (default c10k)
+    /// (10,000 connections pinging 3/s for 15 s), c100k (100,000 idle
+    /// connections for 60 s) and c1m (1,000,000 idle connections on a 30 s
+    /// heartbeat for 60 s; see tuning/limits.sh --profile c1m) (default c10k)
     #[argh(option, default = "Scenario::C10k")]
     pub scenario: Scenario,
 
@@ -126,7 +138,8 @@ pub struct Args {
     #[argh(option, default = "64")]
     pub payload: usize,
 
-    /// heartbeat to ask for in HELLO, ms (default 0: the server's)
+    /// heartbeat to ask for in HELLO, ms (default 0: the server's; c1m
+    /// 30000, so the steady PING load of a million fits two cores)
     #[argh(option, default = "0")]
     pub heartbeat_ms: u32,
 
@@ -181,6 +194,8 @@ pub struct Plan {
     pub source: String,
     /// PINGs per second per connection (ping scenarios).
     pub ping_rate: f64,
+    /// The heartbeat asked for in HELLO (0: the server's).
+    pub heartbeat_ms: u32,
 }
 
 /// The run `args` ask for: the scenario's preset, overridden by the flags,
@@ -189,6 +204,7 @@ pub fn plan(args: &Args) -> Result<Plan, String> {
     let (idle, conns, rate, duration, source, ping) = match args.scenario {
         Scenario::C10k => (false, 10_000, 10_000.0, 15, "127.0.0.2-127.0.0.9", 3.0),
         Scenario::C100k => (true, 100_000, 20_000.0, 60, "127.0.1.0/26", 1.0),
+        Scenario::C1m => (true, 1_000_000, 20_000.0, 60, "127.1.0.0/26", 1.0),
         Scenario::Ping => (false, 1000, 5000.0, 10, "127.0.0.1", 1.0),
         Scenario::Idle => (true, 1000, 5000.0, 10, "127.0.0.1", 1.0),
         Scenario::Rooms => (true, 1000, 5000.0, 10, "127.0.0.1", 1.0),
@@ -209,6 +225,10 @@ pub fn plan(args: &Args) -> Result<Plan, String> {
         duration: args.duration.map_or(duration, |d| d.0),
         source: args.source.clone().unwrap_or_else(|| source.to_string()),
         ping_rate: args.ping_rate.map_or(ping, |r| r.0),
+        heartbeat_ms: match (args.heartbeat_ms, args.scenario) {
+            (0, Scenario::C1m) => 30_000,
+            (asked, _) => asked,
+        },
     };
     if plan.conns == 0 || plan.connect_rate <= 0.0 || plan.ping_rate <= 0.0 {
         return Err("--conns, --connect-rate and --ping-rate must be positive".into());
@@ -243,7 +263,8 @@ pub fn run_name(args: &Args, plan: &Plan) -> String {
         || args.connect_rate.is_some()
         || args.duration.is_some()
         || args.source.is_some()
-        || args.ping_rate.is_some();
+        || args.ping_rate.is_some()
+        || (args.scenario == Scenario::C1m && args.heartbeat_ms != 0);
     match (preset, changed) {
         (true, false) => args.scenario.name().to_string(),
         (true, true) => format!("{}-{}", if plan.idle { "idle" } else { "ping" }, plan.conns),
@@ -276,5 +297,25 @@ mod tests {
             name(&["--scenario", "rooms", "--conns", "200"]),
             "rooms-200"
         );
+        assert_eq!(name(&["--scenario", "c1m"]), "c1m");
+        assert_eq!(
+            name(&["--scenario", "c1m", "--heartbeat-ms", "10000"]),
+            "idle-1000000"
+        );
+    }
+
+    #[test]
+    fn c1m_is_a_million_idle_on_a_30_second_heartbeat() {
+        let p = plan(&args(&["--scenario", "c1m"])).unwrap();
+        assert!(p.idle);
+        assert_eq!(
+            (p.conns, p.duration, p.heartbeat_ms),
+            (1_000_000, 60, 30_000)
+        );
+        assert_eq!(p.source, "127.1.0.0/26");
+        let p = plan(&args(&["--scenario", "c1m", "--heartbeat-ms", "5000"])).unwrap();
+        assert_eq!(p.heartbeat_ms, 5000);
+        let p = plan(&args(&["--scenario", "c100k"])).unwrap();
+        assert_eq!(p.heartbeat_ms, 0, "the server's");
     }
 }

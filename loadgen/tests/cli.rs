@@ -26,6 +26,7 @@ fn help_names_every_subcommand_and_scenario() {
         "rooms",
         "c10k",
         "c100k",
+        "c1m",
     ] {
         assert!(text.contains(word), "--help lacks {word:?}:\n{text}");
     }
