@@ -15,7 +15,7 @@ use argh::FromArgs;
 use crossbeam_channel::{Receiver, Sender};
 use rustyline::error::ReadlineError;
 
-use super::{close, interrupt_flag, session_end, show, Connect};
+use super::{interrupt_flag, session_end, show, Connect};
 use crate::explain::exit;
 use crate::runtime::{Note, Runtime};
 use crate::session::Event;
@@ -251,13 +251,7 @@ impl Chat {
         if n > 0 {
             bars.println(&format!("-- {n} file(s) cancelled"));
         }
-        while let Some(note) = self.rt.poll_note() {
-            show(&bars, &note);
-        }
-        bars.clear();
-        for note in close(&mut self.rt, Duration::from_secs(2)) {
-            show(&bars, &note);
-        }
+        super::leave(&mut self.rt, &mut bars, Duration::from_secs(2));
         let _ = ack_tx.try_send(None);
         code
     }

@@ -164,6 +164,39 @@ pub fn close(rt: &mut Runtime, within: Duration) -> Vec<Note> {
     notes
 }
 
+/// One turn of a non-interactive command: waits a little for the network,
+/// shows each note that came (through `bars`, brought up to date after),
+/// and hands it to `each`; returns the exit code once a note ends the
+/// session ([`session_end`]) or `each` says to stop.
+pub fn step(
+    rt: &mut Runtime,
+    bars: &mut ui::bars::Bars,
+    mut each: impl FnMut(&Note) -> Option<u8>,
+) -> Option<u8> {
+    rt.wait(
+        Duration::from_millis(200),
+        &crossbeam_channel::never::<()>(),
+    );
+    let mut end = None;
+    while let Some(note) = rt.poll_note() {
+        end = end.or(each(&note)).or(session_end(&note));
+        show(bars, &note);
+    }
+    bars.update(rt);
+    end
+}
+
+/// Takes the bars away, closes as [`close`] does, and shows what came meanwhile.
+pub fn leave(rt: &mut Runtime, bars: &mut ui::bars::Bars, within: Duration) {
+    while let Some(note) = rt.poll_note() {
+        show(bars, &note);
+    }
+    bars.clear();
+    for note in close(rt, within) {
+        show(bars, &note);
+    }
+}
+
 /// Whether a note says the session is over for good, and with which exit code.
 pub fn session_end(note: &Note) -> Option<u8> {
     use crate::explain::exit;

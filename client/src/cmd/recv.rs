@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use argh::FromArgs;
 
-use super::{close, interrupt_flag, session_end, show, Connect};
+use super::{interrupt_flag, leave, step, Connect};
 use crate::explain::exit;
 use crate::files::inbound::Incoming;
 use crate::runtime::Note;
@@ -63,28 +63,20 @@ pub fn run(args: Args) -> u8 {
     };
     let mut bars = Bars::on_stderr();
     let (mut saved, mut deleted) = (0u64, 0u64);
-    let never = crossbeam_channel::never::<()>();
     let code = loop {
         if interrupted.load(Ordering::Relaxed) {
-            bars.clear();
             // Partial files are deleted as the connection goes.
-            for note in close(&mut rt, Duration::from_millis(200)) {
-                show(&bars, &note);
-            }
-            break exit::INTERRUPTED;
+            leave(&mut rt, &mut bars, Duration::from_millis(200));
+            return exit::INTERRUPTED;
         }
-        rt.wait(Duration::from_millis(200), &never);
-        let mut end = None;
-        while let Some(note) = rt.poll_note() {
-            match &note {
+        let end = step(&mut rt, &mut bars, |note| {
+            match note {
                 Note::Incoming(Incoming::Saved { .. }) => saved += 1,
                 Note::Incoming(Incoming::Discarded { .. }) => deleted += 1,
                 _ => {}
             }
-            end = end.or(session_end(&note));
-            show(&bars, &note);
-        }
-        bars.update(&rt);
+            None
+        });
         if let Some(code) = end {
             break code;
         }
@@ -92,9 +84,6 @@ pub fn run(args: Args) -> u8 {
             break if deleted > 0 { exit::FAILED } else { exit::OK };
         }
     };
-    bars.clear();
-    for note in close(&mut rt, Duration::from_secs(1)) {
-        show(&bars, &note);
-    }
+    leave(&mut rt, &mut bars, Duration::from_secs(1));
     code
 }

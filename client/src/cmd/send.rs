@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use argh::FromArgs;
 
-use super::{close, interrupt_flag, session_end, show, Connect};
+use super::{interrupt_flag, leave, step, Connect};
 use crate::explain::exit;
 use crate::runtime::Note;
 use crate::session::Event;
@@ -71,38 +71,31 @@ pub fn run(args: Args) -> u8 {
     }
     let mut bars = Bars::on_stderr();
     let mut failed = 0;
-    let never = crossbeam_channel::never::<()>();
     let code = loop {
         if interrupted.load(Ordering::Relaxed) {
             let n = rt.cancel_all();
-            while let Some(note) = rt.poll_note() {
-                show(&bars, &note);
-            }
-            bars.clear();
+            leave(&mut rt, &mut bars, Duration::from_secs(2));
             eprintln!("ringroom send: interrupted; {n} transfer(s) cancelled");
-            for note in close(&mut rt, Duration::from_secs(2)) {
-                show(&bars, &note);
-            }
             return exit::INTERRUPTED;
         }
-        rt.wait(Duration::from_millis(200), &never);
-        let mut end = None;
-        while let Some(note) = rt.poll_note() {
-            match &note {
-                Note::SendDone { .. } => left -= 1,
-                Note::SendFailed { .. } => {
-                    left -= 1;
-                    failed += 1;
-                }
-                Note::Session(Event::JoinRefused { .. }) => end = Some(exit::FAILED),
-                // A NOT_MEMBER or LIMIT on a fragment: the stream is refused.
-                Note::Session(Event::Refused { .. }) => failed += 1,
-                _ => {}
+        let end = step(&mut rt, &mut bars, |note| match note {
+            Note::SendDone { .. } => {
+                left -= 1;
+                None
             }
-            end = end.or(session_end(&note));
-            show(&bars, &note);
-        }
-        bars.update(&rt);
+            Note::SendFailed { .. } => {
+                left -= 1;
+                failed += 1;
+                None
+            }
+            Note::Session(Event::JoinRefused { .. }) => Some(exit::FAILED),
+            // A NOT_MEMBER or LIMIT on a fragment: the stream is refused.
+            Note::Session(Event::Refused { .. }) => {
+                failed += 1;
+                None
+            }
+            _ => None,
+        });
         if let Some(code) = end {
             break code;
         }
@@ -110,10 +103,7 @@ pub fn run(args: Args) -> u8 {
             break if failed > 0 { exit::FAILED } else { exit::OK };
         }
     };
-    bars.clear();
     // Everything was written; the server delivers it once it sees our end.
-    for note in close(&mut rt, Duration::from_secs(10)) {
-        show(&bars, &note);
-    }
+    leave(&mut rt, &mut bars, Duration::from_secs(10));
     code
 }
