@@ -162,6 +162,18 @@ pub struct Args {
     #[argh(switch)]
     pub no_reconnect: bool,
 
+    /// a reconnect storm: kill@SECONDS or term@SECONDS sends loadgen's own
+    /// server SIGKILL (or SIGTERM) that many seconds into the run and starts
+    /// it again on the same address; the summary says when every
+    /// connection was back (needs no --target)
+    #[argh(option)]
+    pub storm: Option<crate::storm::StormSpec>,
+
+    /// with --storm: milliseconds between the server's exit and its restart
+    /// (default 1000)
+    #[argh(option, default = "1000")]
+    pub storm_restart_ms: u64,
+
     /// process id of the server, to report its CPU time and memory
     #[argh(option)]
     pub server_pid: Option<u32>,

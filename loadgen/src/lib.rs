@@ -17,6 +17,8 @@
 //! * [`plot`]: `plot.svg` (percentile distribution) and `timeline.svg` (second by second).
 //! * [`processes`]: a run split over processes (epoll: connections are fds), merged.
 //! * [`run`]: one run of a scenario, from the server's start to the verdict.
+//! * [`own_server`]: the server a run starts when it has no `--target`.
+//! * [`storm`]: `--storm`: the server killed and restarted mid-run, and how the clients came back.
 //! * [`results`]: a result folder (summary.json, machine.json, logs): write, read, merge.
 //! * [`compare`]: is run B slower than run A, beyond the noise? (Mann-Whitney U on interval p99s)
 //! * [`index`]: the bench-results index and the peers table.
@@ -28,6 +30,7 @@ pub mod compare;
 pub mod errnos;
 pub mod hlog;
 pub mod index;
+pub mod own_server;
 pub mod plot;
 pub mod processes;
 pub mod procstat;
@@ -36,6 +39,7 @@ pub mod results;
 pub mod run;
 pub mod schedule;
 pub mod sources;
+pub mod storm;
 pub mod units;
 pub mod verify;
 pub mod wire;

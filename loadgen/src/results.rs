@@ -333,6 +333,9 @@ pub struct Summary {
     /// The folders merged into this one.
     #[serde(default)]
     pub merged_from: Vec<String>,
+    /// The reconnect storm's figures, in a `--storm` run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storm: Option<crate::storm::Report>,
 }
 
 fn one() -> u32 {

@@ -5,7 +5,7 @@
 use std::io::IsTerminal;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
@@ -14,81 +14,12 @@ use engine::EngineKind;
 
 use crate::cli::{plan, run_name, Args, Plan, Scenario};
 use crate::client::{Counts, Pinging, RoomPlan};
+use crate::own_server::OwnServer;
 use crate::processes::{self, Part};
 use crate::results::RunRecord;
 use crate::sources::{local_port_range, parse_sources, Capacity};
 use crate::worker::{self, share, Progress, WorkerSpec, INTERVAL};
-use crate::{errnos, procstat};
-
-/// The server this run started, if it started one.
-struct OwnServer {
-    child: std::process::Child,
-}
-
-impl OwnServer {
-    /// Starts this binary as the server on loopback, sized for `conns`.
-    fn start(conns: usize, engine: EngineKind) -> Result<(Self, SocketAddr), String> {
-        use std::io::BufRead;
-        let exe = std::env::current_exe().map_err(|e| format!("cannot find this binary: {e}"))?;
-        let max_conns = (conns + conns / 10 + 100).to_string();
-        let mut child = std::process::Command::new(exe)
-            .args([
-                "--internal-server",
-                "--listen",
-                "127.0.0.1:0",
-                "--metrics",
-                "off",
-            ])
-            .args(["--engine", engine.name()])
-            .args([
-                "--discovery",
-                "off",
-                "--stats-interval",
-                "0",
-                "--max-conns",
-                &max_conns,
-            ])
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .map_err(|e| format!("cannot start the server: {e}"))?;
-        let mut line = String::new();
-        let stdout = child.stdout.take().expect("piped");
-        std::io::BufReader::new(stdout)
-            .read_line(&mut line)
-            .map_err(|e| format!("server: {e}"))?;
-        let addr = crate::ready_address(&line)
-            .ok_or_else(|| format!("the server did not start: {line}"))?;
-        let ready = line.trim_end();
-        println!(
-            "loadgen's own server (pid {}): {}",
-            child.id(),
-            ready
-                .strip_prefix("ringroom-server ready: ")
-                .unwrap_or(ready)
-        );
-        Ok((Self { child }, addr))
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// SIGTERM (through kill(1)), then wait; a server that does not stop in 10 s is killed.
-    fn stop(mut self) {
-        let _ = std::process::Command::new("kill")
-            .args(["-TERM", &self.pid().to_string()])
-            .status();
-        let start = Instant::now();
-        while start.elapsed() < Duration::from_secs(10) {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use crate::{errnos, procstat, storm};
 
 /// Runs the scenario `args` ask for; an error says why the run failed (a
 /// result folder is written whenever the run got as far as measuring).
@@ -138,13 +69,28 @@ pub fn run(args: Args) -> Result<(), String> {
         capacity.total()
     );
     capacity.check(plan.conns as u64)?;
-    let (own_server, targets, server_pid) = if args.target.is_empty() {
-        let (server, addr) = OwnServer::start(plan.conns, kind)?;
+    if args.storm.is_some() && (!args.target.is_empty() || parts > 1 || part.is_part()) {
+        return Err(
+            "--storm restarts loadgen's own server: it needs no --target, and one process".into(),
+        );
+    }
+    let own_server = Arc::new(Mutex::new(None));
+    let (targets, server_pid) = if args.target.is_empty() {
+        let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
+        let (server, addr) = OwnServer::start(loopback, plan.conns, kind)?;
         let pid = server.pid();
-        (Some(server), vec![addr], Some(pid))
+        *own_server.lock().unwrap() = Some(server);
+        // A storm replaces the server: its CPU and memory are not one process's.
+        (vec![addr], args.storm.is_none().then_some(pid))
     } else {
-        (None, args.target.clone(), args.server_pid)
+        (args.target.clone(), args.server_pid)
     };
+    let storm = args.storm.map(|spec| Storm {
+        spec,
+        restart: Duration::from_millis(args.storm_restart_ms),
+        server: own_server.clone(),
+        listen: targets[0],
+    });
     let result = if parts > 1 {
         split(&args, &plan, parts, kind, &targets, server_pid)
     } else {
@@ -158,10 +104,11 @@ pub fn run(args: Args) -> Result<(), String> {
             part,
             kind,
             nofile,
+            storm,
         };
         drive(&args, &plan, &run, pinging, sources, targets, server_pid)
     };
-    if let Some(server) = own_server {
+    if let Some(server) = own_server.lock().unwrap().take() {
         server.stop();
     }
     result
@@ -214,6 +161,16 @@ struct Whole {
     kind: EngineKind,
     /// This process's fd limit.
     nofile: u64,
+    /// The reconnect storm to run, if any.
+    storm: Option<Storm>,
+}
+
+/// A `--storm` and what it acts on.
+struct Storm {
+    spec: storm::StormSpec,
+    restart: Duration,
+    server: Arc<Mutex<Option<OwnServer>>>,
+    listen: SocketAddr,
 }
 
 /// Runs `parts` processes of this binary, then adds up and judges their results.
@@ -309,6 +266,18 @@ fn drive(
             })
         })
         .collect();
+    let drops_before = storm::listen_drops();
+    let storm_thread = whole.storm.as_ref().map(|s| {
+        storm::spawn(
+            s.spec,
+            s.restart,
+            s.server.clone(),
+            s.listen,
+            whole.conns,
+            whole.kind,
+            started,
+        )
+    });
     show_progress(&handles, &progress, plan.conns, started);
     let Totals {
         counts,
@@ -322,6 +291,22 @@ fn drive(
         peak,
         ramp,
     } = add_up(handles)?;
+    let storm_report = match (storm_thread, &whole.storm) {
+        (Some(thread), Some(s)) => {
+            let events = thread.join().map_err(|_| "the storm thread panicked")?;
+            let drops = storm::listen_drops()
+                .zip(drops_before)
+                .map(|(a, b)| a.saturating_sub(b));
+            Some(storm::report(
+                s.spec,
+                &events,
+                &up_per_second,
+                plan.conns as u64,
+                drops,
+            ))
+        }
+        _ => None,
+    };
     let elapsed = started.elapsed();
     let after = procstat::sample(None)?;
     let own_cpu = after.cpu.saturating_sub(before.cpu);
@@ -397,6 +382,7 @@ fn drive(
         own_memory,
         ramp,
         up_per_second,
+        storm: storm_report.clone(),
     };
     let result = record(
         args, plan, &targets, workers, &counts, &connect, own_cpu, server_cpu, &run,
@@ -425,11 +411,30 @@ fn drive(
             h.max_ms
         );
     }
+    if let Some(r) = &storm_report {
+        println!("{}", storm::describe(r));
+    }
     result
         .write(&dir)
         .map_err(|e| format!("cannot write results to {}: {e}", dir.display()))?;
     println!("results in {}", dir.display());
-    verdict(plan, &counts, order, rooms.is_some())
+    match &storm_report {
+        Some(r) => storm_verdict(r),
+        None => verdict(plan, &counts, order, rooms.is_some()),
+    }
+}
+
+/// A storm run passes when the server came back and so did every client:
+/// the drops, and the PINGs and messages in flight at the signal, are the
+/// storm's, counted above and not failures.
+fn storm_verdict(r: &storm::Report) -> Result<(), String> {
+    if let Some(e) = &r.restart_error {
+        return Err(format!("storm: {e}"));
+    }
+    if r.all_back_after_s.is_none() {
+        return Err("storm: not every connection was back up by the end of the run".into());
+    }
+    Ok(())
 }
 
 /// How many workers and how many slots each may have. io_uring: the cores,
@@ -748,6 +753,7 @@ fn record(
             publishers_on: args.publishers_on,
         }),
         sources: 1,
+        storm: run.storm.clone(),
         ..Default::default()
     };
     let mut record = RunRecord { summary, metrics };
@@ -774,6 +780,8 @@ struct Run {
     ramp: Duration,
     /// Connections up at the end of each second, all workers added.
     up_per_second: Vec<u64>,
+    /// The reconnect storm's figures.
+    storm: Option<storm::Report>,
 }
 
 /// A live line while the workers run: connections, PONGs a second, the last

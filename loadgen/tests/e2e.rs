@@ -317,3 +317,59 @@ fn an_epoll_run_past_the_fd_limit_is_split_over_processes_and_merged() {
     server.wait().unwrap();
     std::fs::remove_dir_all(&out).unwrap();
 }
+
+/// A reconnect storm at small scale: loadgen SIGKILLs its own server 3 s in,
+/// starts it again a second later on the same port, and the run passes only
+/// if every one of the 3,000 clients came back (through their jittered
+/// backoff); the summary says when, and how fast they came.
+#[test]
+fn a_storm_kills_the_server_and_every_client_comes_back() {
+    let out = std::env::temp_dir().join(format!("loadgen-storm-{}", std::process::id()));
+    let run = common::loadgen_run()
+        .args(["--scenario", "ping", "--ping-rate", "1", "--conns", "3000"])
+        .args(["--connect-rate", "3000", "--duration", "10"])
+        .args(["--source", "127.0.72.0/29", "--storm", "kill@3", "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(
+        stdout.contains("| storm: SIGKILL at 3.0 s, restarted at "),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("| dropped after WELCOME | 3000 |"),
+        "every client lost it: {stdout}"
+    );
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("summary.json")).unwrap()).unwrap();
+    let storm = &summary["storm"];
+    let back = storm["all_back_after_s"].as_u64().expect("all came back");
+    assert!((1..=7).contains(&back), "{storm}");
+    assert!(
+        storm["restarted_at_s"].as_f64().unwrap() >= 4.0,
+        "a second after the kill: {storm}"
+    );
+    assert!(summary["counts"]["reconnects"].as_u64().unwrap() >= 3000);
+    // And the last second of the run has them all up.
+    let up = summary["up_per_second"].as_array().unwrap();
+    assert!(
+        up.iter().rev().nth(1).unwrap().as_u64().unwrap() >= 3000,
+        "{up:?}"
+    );
+    // A storm needs loadgen's own server.
+    let refused = common::loadgen_run()
+        .args(["--target", "127.0.0.1:9", "--storm", "kill@3"])
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("--storm restarts loadgen's own server")
+    );
+    std::fs::remove_dir_all(&out).unwrap();
+}
