@@ -57,17 +57,9 @@ fn a_worker_holds_3000_connections_and_every_ping_is_answered() {
 #[test]
 fn one_command_runs_c10k_with_its_own_server() {
     let out = std::env::temp_dir().join(format!("loadgen-e2e-{}", std::process::id()));
-    let run = common::loadgen_run()
-        .args(["--scenario", "c10k", "--out"])
-        .arg(&out)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&run.stdout);
-    assert!(
-        run.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
+    let mut run = common::loadgen_run();
+    run.args(["--scenario", "c10k"]);
+    let (stdout, summary) = common::run_passing(run, &out);
     assert!(
         stdout.contains("| connections up / asked | 10000 / 10000 |"),
         "{stdout}"
@@ -77,8 +69,6 @@ fn one_command_runs_c10k_with_its_own_server() {
         stdout.contains("| server CPU-s |"),
         "the embedded server is measured: {stdout}"
     );
-    let summary: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(out.join("summary.json")).unwrap()).unwrap();
     assert_eq!(summary["counts"]["connected"], 10_000);
     let (pings, pongs) = (
         summary["counts"]["pings"].as_u64().unwrap(),
@@ -325,19 +315,11 @@ fn an_epoll_run_past_the_fd_limit_is_split_over_processes_and_merged() {
 #[test]
 fn a_storm_kills_the_server_and_every_client_comes_back() {
     let out = std::env::temp_dir().join(format!("loadgen-storm-{}", std::process::id()));
-    let run = common::loadgen_run()
-        .args(["--scenario", "ping", "--ping-rate", "1", "--conns", "3000"])
+    let mut run = common::loadgen_run();
+    run.args(["--scenario", "ping", "--ping-rate", "1", "--conns", "3000"])
         .args(["--connect-rate", "3000", "--duration", "20"])
-        .args(["--source", "127.0.72.0/29", "--storm", "kill@3", "--out"])
-        .arg(&out)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&run.stdout);
-    assert!(
-        run.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
+        .args(["--source", "127.0.72.0/29", "--storm", "kill@3"]);
+    let (stdout, summary) = common::run_passing(run, &out);
     assert!(
         stdout.contains("| storm: SIGKILL at 3.0 s, exited at "),
         "{stdout}"
@@ -346,8 +328,6 @@ fn a_storm_kills_the_server_and_every_client_comes_back() {
         stdout.contains("| dropped after WELCOME | 3000 |"),
         "every client lost it: {stdout}"
     );
-    let summary: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(out.join("summary.json")).unwrap()).unwrap();
     let storm = &summary["storm"];
     let back = storm["all_back_after_s"].as_u64().expect("all came back");
     // The dead server's listeners linger while the kernel tears its rings

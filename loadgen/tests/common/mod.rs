@@ -76,3 +76,19 @@ pub fn loadgen_run() -> Command {
     command.args(["--engine", engine()]);
     command
 }
+
+/// Runs `command` (a [`loadgen_run`]) with `--out out`, asserts that it
+/// passed (showing its output if not), and returns its stdout and the
+/// summary.json it wrote.
+pub fn run_passing(mut command: Command, out: &std::path::Path) -> (String, serde_json::Value) {
+    let run = command.arg("--out").arg(out).output().unwrap();
+    let stdout = String::from_utf8_lossy(&run.stdout).into_owned();
+    assert!(
+        run.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let summary = serde_json::from_slice(&std::fs::read(out.join("summary.json")).unwrap())
+        .expect("summary.json");
+    (stdout, summary)
+}
