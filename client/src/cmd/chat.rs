@@ -259,9 +259,14 @@ impl Chat {
     /// Keeps the current room right as rooms come and go.
     fn on_note(&mut self, note: &Note) {
         if let Note::Session(Event::JoinRefused { room, .. } | Event::Left { room }) = note {
-            if self.current.as_deref() == Some(room.as_str()) {
-                self.current = self.rt.session().rooms().map(|(r, _)| r.to_string()).next();
-            }
+            self.gone(room);
+        }
+    }
+
+    /// `room` is no longer ours: if it was the current one, another we have is.
+    fn gone(&mut self, room: &str) {
+        if self.current.as_deref() == Some(room) {
+            self.current = self.rt.session().rooms().map(|(r, _)| r.to_string()).next();
         }
     }
 
@@ -303,12 +308,7 @@ impl Chat {
                 };
                 match room {
                     Some(room) => match self.rt.leave(&room) {
-                        Ok(()) => {
-                            if self.current.as_deref() == Some(room.as_str()) {
-                                self.current =
-                                    self.rt.session().rooms().map(|(r, _)| r.to_string()).next();
-                            }
-                        }
+                        Ok(()) => self.gone(&room),
                         Err(e) => say(&e),
                     },
                     None => say("not in a room"),
