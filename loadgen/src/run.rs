@@ -419,7 +419,7 @@ fn drive(
         .map_err(|e| format!("cannot write results to {}: {e}", dir.display()))?;
     println!("results in {}", dir.display());
     match &storm_report {
-        Some(r) => storm_verdict(r),
+        Some(r) => storm_verdict(r, order),
         None => verdict(plan, &counts, order, rooms.is_some()),
     }
 }
@@ -427,7 +427,9 @@ fn drive(
 /// A storm run passes when the server came back and so did every client:
 /// the drops, and the PINGs and messages in flight at the signal, are the
 /// storm's, counted above and not failures.
-fn storm_verdict(r: &storm::Report) -> Result<(), String> {
+/// Messages out of order or twice are never the storm's: they fail it too.
+fn storm_verdict(r: &storm::Report, order: [u64; 4]) -> Result<(), String> {
+    in_order(order)?;
     if let Some(e) = &r.restart_error {
         return Err(format!("storm: {e}"));
     }
@@ -535,14 +537,20 @@ fn add_up(
 /// The run passes if every connection came up and stayed, every PING was
 /// answered, and (rooms) every message arrived once and in order, or its
 /// loss was reported to its receiver (ERROR GAP, from a cluster).
+/// Room messages late (out of order) or duplicated fail any run.
+fn in_order(order: [u64; 4]) -> Result<(), String> {
+    if order[0] + order[1] > 0 {
+        return Err(format!(
+            "room messages out of order ({}) or duplicated ({})",
+            order[0], order[1]
+        ));
+    }
+    Ok(())
+}
+
 fn verdict(plan: &Plan, counts: &Counts, order: [u64; 4], rooms: bool) -> Result<(), String> {
     if rooms {
-        if order[0] + order[1] > 0 {
-            return Err(format!(
-                "room messages out of order ({}) or duplicated ({})",
-                order[0], order[1]
-            ));
-        }
+        in_order(order)?;
         if counts.delivered + order[3] < counts.expected {
             let reported = if order[3] > 0 {
                 format!(" (another {} lost and reported by GAP notices)", order[3])
