@@ -23,14 +23,17 @@ pub enum Scenario {
     C100k,
     /// 1,000,000 idle connections on a 30 s heartbeat for 60 s.
     C1m,
+    /// Rooms, with members leaving and new ones coming at a steady rate.
+    Churn,
 }
 
 impl Scenario {
     /// Every scenario, in the order --help names them.
-    pub const ALL: [Scenario; 6] = [
+    pub const ALL: [Scenario; 7] = [
         Self::Idle,
         Self::Ping,
         Self::Rooms,
+        Self::Churn,
         Self::C10k,
         Self::C100k,
         Self::C1m,
@@ -45,12 +48,18 @@ impl Scenario {
             Self::C10k => "c10k",
             Self::C100k => "c100k",
             Self::C1m => "c1m",
+            Self::Churn => "churn",
         }
     }
 
     /// Whether it is a preset (its numbers can be changed by the flags).
     pub fn is_preset(self) -> bool {
         matches!(self, Self::C10k | Self::C100k | Self::C1m)
+    }
+
+    /// Whether its connections are members of rooms.
+    pub fn has_rooms(self) -> bool {
+        matches!(self, Self::Rooms | Self::Churn)
     }
 }
 
@@ -60,7 +69,9 @@ impl std::str::FromStr for Scenario {
         Self::ALL
             .into_iter()
             .find(|sc| sc.name() == s)
-            .ok_or_else(|| format!("unknown scenario {s:?}: idle, ping, rooms, c10k, c100k or c1m"))
+            .ok_or_else(|| {
+                format!("unknown scenario {s:?}: idle, ping, rooms, churn, c10k, c100k or c1m")
+            })
     }
 }
 
@@ -74,7 +85,7 @@ impl std::fmt::Display for Scenario {
 /// --protocol, to redis, nats or mosquitto), keeps them alive, and measures.
 #[derive(FromArgs)]
 #[argh(
-    note = "Scenarios: idle, ping, rooms, and the presets c10k, c100k and c1m.\n\n\
+    note = "Scenarios: idle, ping, rooms, churn, and the presets c10k, c100k and c1m.\n\n\
             Subcommands (each with its own --help):\n  \
             loadgen compare A B   is run (or release) B slower than A, beyond the noise?\n  \
             loadgen merge DIR...  adds up the results of several load generators\n  \
@@ -107,7 +118,8 @@ pub struct Args {
     pub source: Option<String>,
 
     /// idle (heartbeats at the granted interval), ping (a fixed rate), rooms
-    /// (members of --rooms rooms, one publisher each), or the presets c10k
+    /// (members of --rooms rooms, one publisher each), churn (rooms, members
+    /// leaving and new ones coming at --churn-rate), or the presets c10k
     /// (10,000 connections pinging 3/s for 15 s), c100k (100,000 idle
     /// connections for 60 s) and c1m (1,000,000 idle connections on a 30 s
     /// heartbeat for 60 s; see tuning/limits.sh --profile c1m) (default c10k)
@@ -133,6 +145,11 @@ pub struct Args {
     /// publishers spread over the targets, as the members are)
     #[argh(option)]
     pub publishers_on: Option<usize>,
+
+    /// in the churn scenario, the members replaced a second, as a share of
+    /// the connections: 1%, 1%/s, 60%/m (default 1%/s)
+    #[argh(option, default = "crate::units::PercentRate(1.0)")]
+    pub churn_rate: crate::units::PercentRate,
 
     /// PUBLISH body size in bytes, at least 16 (default 64)
     #[argh(option, default = "64")]
@@ -220,6 +237,7 @@ pub fn plan(args: &Args) -> Result<Plan, String> {
         Scenario::Ping => (false, 1000, 5000.0, 10, "127.0.0.1", 1.0),
         Scenario::Idle => (true, 1000, 5000.0, 10, "127.0.0.1", 1.0),
         Scenario::Rooms => (true, 1000, 5000.0, 10, "127.0.0.1", 1.0),
+        Scenario::Churn => (true, 1000, 5000.0, 20, "127.0.0.1", 1.0),
     };
     let protocol: Protocol = args.protocol.parse()?;
     if protocol != Protocol::Ringroom && args.target.is_empty() {
@@ -245,7 +263,7 @@ pub fn plan(args: &Args) -> Result<Plan, String> {
     if plan.conns == 0 || plan.connect_rate <= 0.0 || plan.ping_rate <= 0.0 {
         return Err("--conns, --connect-rate and --ping-rate must be positive".into());
     }
-    if args.scenario == Scenario::Rooms
+    if args.scenario.has_rooms()
         && (args.rooms == 0
             || args.rooms > plan.conns as u64
             || args.publish_rate.0 <= 0.0
@@ -256,7 +274,7 @@ pub fn plan(args: &Args) -> Result<Plan, String> {
         );
     }
     if let Some(k) = args.publishers_on {
-        if args.scenario != Scenario::Rooms || k >= args.target.len() {
+        if !args.scenario.has_rooms() || k >= args.target.len() {
             return Err(format!(
                 "--publishers-on {k}: needs the rooms scenario and an index of --target \
                  (0..{})",

@@ -18,12 +18,14 @@
 //! * [`processes`]: a run split over processes (epoll: connections are fds), merged.
 //! * [`run`]: one run of a scenario, from the server's start to the verdict.
 //! * [`own_server`]: the server a run starts when it has no `--target`.
+//! * [`churn`]: `--scenario churn`'s window, the server's cost per connect, memory not returned.
 //! * [`storm`]: `--storm`: the server killed and restarted mid-run, and how the clients came back.
 //! * [`results`]: a result folder (summary.json, machine.json, logs): write, read, merge.
 //! * [`compare`]: is run B slower than run A, beyond the noise? (Mann-Whitney U on interval p99s)
 //! * [`index`]: the bench-results index and the peers table.
 #![forbid(unsafe_code)]
 
+pub mod churn;
 pub mod cli;
 pub mod client;
 pub mod compare;

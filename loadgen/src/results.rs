@@ -174,6 +174,15 @@ pub struct Counts {
     /// ERROR GAP notices received (a ringroom cluster told of messages
     /// between nodes that may have been lost).
     pub gaps: u64,
+    /// Connections the churn closed (`--scenario churn`).
+    pub churn_closed: u64,
+    /// New connections it opened in their place.
+    pub churn_opened: u64,
+    /// Members that stayed in their room for several publish periods and
+    /// got no message of it.
+    pub silent_members: u64,
+    /// Messages of a room the receiving connection was not in.
+    pub foreign: u64,
 }
 
 impl Counts {
@@ -191,6 +200,10 @@ impl Counts {
         self.expected += other.expected;
         self.delivered += other.delivered;
         self.gaps += other.gaps;
+        self.churn_closed += other.churn_closed;
+        self.churn_opened += other.churn_opened;
+        self.silent_members += other.silent_members;
+        self.foreign += other.foreign;
         for (k, v) in &other.failed_by_errno {
             *self.failed_by_errno.entry(*k).or_default() += v;
         }
@@ -336,6 +349,8 @@ pub struct Summary {
     /// The reconnect storm's figures, in a `--storm` run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub storm: Option<crate::storm::Report>,
+    /// The churn's figures, in `--scenario churn`.
+    pub churn: Option<crate::churn::Report>,
 }
 
 fn one() -> u32 {

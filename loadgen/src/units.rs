@@ -67,6 +67,26 @@ impl std::str::FromStr for Rate {
     }
 }
 
+/// A share of something per second, written `1`, `1%`, `1%/s`, `60%/m`
+/// (a bare number is percent per second).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct PercentRate(pub f64);
+
+impl std::str::FromStr for PercentRate {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let t = s.trim();
+        let (number, per) = t.split_once('/').unwrap_or((t, "s"));
+        let rate: Rate = format!("{}/{per}", number.trim().trim_end_matches('%'))
+            .parse()
+            .map_err(|_| format!("{s:?} is not a share per second (like 1%, 1%/s, 60%/m)"))?;
+        if rate.0 > 100.0 {
+            return Err(format!("{s:?}: at most 100% a second"));
+        }
+        Ok(Self(rate.0))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -95,5 +115,16 @@ mod tests {
         assert!("3/d".parse::<Rate>().unwrap_err().contains("unknown unit"));
         assert!("0".parse::<Rate>().is_err());
         assert!("fast".parse::<Rate>().is_err());
+    }
+
+    #[test]
+    fn shares_per_second_take_a_percent_sign_and_a_unit() {
+        assert_eq!("1".parse::<PercentRate>(), Ok(PercentRate(1.0)));
+        assert_eq!("0.5%".parse::<PercentRate>(), Ok(PercentRate(0.5)));
+        assert_eq!("2%/s".parse::<PercentRate>(), Ok(PercentRate(2.0)));
+        assert_eq!("60%/m".parse::<PercentRate>(), Ok(PercentRate(1.0)));
+        for bad in ["", "%", "-1%", "a lot", "1%/d", "101%"] {
+            assert!(bad.parse::<PercentRate>().is_err(), "{bad}");
+        }
     }
 }

@@ -15,7 +15,7 @@ use engine::{sys, Engine, EngineConfig, EngineKind, Event, RingMode};
 use hdrhistogram::Histogram;
 use socket2::{Domain, Socket, Type};
 
-use crate::client::{ClientCore, Counts, Pinging, Retry, RoomPlan};
+use crate::client::{ChurnPlan, ClientCore, Counts, Pinging, Retry, RoomPlan};
 use crate::sources::{target_index, RoomLayout};
 use crate::wire::Protocol;
 
@@ -37,6 +37,8 @@ pub struct WorkerSpec {
     pub connect_rate: f64,
     /// How long to hold the connections once all are open.
     pub hold: Duration,
+    /// The churn of `--scenario churn`: members closed and replaced.
+    pub churn: Option<ChurnPlan>,
     /// How connections ping.
     pub pinging: Pinging,
     /// Heartbeat asked for in HELLO (0: the server's default).
@@ -86,6 +88,8 @@ pub struct WorkerResult {
     pub counts: Counts,
     /// Connect latency, microseconds.
     pub connect: Histogram<u64>,
+    /// The same, of the connections the churn opened.
+    pub churn_connect: Histogram<u64>,
     /// PING round trips from their planned time, microseconds.
     pub rtt: Histogram<u64>,
     /// Most connections up (welcomed, not closed) at once.
@@ -139,6 +143,9 @@ pub fn run(spec: &WorkerSpec) -> Result<WorkerResult, String> {
     core.set_protocol(spec.protocol);
     if let Some(plan) = &spec.rooms {
         core.set_rooms(plan.clone());
+    }
+    if let Some(plan) = spec.churn {
+        core.set_churn(plan);
     }
     let layout = spec.rooms.as_ref().map(|plan| RoomLayout {
         rooms: plan.rooms,
@@ -273,6 +280,7 @@ pub fn run(spec: &WorkerSpec) -> Result<WorkerResult, String> {
         up_per_interval,
         counts,
         connect: core.connect.clone(),
+        churn_connect: core.churn_connect.clone(),
         rtt: core.rtt.clone(),
         peak_open,
         ramp_done: ramp_done.unwrap_or(last_up),

@@ -22,6 +22,7 @@ fn a_worker_holds_3000_connections_and_every_ping_is_answered() {
         workers: 1,
         connect_rate: 10_000.0,
         hold: Duration::from_secs(2),
+        churn: None,
         pinging: Pinging::Rate(5.0),
         heartbeat_ms: 0,
         kind: common::engine_kind(),
@@ -115,6 +116,7 @@ fn a_refused_target_is_counted_not_fatal() {
         workers: 1,
         connect_rate: 1000.0,
         hold: Duration::from_millis(200),
+        churn: None,
         pinging: Pinging::Heartbeat,
         heartbeat_ms: 0,
         kind: common::engine_kind(),
@@ -136,6 +138,7 @@ fn a_refused_target_is_counted_not_fatal() {
     let result = run(&WorkerSpec {
         reconnect: true,
         hold: Duration::from_millis(600),
+        churn: None,
         ..spec
     })
     .unwrap();
@@ -353,5 +356,56 @@ fn a_storm_kills_the_server_and_every_client_comes_back() {
     assert!(
         String::from_utf8_lossy(&refused.stderr).contains("--storm restarts loadgen's own server")
     );
+    std::fs::remove_dir_all(&out).unwrap();
+}
+
+/// Churn at small scale: 3,000 members of 100 rooms, 5 % of them replaced a
+/// second after a quiet start. The run passes only if every member present
+/// got its room's messages once and in order, none was silent, none got
+/// another room's message, and every member that left was replaced.
+#[test]
+fn churn_replaces_members_while_rooms_deliver_in_order() {
+    let out = std::env::temp_dir().join(format!("loadgen-churn-{}", std::process::id()));
+    let mut run = common::loadgen_run();
+    run.args([
+        "--scenario",
+        "churn",
+        "--conns",
+        "3000",
+        "--connect-rate",
+        "3000",
+    ])
+    .args(["--duration", "12", "--churn-rate", "5%"])
+    .args(["--source", "127.0.73.0/29"]);
+    let (stdout, summary) = common::run_passing(run, &out);
+    let churn = &summary["churn"];
+    // Ramp 1 s, quiet from 2 s for 3 s, churn from 5 s to 13 s at 150/s.
+    assert_eq!(churn["from_s"].as_f64(), Some(5.0), "{churn}");
+    let closed = churn["closed"].as_u64().unwrap();
+    assert!((1080..=1200).contains(&closed), "{churn}");
+    assert!(churn["welcomed"].as_u64().unwrap() + 5 >= closed, "{churn}");
+    assert_eq!(churn["connect"]["count"], churn["welcomed"]);
+    assert_eq!(churn["silent_members"], 0);
+    assert_eq!(churn["foreign_messages"], 0);
+    assert!(
+        churn["server_cpu_us_per_connect"].is_number(),
+        "loadgen's own server is sampled: {churn}"
+    );
+    assert!(churn["server_rss_at_end"].as_u64().unwrap() > 0);
+    let rooms = &summary["rooms"];
+    assert_eq!(rooms["missing"], 0);
+    assert!(rooms["delivered"].as_u64().unwrap() > 0);
+    assert_eq!(summary["counts"]["dropped"], 0);
+    assert!(
+        stdout.contains("| churn: silent members / foreign messages | 0 / 0 |"),
+        "{stdout}"
+    );
+    // One process only.
+    let refused = common::loadgen_run()
+        .args(["--scenario", "churn", "--processes", "2"])
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("churn runs in one process"));
     std::fs::remove_dir_all(&out).unwrap();
 }

@@ -20,6 +20,9 @@ use hdrhistogram::Histogram;
 use crate::schedule::Schedule;
 use crate::verify::SeqCheck;
 
+mod churn;
+pub use churn::{ChurnPlan, SILENT_AFTER_PERIODS};
+
 /// The `rooms` scenario: connection `g` (of the whole run) joins room
 /// `g % rooms`; connections `0..rooms` also publish to theirs.
 #[derive(Clone, Debug, PartialEq)]
@@ -95,6 +98,12 @@ struct Conn {
     idle_timeout: Duration,
     /// The loss was handled (counted, reconnect scheduled).
     lost: bool,
+    /// PINGs sent and not yet answered.
+    pings_out: u32,
+    /// When JOINED came (a member from then on).
+    joined_at: Option<Duration>,
+    /// Room messages received.
+    messages: u64,
 }
 
 /// A connection to make: its failed attempts so far, which connection of
@@ -112,6 +121,8 @@ pub struct Retry {
     pub hops: u32,
     /// A reconnect (it joins its room again, late).
     pub again: bool,
+    /// A new connection in place of one the churn closed.
+    pub churn: bool,
 }
 
 impl Retry {
@@ -122,6 +133,7 @@ impl Retry {
             index,
             hops: 0,
             again: false,
+            churn: false,
         }
     }
 }
@@ -157,6 +169,10 @@ pub struct ClientCore {
     room_plan: Option<RoomPlan>,
     publish_timers: BinaryHeap<Reverse<(Duration, u32, u32)>>,
     publishing_stopped: bool,
+    /// When publishing stopped (the end of the hold).
+    publish_stopped_at: Option<Duration>,
+    /// The churn, if this run has one, and its progress.
+    churn: Option<churn::Churn>,
     /// Delivery latency from the planned publish time, microseconds.
     pub delivery: Histogram<u64>,
     /// The same, for publisher and receiver on the same target (node).
@@ -167,6 +183,8 @@ pub struct ClientCore {
     pub order: SeqCheck,
     /// Connect latency (connect() to WELCOME), microseconds.
     pub connect: Histogram<u64>,
+    /// The same, for the connections opened in place of churned ones.
+    pub churn_connect: Histogram<u64>,
     /// PING round trips from their planned send time, microseconds.
     pub rtt: Histogram<u64>,
     /// The same, for the current interval only (the worker takes and resets it).
@@ -206,11 +224,14 @@ impl ClientCore {
             room_plan: None,
             publish_timers: BinaryHeap::new(),
             publishing_stopped: false,
+            publish_stopped_at: None,
+            churn: None,
             delivery: histogram(),
             delivery_same: histogram(),
             delivery_cross: histogram(),
             order: SeqCheck::default(),
             connect: histogram(),
+            churn_connect: histogram(),
             rtt: histogram(),
             interval_rtt: histogram(),
             counts: Counts::default(),
@@ -242,6 +263,9 @@ impl ClientCore {
     /// No more PUBLISHes or PINGs (the run is ending): what was sent may
     /// still be answered before the connections close.
     pub fn stop_publishing(&mut self) {
+        if !self.publishing_stopped {
+            self.publish_stopped_at = Some(self.clock);
+        }
         self.publishing_stopped = true;
         self.publish_timers.clear();
         self.timers.clear();
@@ -261,7 +285,11 @@ impl ClientCore {
             return None;
         }
         self.reconnects.pop();
-        self.counts.reconnects += 1;
+        if retry.churn {
+            self.counts.churn_opened += 1;
+        } else {
+            self.counts.reconnects += 1;
+        }
         Some(retry)
     }
 
@@ -329,6 +357,7 @@ impl ClientCore {
             index: u64::MAX,
             hops: 0,
             again: attempt > 0,
+            churn: false,
         };
         self.installed_as(slot, started, retry, 0);
     }
@@ -394,6 +423,9 @@ impl ClientCore {
             last_rx: started,
             idle_timeout: Duration::MAX,
             lost: false,
+            pings_out: 0,
+            joined_at: None,
+            messages: 0,
         });
         self.next_receiver = self.next_receiver.wrapping_add(1);
         self.dirty.push(slot);
@@ -434,11 +466,15 @@ impl ClientCore {
                 }
                 Reply::Pong { planned } => {
                     self.counts.pongs += 1;
+                    conn.pings_out = conn.pings_out.saturating_sub(1);
                     let rtt = micros(now.saturating_sub(planned));
                     self.rtt.saturating_record(rtt);
                     self.interval_rtt.saturating_record(rtt);
                 }
-                Reply::Joined => self.counts.joined += 1,
+                Reply::Joined => {
+                    self.counts.joined += 1;
+                    conn.joined_at.get_or_insert(now);
+                }
                 Reply::Message {
                     room,
                     publisher,
@@ -454,6 +490,12 @@ impl ClientCore {
                         self.delivery_cross.saturating_record(latency);
                     }
                     self.counts.delivered += 1;
+                    conn.messages += 1;
+                    if conn.room != Some(room) {
+                        // Another room's message: the server mixed up whose
+                        // membership this connection (or its slot) has.
+                        self.counts.foreign += 1;
+                    }
                     // One stream per (publisher, room) as seen by this receiver.
                     self.order.record_from(
                         (publisher, receiver_key(room, conn.receiver)),
@@ -478,8 +520,11 @@ impl ClientCore {
                 conn.welcomed = true;
                 self.up += 1;
                 self.counts.connected += 1;
-                self.connect
-                    .saturating_record(micros(now.saturating_sub(conn.started)));
+                let connect = micros(now.saturating_sub(conn.started));
+                self.connect.saturating_record(connect);
+                if conn.retry.churn {
+                    self.churn_connect.saturating_record(connect);
+                }
                 let period = match self.pinging {
                     Pinging::Heartbeat => Duration::from_millis(u64::from(heartbeat_ms.max(1))),
                     Pinging::Rate(hz) => Duration::from_secs_f64(1.0 / hz),
@@ -549,6 +594,7 @@ impl ClientCore {
     pub fn tick(&mut self, now: Duration) {
         self.clock = now;
         self.publish_due(now);
+        self.churn_due(now);
         while let Some(&Reverse((at, slot, gen))) = self.timers.peek() {
             if at > now {
                 break;
@@ -581,6 +627,7 @@ impl ClientCore {
                     break;
                 }
                 self.counts.pings += 1;
+                conn.pings_out += 1;
             }
             if backlogged {
                 // MAX_AWAITING requests unanswered: the server is not keeping up.
@@ -648,6 +695,15 @@ impl ClientCore {
                 if !conn.closing && !conn.welcomed {
                     // A connect still under way: neither up nor failed.
                     self.counts.abandoned += 1;
+                }
+                if !conn.closing {
+                    Self::check_member(
+                        conn,
+                        &self.room_plan,
+                        self.publish_stopped_at,
+                        self.clock,
+                        &mut self.counts,
+                    );
                 }
                 conn.closing = true;
                 self.dirty.push(slot as u32);
@@ -718,260 +774,4 @@ fn conn_of(conns: &mut [Option<Conn>], slot: u32, gen: u32) -> Option<&mut Conn>
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use proto::{Frame, Welcome};
-
-    const MS: Duration = Duration::from_millis(1);
-
-    fn welcome(heartbeat_ms: u32) -> Vec<u8> {
-        let mut out = Vec::new();
-        Frame::Welcome(Welcome {
-            conn_id: 1,
-            heartbeat_ms,
-            idle_timeout_ms: 3 * heartbeat_ms,
-            max_payload: 65536,
-            shard: 0,
-        })
-        .encode_to_vec(&mut out)
-        .unwrap();
-        out
-    }
-
-    fn sends(actions: &[Action]) -> Vec<Vec<u8>> {
-        actions
-            .iter()
-            .filter_map(|a| {
-                if let Action::Send { buf, .. } = a {
-                    Some(buf.clone())
-                } else {
-                    None
-                }
-            })
-            .collect()
-    }
-
-    #[test]
-    fn hello_then_welcome_then_pings_on_schedule() {
-        let mut c = ClientCore::new(Pinging::Rate(100.0), 0, 1);
-        c.installed(0, Duration::ZERO, 0);
-        let mut actions = Vec::new();
-        c.poll_actions(&mut actions);
-        assert!(matches!(actions[0], Action::ArmRecv { slot: 0, gen: 1 }));
-        let hello = &sends(&actions)[0];
-        assert_eq!(hello[4], 0x01, "HELLO first");
-        c.sent(0, 1, hello.clone(), hello.len() as i32);
-        assert_eq!((c.open(), c.up()), (1, 0), "installed, not yet up");
-        c.received(0, 1, &welcome(10_000), 3 * MS);
-        assert_eq!(c.counts.connected, 1);
-        assert_eq!(c.up(), 1);
-        assert!(
-            c.connect.equivalent(c.connect.max(), 3000),
-            "connect latency in microseconds"
-        );
-        // 100 PINGs a second for 1 s, after a jittered phase below 10 ms.
-        let mut pings = 0;
-        for ms in 3..1013 {
-            c.tick(ms * MS);
-            let mut actions = Vec::new();
-            c.poll_actions(&mut actions);
-            for buf in sends(&actions) {
-                pings += buf.len() / 16;
-                c.sent(0, 1, buf.clone(), buf.len() as i32);
-            }
-        }
-        assert!((99..=101).contains(&pings), "{pings}");
-        assert_eq!(c.counts.pings, pings as u64);
-    }
-
-    #[test]
-    fn rtt_is_measured_from_the_planned_time() {
-        let mut c = ClientCore::new(Pinging::Rate(10.0), 0, 1);
-        c.installed(0, Duration::ZERO, 0);
-        c.received(0, 1, &welcome(10_000), MS);
-        let planned = Duration::from_millis(50);
-        let mut pong = Vec::new();
-        Frame::Pong(&(planned.as_nanos() as u64).to_be_bytes())
-            .encode_to_vec(&mut pong)
-            .unwrap();
-        c.received(0, 1, &pong, Duration::from_millis(250));
-        assert_eq!(c.counts.pongs, 1);
-        let rtt = c.rtt.max();
-        assert!((199_000..=201_000).contains(&rtt), "{rtt}");
-    }
-
-    #[test]
-    fn failures_before_and_after_welcome_are_counted_apart() {
-        let mut c = ClientCore::new(Pinging::Heartbeat, 0, 1);
-        c.installed(0, Duration::ZERO, 0);
-        c.installed(1, Duration::ZERO, 0);
-        c.recv_ended(0, 1, RecvEnd::Error(libc_econnrefused()));
-        c.received(1, 2, &welcome(1000), MS);
-        c.recv_ended(1, 2, RecvEnd::Eof);
-        // Neither had an armed receive or a send in flight in this test.
-        assert_eq!(c.counts.failed_by_errno.get(&libc_econnrefused()), Some(&1));
-        assert_eq!(c.counts.dropped, 1);
-        let mut actions = Vec::new();
-        c.poll_actions(&mut actions);
-        assert!(actions.contains(&Action::Close { slot: 0 }));
-        assert!(actions.contains(&Action::Close { slot: 1 }));
-        assert_eq!(c.open(), 0);
-        assert_eq!(c.up(), 0, "the welcomed one is no longer up");
-    }
-
-    fn libc_econnrefused() -> i32 {
-        111
-    }
-
-    fn welcome_with_idle(heartbeat_ms: u32, idle_timeout_ms: u32) -> Vec<u8> {
-        let mut out = Vec::new();
-        Frame::Welcome(Welcome {
-            conn_id: 1,
-            heartbeat_ms,
-            idle_timeout_ms,
-            max_payload: 65536,
-            shard: 0,
-        })
-        .encode_to_vec(&mut out)
-        .unwrap();
-        out
-    }
-
-    /// The attempt numbers of the reconnects due by `now`, taken.
-    fn due_at(c: &mut ClientCore, now: Duration) -> Vec<u32> {
-        std::iter::from_fn(|| c.next_due_reconnect(now))
-            .map(|r| r.attempt)
-            .collect()
-    }
-
-    #[test]
-    fn a_reconnect_is_the_same_connection_at_the_next_target_and_none_is_forgotten() {
-        let mut c = ClientCore::new(Pinging::Heartbeat, 0, 3);
-        // 1,000 connections lost at once (a node died).
-        for slot in 0..1000u32 {
-            c.installed_as(slot, Duration::ZERO, Retry::first(u64::from(slot) + 7), 2);
-            c.received(slot, slot + 1, &welcome(1000), MS);
-            c.recv_ended(slot, slot + 1, RecvEnd::Eof);
-        }
-        assert_eq!(c.counts.dropped, 1000);
-        let later = Duration::from_secs(5);
-        // The worker takes at most 256 a turn; the rest stay due.
-        let mut made = Vec::new();
-        for _turn in 0..10 {
-            made.extend((0..256).map_while(|_| c.next_due_reconnect(later)));
-        }
-        assert_eq!(made.len(), 1000, "every one is made, over several turns");
-        assert_eq!(c.counts.reconnects, 1000);
-        let mut indices: Vec<u64> = made.iter().map(|r| r.index).collect();
-        indices.sort_unstable();
-        assert_eq!(
-            indices,
-            (7..1007).collect::<Vec<u64>>(),
-            "the same connections"
-        );
-        assert!(made
-            .iter()
-            .all(|r| r.hops == 1 && r.again && r.attempt == 0));
-    }
-
-    #[test]
-    fn a_silent_server_is_taken_for_dead_and_the_client_reconnects() {
-        let mut c = ClientCore::new(Pinging::Heartbeat, 0, 3);
-        c.installed(0, Duration::ZERO, 0);
-        c.received(0, 1, &welcome_with_idle(100, 300), MS);
-        let mut due: Vec<u32>;
-        for ms in 2..=300 {
-            c.tick(ms * MS);
-        }
-        assert_eq!(c.counts.dead_server, 0, "not before the idle timeout");
-        let mut dead_at = None;
-        for ms in 301..=450 {
-            c.tick(ms * MS);
-            if c.counts.dead_server == 1 && dead_at.is_none() {
-                dead_at = Some(ms * MS);
-            }
-        }
-        let dead_at = dead_at.expect("taken for dead within a heartbeat after the timeout");
-        assert!(dead_at <= 401 * MS, "{dead_at:?}");
-        assert_eq!(c.counts.dropped, 1);
-        // Attempt 0 after a connection that worked: 100 ms x [0.5, 1.5).
-        due = due_at(&mut c, dead_at + 49 * MS);
-        assert!(due.is_empty(), "not at once");
-        due = due_at(&mut c, dead_at + 150 * MS);
-        assert_eq!(due, [0]);
-        assert_eq!(c.counts.reconnects, 1);
-    }
-
-    #[test]
-    fn failed_connects_back_off_exponentially_with_jitter() {
-        let mut c = ClientCore::new(Pinging::Heartbeat, 0, 3);
-        let mut due: Vec<u32>;
-        // Attempt 3 fails: the next, attempt 4, waits 100 ms x 2^4 x [0.5, 1.5).
-        c.tick(Duration::from_secs(10));
-        c.connect_failed(
-            Retry {
-                attempt: 3,
-                ..Retry::first(5)
-            },
-            111,
-        );
-        due = due_at(&mut c, Duration::from_secs(10) + 790 * MS);
-        assert!(due.is_empty(), "{due:?}");
-        due = due_at(&mut c, Duration::from_secs(13));
-        assert_eq!(due, [4]);
-        // The delay is capped at 10 s however many attempts failed.
-        c.connect_failed(
-            Retry {
-                attempt: 30,
-                ..Retry::first(5)
-            },
-            111,
-        );
-        due = due_at(&mut c, Duration::from_secs(10 + 16));
-        assert_eq!(due, [31]);
-    }
-
-    #[test]
-    fn no_reconnects_once_the_run_is_closing_or_when_off() {
-        let mut c = ClientCore::new(Pinging::Heartbeat, 0, 3);
-        c.installed(0, Duration::ZERO, 0);
-        c.received(0, 1, &welcome(1000), MS);
-        c.close_all();
-        c.recv_ended(0, 1, RecvEnd::Eof);
-        assert_eq!(c.counts.dropped, 0, "closed by us, not dropped");
-        let mut due: Vec<u32>;
-        due = due_at(&mut c, Duration::from_secs(60));
-        assert!(due.is_empty());
-
-        let mut off = ClientCore::new(Pinging::Heartbeat, 0, 3);
-        off.set_reconnect(false);
-        off.connect_failed(Retry::first(5), 111);
-        due = due_at(&mut off, Duration::from_secs(60));
-        assert!(due.is_empty());
-        assert_eq!(off.counts.failed_by_errno.get(&111), Some(&1));
-    }
-
-    #[test]
-    fn server_pings_are_answered_and_errors_counted() {
-        let mut c = ClientCore::new(Pinging::Heartbeat, 0, 1);
-        c.installed(0, Duration::ZERO, 0);
-        let mut bytes = welcome(1000);
-        Frame::Ping(b"srv").encode_to_vec(&mut bytes).unwrap();
-        Frame::Error(proto::Status {
-            code: proto::ErrorCode::LIMIT,
-            reason: "x",
-        })
-        .encode_to_vec(&mut bytes)
-        .unwrap();
-        c.received(0, 1, &bytes, MS);
-        let mut actions = Vec::new();
-        c.poll_actions(&mut actions);
-        let sent = sends(&actions).concat();
-        assert!(
-            sent.windows(3).any(|w| w == b"srv"),
-            "PONG with the server's payload"
-        );
-        assert_eq!(c.counts.errors_by_code.get(&5), Some(&1));
-        assert_eq!(c.open(), 1, "LIMIT is not fatal");
-    }
-}
+mod tests;
