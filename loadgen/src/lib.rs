@@ -7,6 +7,7 @@
 //! * [`worker`]: one thread with its own ring and its share of the connections.
 //! * [`sources`]: `--source` parsing, the capacity a run's sources, targets and
 //!   port range allow, and spreading connections over them.
+//! * [`ramp`]: the connect ramp, slowed down by refused and slow connects (sans-io).
 //! * [`schedule`]: open-loop send schedules with jittered phases.
 //! * [`units`]: durations and rates with units on the command line.
 //! * [`verify`]: loss, duplicate and order checks of room messages.
@@ -36,6 +37,7 @@ pub mod own_server;
 pub mod plot;
 pub mod processes;
 pub mod procstat;
+pub mod ramp;
 pub mod report;
 pub mod results;
 pub mod run;

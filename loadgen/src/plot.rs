@@ -259,17 +259,31 @@ pub struct Second {
     pub latency: Histogram<u64>,
     /// Connections up at the end of that second.
     pub up: u64,
+    /// `connect()` calls in that second.
+    pub connects: u64,
+}
+
+/// Something that happened at a time, drawn as a labelled vertical line
+/// (a storm's signal and restart, the churn's start).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Mark {
+    /// Seconds since the run's start.
+    pub at: f64,
+    /// What happened.
+    pub label: String,
 }
 
 /// The run second by second: p50, p99 and max of `metric`'s latency (log
-/// axis, left) and connections up (linear axis, right), with the hold's
-/// start marked, so the ramp, the hold and any stall show at a glance.
+/// axis, left), connections up and connects made (linear axis, right), with
+/// the hold's start and the `marks` drawn, so the ramp, the hold, a storm
+/// and any stall show at a glance.
 pub fn timeline_svg(
     title: &str,
     subtitle: &str,
     metric: &str,
     seconds: &[Second],
     hold_from: f64,
+    marks: &[Mark],
 ) -> String {
     let end = seconds.iter().map(|s| s.at + 1.0).fold(1.0_f64, f64::max);
     let measured: Vec<&Second> = seconds.iter().filter(|s| !s.latency.is_empty()).collect();
@@ -284,7 +298,11 @@ pub fn timeline_svg(
     } else {
         log_range(lo, hi)
     };
-    let most_up = seconds.iter().map(|s| s.up).max().unwrap_or(0) as f64;
+    let most_up = seconds
+        .iter()
+        .map(|s| s.up.max(s.connects))
+        .max()
+        .unwrap_or(0) as f64;
     let up_ticks = linear_ticks(most_up);
     let up_top = *up_ticks.last().expect("at least 0");
     let mut svg = String::new();
@@ -300,6 +318,18 @@ pub fn timeline_svg(
         x(hold_from.min(end)) + 4.0,
         H - BOTTOM - 6.0
     );
+    for (i, m) in marks.iter().filter(|m| m.at <= end).enumerate() {
+        // Labels step down, so that marks close together stay readable.
+        let _ = writeln!(
+            svg,
+            "<line x1=\"{x:.1}\" y1=\"{TOP}\" x2=\"{x:.1}\" y2=\"{:.1}\" stroke=\"#c00\" stroke-dasharray=\"2 2\"/><text x=\"{:.1}\" y=\"{:.1}\" fill=\"#c00\">{}</text>",
+            H - BOTTOM,
+            x(m.at) + 3.0,
+            TOP + 14.0 + 14.0 * (i % 3) as f64,
+            escape(&m.label),
+            x = x(m.at),
+        );
+    }
     let y = latency_axis(&mut svg, lo, hi);
     let y_up = |n: f64| H - BOTTOM - (H - BOTTOM - TOP) * n / up_top;
     for t in linear_ticks(end).into_iter().filter(|&t| t <= end) {
@@ -321,7 +351,7 @@ pub fn timeline_svg(
     }
     let _ = writeln!(
         svg,
-        "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">seconds since the start</text><text x=\"{:.1}\" y=\"{:.1}\" transform=\"rotate(90 {:.1} {:.1})\" text-anchor=\"middle\" fill=\"#777\">connections up</text>",
+        "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">seconds since the start</text><text x=\"{:.1}\" y=\"{:.1}\" transform=\"rotate(90 {:.1} {:.1})\" text-anchor=\"middle\" fill=\"#777\">connections up, connects a second</text>",
         (W + LEFT - RIGHT) / 2.0,
         H - 12.0,
         W - 14.0,
@@ -330,8 +360,15 @@ pub fn timeline_svg(
         (H - BOTTOM + TOP) / 2.0
     );
     let mut up = String::new();
+    let mut connects = String::new();
     for s in seconds {
         let _ = write!(up, "{:.1},{:.1} ", x(s.at + 1.0), y_up(s.up as f64));
+        let _ = write!(
+            connects,
+            "{:.1},{:.1} ",
+            x(s.at + 0.5),
+            y_up(s.connects as f64)
+        );
     }
     let _ = writeln!(
         svg,
@@ -340,6 +377,14 @@ pub fn timeline_svg(
         y_up(0.0),
         up.trim_end()
     );
+    let any_connects = seconds.iter().any(|s| s.connects > 0);
+    if any_connects {
+        let _ = writeln!(
+            svg,
+            "<polyline fill=\"none\" stroke=\"#6a3\" stroke-width=\"1.5\" stroke-dasharray=\"1 2\" points=\"{}\"/>",
+            connects.trim_end()
+        );
+    }
     let lines: [(&str, &str, Statistic); 3] = [
         ("p50", COLOURS[0], |h| h.value_at_quantile(0.5)),
         ("p99", COLOURS[1], |h| h.value_at_quantile(0.99)),
@@ -360,6 +405,9 @@ pub fn timeline_svg(
         entries.push((format!("{metric} {label} per second"), colour, false));
     }
     entries.push(("connections up".to_string(), "#999", true));
+    if any_connects {
+        entries.push(("connects made per second".to_string(), "#6a3", true));
+    }
     legend(&mut svg, &entries);
     svg.push_str("</svg>\n");
     svg
@@ -413,10 +461,17 @@ mod tests {
                     histogram([500, 900, 40_000])
                 },
                 up: (u64::from(i) * 2000).min(10_000),
+                connects: if i < 5 { 2000 } else { 0 },
             })
             .collect();
-        let svg = timeline_svg("t", "s", "ping-rtt", &seconds, 6.0);
-        assert_eq!(svg.matches("<polyline").count(), 4);
+        let marks = [Mark {
+            at: 7.0,
+            label: "SIGKILL <server>".into(),
+        }];
+        let svg = timeline_svg("t", "s", "ping-rtt", &seconds, 6.0, &marks);
+        assert_eq!(svg.matches("<polyline").count(), 5);
+        assert!(svg.contains("SIGKILL &lt;server&gt;"));
+        assert!(svg.contains("connects made per second"));
         assert!(svg.contains("hold from 6 s"));
         assert!(svg.contains(">10k<"), "the connections axis");
         assert!(svg.contains("ping-rtt p99 per second"));

@@ -140,6 +140,16 @@ impl Machine {
     }
 }
 
+/// Adds `other` to `sum` second by second (the longer decides the length).
+pub fn add_per_second(sum: &mut Vec<u64>, other: &[u64]) {
+    for (k, n) in other.iter().enumerate() {
+        match sum.get_mut(k) {
+            Some(m) => *m += n,
+            None => sum.push(*n),
+        }
+    }
+}
+
 /// Counters of the run.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
@@ -183,6 +193,10 @@ pub struct Counts {
     pub silent_members: u64,
     /// Messages of a room the receiving connection was not in.
     pub foreign: u64,
+    /// Connects that took over a second to WELCOME (a SYN retransmitted).
+    pub slow_connects: u64,
+    /// Times the connect ramp slowed down (failed or slow connects).
+    pub ramp_slowdowns: u64,
 }
 
 impl Counts {
@@ -204,6 +218,8 @@ impl Counts {
         self.churn_opened += other.churn_opened;
         self.silent_members += other.silent_members;
         self.foreign += other.foreign;
+        self.slow_connects += other.slow_connects;
+        self.ramp_slowdowns += other.ramp_slowdowns;
         for (k, v) in &other.failed_by_errno {
             *self.failed_by_errno.entry(*k).or_default() += v;
         }
@@ -322,6 +338,11 @@ pub struct Summary {
     pub loadgen_cpu_s_per_million_pongs: Option<f64>,
     /// Connections up at the end of each second of the run (the timeline's).
     pub up_per_second: Vec<u64>,
+    /// `connect()` calls in each second (the ramp's and the reconnects').
+    pub connects_per_second: Vec<u64>,
+    /// The lowest rate the connect ramp slowed down to (the workers' lowest
+    /// added up), if it slowed down.
+    pub ramp_lowest_rate_per_s: Option<f64>,
     /// The commit the run was built from (`git rev-parse --short HEAD` where
     /// it ran), if known.
     pub commit: Option<String>,
@@ -527,7 +548,14 @@ impl RunRecord {
             let hold = self.hold_start().as_secs_f64();
             std::fs::write(
                 dir.join("timeline.svg"),
-                crate::plot::timeline_svg(&title, &subtitle, &metric.name, &seconds, hold),
+                crate::plot::timeline_svg(
+                    &title,
+                    &subtitle,
+                    &metric.name,
+                    &seconds,
+                    hold,
+                    &self.marks(),
+                ),
             )?;
         }
         std::fs::write(dir.join("machine.json"), pretty(&self.summary.machine))?;
@@ -576,14 +604,35 @@ impl RunRecord {
             .iter()
             .enumerate()
             .map(|(k, i)| {
-                let up = self.summary.up_per_second.get(k).copied().unwrap_or(0);
+                let at = |v: &[u64]| v.get(k).copied().unwrap_or(0);
                 crate::plot::Second {
                     at: i.start.as_secs_f64(),
                     latency: i.histogram.clone(),
-                    up,
+                    up: at(&self.summary.up_per_second),
+                    connects: at(&self.summary.connects_per_second),
                 }
             })
             .collect()
+    }
+
+    /// What the timeline marks: a storm's signal, the old server's exit and
+    /// the new one's start; the churn's window.
+    pub fn marks(&self) -> Vec<crate::plot::Mark> {
+        let mark = |at: f64, label: String| crate::plot::Mark { at, label };
+        let mut marks = Vec::new();
+        if let Some(st) = &self.summary.storm {
+            marks.push(mark(st.at_s, format!("SIG{}", st.signal)));
+            if let Some(t) = st.exited_at_s.filter(|&t| t - st.at_s >= 1.0) {
+                marks.push(mark(t, "server exited".into()));
+            }
+            if let Some(t) = st.restarted_at_s {
+                marks.push(mark(t, "restarted".into()));
+            }
+        }
+        if let Some(c) = &self.summary.churn {
+            marks.push(mark(c.from_s, format!("churn {} %/s", c.percent_per_s)));
+        }
+        marks
     }
 
     /// Reads a folder `write` (or an older loadgen) wrote.
@@ -665,13 +714,13 @@ pub fn merge(runs: &[RunRecord], names: &[String]) -> Result<RunRecord, String> 
             s.config.source = format!("{},{}", s.config.source, o.config.source);
         }
         s.loadgen_cpu_s += o.loadgen_cpu_s;
-        // Connections up per second, second by second of each run.
-        for (k, n) in o.up_per_second.iter().enumerate() {
-            match s.up_per_second.get_mut(k) {
-                Some(m) => *m += n,
-                None => s.up_per_second.push(*n),
-            }
-        }
+        // Connections up and connects per second, second by second of each run.
+        add_per_second(&mut s.up_per_second, &o.up_per_second);
+        add_per_second(&mut s.connects_per_second, &o.connects_per_second);
+        s.ramp_lowest_rate_per_s = match (s.ramp_lowest_rate_per_s, o.ramp_lowest_rate_per_s) {
+            (Some(a), Some(b)) => Some(a + b),
+            (a, b) => a.or(b),
+        };
         // Separate processes: their memory adds up.
         s.loadgen_rss_bytes += o.loadgen_rss_bytes;
         s.loadgen_peak_rss_growth_bytes += o.loadgen_peak_rss_growth_bytes;

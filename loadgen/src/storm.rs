@@ -100,6 +100,10 @@ pub struct Report {
     pub all_back_after_s: Option<u64>,
     /// The most connections welcomed in one second after the signal.
     pub peak_welcomes_per_s: u64,
+    /// The most `connect()` calls in one second after the signal (what the
+    /// clients' jittered backoff let loose).
+    #[serde(default)]
+    pub peak_connects_per_s: u64,
     /// The kernel's ListenDrops over the run (machine-wide, /proc/net/netstat).
     pub listen_drops: Option<u64>,
     /// Why the server could not be restarted.
@@ -161,11 +165,12 @@ pub fn spawn(
 }
 
 /// The storm's figures from what happened and the per-second counts of
-/// connections up (`up[i]`: at the end of second i + 1).
+/// connections up (`up[i]`: at the end of second i + 1) and of connects made.
 pub fn report(
     spec: StormSpec,
     events: &Events,
     up: &[u64],
+    connects: &[u64],
     conns: u64,
     listen_drops: Option<u64>,
 ) -> Report {
@@ -180,6 +185,7 @@ pub fn report(
         .map(|i| up[i].saturating_sub(up[i - 1]))
         .max()
         .unwrap_or(0);
+    let peak_connects_per_s = connects.iter().skip(from).copied().max().unwrap_or(0);
     Report {
         signal: spec.signal.name().to_string(),
         at_s: at.as_secs_f64(),
@@ -187,6 +193,7 @@ pub fn report(
         restarted_at_s: events.restarted_at.map(|d| d.as_secs_f64()),
         all_back_after_s,
         peak_welcomes_per_s,
+        peak_connects_per_s,
         listen_drops,
         restart_error: events.error.clone(),
     }
@@ -217,10 +224,11 @@ pub fn describe(r: &Report) -> String {
     };
     format!(
         "| storm: SIG{} at {:.1} s, {restarted} | every connection back {back} |\n\
-         | storm: most welcomed in one second / listen drops | {} / {} |",
+         | storm: most welcomed / connects made in one second, listen drops | {} / {}, {} |",
         r.signal,
         r.at_s,
         r.peak_welcomes_per_s,
+        r.peak_connects_per_s,
         r.listen_drops
             .map_or_else(|| "n/a".into(), |d| d.to_string())
     )
@@ -264,12 +272,17 @@ mod tests {
         };
         // Up at the end of seconds 1..=9: all 100 by 2 s, down at 4, back at 7.
         let up = [60, 100, 100, 0, 30, 90, 100, 100, 100];
-        let r = report(spec, &events, &up, 100, Some(0));
+        let connects = [60, 40, 0, 0, 130, 90, 10, 0, 0];
+        let r = report(spec, &events, &up, &connects, 100, Some(0));
         assert_eq!(r.all_back_after_s, Some(4), "second 7, from 3 s");
         assert_eq!(r.peak_welcomes_per_s, 60);
+        assert_eq!(
+            r.peak_connects_per_s, 130,
+            "the ramp's 60 is before the signal"
+        );
         assert_eq!(r.restarted_at_s, Some(4.3));
         // Never all back: said so.
-        let r = report(spec, &events, &[100, 100, 100, 0, 50, 99], 100, None);
+        let r = report(spec, &events, &[100, 100, 100, 0, 50, 99], &[], 100, None);
         assert_eq!(r.all_back_after_s, None);
         assert!(describe(&r).contains("never, within the run"));
     }

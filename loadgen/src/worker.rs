@@ -16,6 +16,7 @@ use hdrhistogram::Histogram;
 use socket2::{Domain, Socket, Type};
 
 use crate::client::{ChurnPlan, ClientCore, Counts, Pinging, Retry, RoomPlan};
+use crate::ramp::Ramp;
 use crate::sources::{target_index, RoomLayout};
 use crate::wire::Protocol;
 
@@ -101,6 +102,10 @@ pub struct WorkerResult {
     pub intervals: Vec<Histogram<u64>>,
     /// Connections up at the end of each of those seconds.
     pub up_per_interval: Vec<u64>,
+    /// `connect()` calls in each of those seconds (the ramp's and reconnects).
+    pub attempts_per_interval: Vec<u64>,
+    /// The lowest rate the ramp slowed down to, connects per second.
+    pub ramp_lowest: f64,
     /// Room message delivery latency, microseconds.
     pub delivery: Histogram<u64>,
     /// The same, publisher and receiver on the same target.
@@ -153,8 +158,14 @@ pub fn run(spec: &WorkerSpec) -> Result<WorkerResult, String> {
     });
     let mut actions = Vec::new();
     let start = spec.epoch;
-    let ramp = Duration::from_secs_f64(spec.conns as f64 / spec.connect_rate);
-    let end = ramp + spec.hold;
+    let planned_ramp = Duration::from_secs_f64(spec.conns as f64 / spec.connect_rate);
+    let end = planned_ramp + spec.hold;
+    let mut ramp = Ramp::new(spec.connect_rate);
+    // Failed connects seen so far, by the table's errno counts: more of them
+    // since the last turn slow the ramp down.
+    let mut failures_seen = 0u64;
+    let mut attempts = 0u64;
+    let mut attempts_per_interval = Vec::new();
     let mut made = 0usize;
     let mut peak_open = 0;
     let mut ramp_done: Option<Duration> = None;
@@ -166,20 +177,28 @@ pub fn run(spec: &WorkerSpec) -> Result<WorkerResult, String> {
     loop {
         let now = start.elapsed();
         if closing_since.is_none() {
-            let want = ((now.as_secs_f64() * spec.connect_rate) as usize).min(spec.conns);
-            // Reconnects first, then the ramp, at most CONNECTS_PER_TURN a
-            // turn: what is not made now stays due for the next turn.
+            let mut allowed = if made < spec.conns {
+                ramp.allowed(now).min(spec.conns - made)
+            } else {
+                0
+            };
+            // Reconnects first (their own backoff paces them), then the
+            // ramp, at most CONNECTS_PER_TURN a turn: what is not made now
+            // stays due for the next turn.
             let mut turn = 0;
             while turn < CONNECTS_PER_TURN && engine.free_slots() > 0 {
                 let retry = match core.next_due_reconnect(now) {
                     Some(retry) => retry,
-                    None if made < want => {
+                    None if allowed > 0 => {
                         made += 1;
+                        allowed -= 1;
+                        ramp.started(1);
                         Retry::first((spec.index + (made - 1) * spec.workers) as u64)
                     }
                     None => break,
                 };
                 turn += 1;
+                attempts += 1;
                 let i = retry.index as usize;
                 let source = spec.sources[i % spec.sources.len()];
                 let t = target_index(
@@ -241,6 +260,14 @@ pub fn run(spec: &WorkerSpec) -> Result<WorkerResult, String> {
             Event::Accepted { .. } | Event::AcceptEnded { .. } | Event::Woken => {}
         });
         core.tick(now);
+        let failures = congestion_signals(&core.counts);
+        if failures > failures_seen {
+            failures_seen = failures;
+            if made < spec.conns {
+                // Only the ramp adapts: reconnects have their own backoff.
+                ramp.congested(now);
+            }
+        }
         core.poll_actions(&mut actions);
         for action in actions.drain(..) {
             engine.execute(action);
@@ -264,6 +291,7 @@ pub fn run(spec: &WorkerSpec) -> Result<WorkerResult, String> {
                 .store(core.interval_rtt.value_at_quantile(0.99), Ordering::Relaxed);
             intervals.push(core.interval_rtt.clone());
             up_per_interval.push(core.up() as u64);
+            attempts_per_interval.push(std::mem::take(&mut attempts));
             core.interval_rtt.reset();
         }
         if let Some(since) = closing_since {
@@ -273,11 +301,15 @@ pub fn run(spec: &WorkerSpec) -> Result<WorkerResult, String> {
         }
     }
     let _ = engine.submit_and_wait(Duration::ZERO);
-    let counts = core.counts.clone();
+    let mut counts = core.counts.clone();
+    counts.ramp_slowdowns = ramp.slowdowns;
     intervals.push(core.interval_rtt.clone());
     up_per_interval.push(core.up() as u64);
+    attempts_per_interval.push(attempts);
     Ok(WorkerResult {
         up_per_interval,
+        attempts_per_interval,
+        ramp_lowest: ramp.lowest,
         counts,
         connect: core.connect.clone(),
         churn_connect: core.churn_connect.clone(),
@@ -293,6 +325,19 @@ pub fn run(spec: &WorkerSpec) -> Result<WorkerResult, String> {
         duplicates: core.order.duplicates,
         missing: core.order.missing(),
     })
+}
+
+/// Connects that said "too fast": failed before WELCOME for any reason but
+/// a full fixed-file table (EMFILE: the worker's own bound), or slow (a SYN
+/// retransmitted).
+fn congestion_signals(c: &Counts) -> u64 {
+    let failed: u64 = c
+        .failed_by_errno
+        .iter()
+        .filter(|(&errno, _)| errno != libc::EMFILE)
+        .map(|(_, n)| n)
+        .sum();
+    failed + c.slow_connects
 }
 
 /// A non-blocking TCP socket bound to `source` (port chosen at connect time)

@@ -138,7 +138,6 @@ fn a_refused_target_is_counted_not_fatal() {
     let result = run(&WorkerSpec {
         reconnect: true,
         hold: Duration::from_millis(600),
-        churn: None,
         ..spec
     })
     .unwrap();
@@ -408,4 +407,76 @@ fn churn_replaces_members_while_rooms_deliver_in_order() {
     assert!(!refused.status.success());
     assert!(String::from_utf8_lossy(&refused.stderr).contains("churn runs in one process"));
     std::fs::remove_dir_all(&out).unwrap();
+}
+
+/// The ramp slows down on refused connects and speeds up again: 2,000
+/// connections planned at 1,000/s to a port nobody listens on for the
+/// first 1.5 s. An open-loop ramp would spend 1,500 first connects on the
+/// closed port (and each one's retries on top); this one halves its rate at
+/// each burst of refusals, so fewer fail in all, retries included, and once
+/// the server is up every connection comes up.
+#[test]
+fn the_ramp_slows_down_on_refused_connects_and_recovers() {
+    let port = common::nats::free_port();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let late_server = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(1500));
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_loadgen"));
+        cmd.args(["--internal-server", "--listen", &addr.to_string()])
+            .args([
+                "--metrics",
+                "off",
+                "--discovery",
+                "off",
+                "--stats-interval",
+                "0",
+            ])
+            .args(["--engine", common::engine()])
+            .stdout(std::process::Stdio::piped());
+        common::spawn_server(cmd)
+    });
+    let spec = WorkerSpec {
+        targets: vec![addr],
+        sources: parse_sources("127.0.74.0/29").unwrap(),
+        conns: 2000,
+        index: 0,
+        workers: 1,
+        connect_rate: 1000.0,
+        hold: Duration::from_secs(6),
+        churn: None,
+        pinging: Pinging::Heartbeat,
+        heartbeat_ms: 0,
+        kind: common::engine_kind(),
+        slots: 2100,
+        seed: 1,
+        progress: Default::default(),
+        reconnect: true,
+        rooms: None,
+        publishers_on: None,
+        epoch: std::time::Instant::now(),
+        protocol: loadgen::wire::Protocol::Ringroom,
+    };
+    let result = run(&spec);
+    let (mut server, _) = late_server.join().unwrap();
+    server.kill().unwrap();
+    server.wait().unwrap();
+    let result = result.unwrap();
+    let c = &result.counts;
+    let failed: u64 = c.failed_by_errno.values().sum();
+    assert!(c.ramp_slowdowns >= 3, "{c:?}");
+    assert!(result.ramp_lowest <= 1000.0 / 8.0, "{}", result.ramp_lowest);
+    assert!(failed > 0 && failed < 1200, "failed {failed}: {c:?}");
+    assert_eq!(c.connected, 2000, "every connection came up: {c:?}");
+    assert_eq!(c.dropped, 0);
+    // Fewer connects in the refused second than planned, the full rate after.
+    let attempts = &result.attempts_per_interval;
+    assert!(
+        attempts[0] < 700,
+        "1,000 planned, and their retries: {attempts:?}"
+    );
+    assert!(attempts.iter().sum::<u64>() >= 2000, "{attempts:?}");
+    eprintln!(
+        "failed {failed}, slowdowns {}, lowest {:.0}/s, connects per second {attempts:?}",
+        c.ramp_slowdowns, result.ramp_lowest
+    );
 }

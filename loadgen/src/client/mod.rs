@@ -520,7 +520,11 @@ impl ClientCore {
                 conn.welcomed = true;
                 self.up += 1;
                 self.counts.connected += 1;
-                let connect = micros(now.saturating_sub(conn.started));
+                let took = now.saturating_sub(conn.started);
+                if took > crate::ramp::SLOW_CONNECT {
+                    self.counts.slow_connects += 1;
+                }
+                let connect = micros(took);
                 self.connect.saturating_record(connect);
                 if conn.retry.churn {
                     self.churn_connect.saturating_record(connect);

@@ -303,6 +303,8 @@ fn drive(
         rtt,
         intervals,
         up_per_second,
+        connects_per_second,
+        ramp_lowest,
         delivery,
         delivery_split,
         order,
@@ -327,6 +329,7 @@ fn drive(
                 s.spec,
                 &events,
                 &up_per_second,
+                &connects_per_second,
                 plan.conns as u64,
                 drops,
             ))
@@ -408,6 +411,8 @@ fn drive(
         own_memory,
         ramp,
         up_per_second,
+        connects_per_second,
+        ramp_lowest: (counts.ramp_slowdowns > 0).then_some(ramp_lowest),
         storm: storm_report.clone(),
         churn: churn_report.clone(),
     };
@@ -419,6 +424,12 @@ fn drive(
         ramp.as_secs_f64(),
         result.planned_ramp_s()
     );
+    if let Some(lowest) = result.summary.ramp_lowest_rate_per_s {
+        println!(
+            "| ramp: slowed down by failed or slow (> 1 s) connects / to | {} times / {lowest:.0} connects/s |",
+            counts.ramp_slowdowns
+        );
+    }
     if result.ramp_ran_late() {
         println!(
             "NOTE: the ramp ran late (took {:.1} s, planned {:.1} s): connects queued behind \

@@ -170,6 +170,8 @@ pub(super) fn record(
         ramp_s: Some(run.ramp.as_secs_f64()),
         commit: git_commit(),
         up_per_second: run.up_per_second.clone(),
+        connects_per_second: run.connects_per_second.clone(),
+        ramp_lowest_rate_per_s: run.ramp_lowest,
         loadgen_rss_bytes: run.own_memory.0,
         loadgen_peak_rss_growth_bytes: run.own_memory.1,
         server: server.map(|(cpu, rss, growth)| r::Server {
@@ -220,6 +222,10 @@ pub(super) struct Run {
     pub(super) ramp: Duration,
     /// Connections up at the end of each second, all workers added.
     pub(super) up_per_second: Vec<u64>,
+    /// `connect()` calls each second, all workers added.
+    pub(super) connects_per_second: Vec<u64>,
+    /// The lowest the ramp slowed down to, if it did.
+    pub(super) ramp_lowest: Option<f64>,
     /// The reconnect storm's figures.
     pub(super) storm: Option<storm::Report>,
     /// The churn's figures.

@@ -5,6 +5,7 @@ use std::time::Duration;
 use hdrhistogram::Histogram;
 
 use crate::client::Counts;
+use crate::results::add_per_second;
 use crate::worker;
 
 /// What every worker measured, added up.
@@ -14,6 +15,10 @@ pub(super) struct Totals {
     pub(super) rtt: Histogram<u64>,
     pub(super) intervals: Vec<Histogram<u64>>,
     pub(super) up_per_second: Vec<u64>,
+    /// `connect()` calls each second.
+    pub(super) connects_per_second: Vec<u64>,
+    /// The workers' lowest ramp rates, added up.
+    pub(super) ramp_lowest: f64,
     pub(super) delivery: Histogram<u64>,
     /// The same, same target and different targets.
     pub(super) delivery_split: [Histogram<u64>; 2],
@@ -36,6 +41,8 @@ pub(super) fn add_up(
         rtt: crate::results::histogram(),
         intervals: Vec::new(),
         up_per_second: Vec::new(),
+        connects_per_second: Vec::new(),
+        ramp_lowest: 0.0,
         delivery: crate::results::histogram(),
         delivery_split: [crate::results::histogram(), crate::results::histogram()],
         order: [0; 4],
@@ -52,12 +59,9 @@ pub(super) fn add_up(
         t.connect.add(&result.connect).map_err(hist)?;
         t.churn_connect.add(&result.churn_connect).map_err(hist)?;
         t.rtt.add(&result.rtt).map_err(hist)?;
-        for (i, &n) in result.up_per_interval.iter().enumerate() {
-            match t.up_per_second.get_mut(i) {
-                Some(up) => *up += n,
-                None => t.up_per_second.push(n),
-            }
-        }
+        add_per_second(&mut t.up_per_second, &result.up_per_interval);
+        add_per_second(&mut t.connects_per_second, &result.attempts_per_interval);
+        t.ramp_lowest += result.ramp_lowest;
         for (i, h) in result.intervals.iter().enumerate() {
             match t.intervals.get_mut(i) {
                 Some(sum) => sum.add(h).map_err(hist)?,

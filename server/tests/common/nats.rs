@@ -33,7 +33,7 @@ pub struct NatsCluster {
 /// nats-server binds it, and a port from the ephemeral range (what binding
 /// port 0 gives) can be taken meanwhile by any connect on the machine (CI
 /// saw "nats-server did not listen" while loadgen tests connected).
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
         .ok()
         .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
