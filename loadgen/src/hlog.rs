@@ -6,7 +6,7 @@ use std::io::{self, Write};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hdrhistogram::serialization::interval_log::IntervalLogWriterBuilder;
-use hdrhistogram::serialization::{Deserializer, V2DeflateSerializer};
+use hdrhistogram::serialization::{Deserializer, Serializer, V2DeflateSerializer, V2Serializer};
 use hdrhistogram::Histogram;
 
 use crate::report::UNIT_RATIO;
@@ -76,6 +76,41 @@ pub fn read_histograms(text: &[u8]) -> Result<Vec<Histogram<u64>>, String> {
 }
 
 /// One histogram as an interval log encodes it (base64 of the V2 compressed form).
+/// A histogram packed in memory (HdrHistogram's V2 encoding, not deflated):
+/// a full [`Histogram`] of loadgen's range is ~180 KB of counts whatever it
+/// holds; one second of RTTs packs into a few hundred bytes. A worker keeps
+/// its seconds packed, so that its memory does not grow by 180 KB a second.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Packed(Vec<u8>);
+
+impl Packed {
+    /// Packs `h`.
+    pub fn of(h: &Histogram<u64>) -> Self {
+        let mut bytes = Vec::new();
+        V2Serializer::new()
+            .serialize(h, &mut bytes)
+            .expect("serializing to memory cannot fail");
+        Self(bytes)
+    }
+
+    /// The histogram again.
+    pub fn unpack(&self) -> Result<Histogram<u64>, String> {
+        Deserializer::new()
+            .deserialize(&mut self.0.as_slice())
+            .map_err(|e| format!("bad packed histogram: {e:?}"))
+    }
+
+    /// Bytes it takes.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether it takes no bytes (never: the header is always there).
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
 fn decode_histogram(encoded: &str) -> Result<Histogram<u64>, String> {
     use base64::Engine as _;
     let bytes = base64::engine::general_purpose::STANDARD
@@ -89,6 +124,23 @@ fn decode_histogram(encoded: &str) -> Result<Histogram<u64>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_packed_second_is_small_and_unpacks_to_the_same() {
+        let mut h = crate::results::histogram();
+        for v in [120, 480, 480, 950, 12_000, 2_400_000] {
+            h.record(v).unwrap();
+        }
+        let packed = Packed::of(&h);
+        assert!(packed.len() < 200, "{} bytes", packed.len());
+        let back = packed.unpack().unwrap();
+        assert_eq!(back, h);
+        assert_eq!(
+            back.high(),
+            h.high(),
+            "the same range: it adds up with others"
+        );
+    }
     use base64::engine::general_purpose::STANDARD as BASE64;
     use base64::Engine as _;
     use hdrhistogram::serialization::interval_log::{IntervalLogIterator, LogEntry};

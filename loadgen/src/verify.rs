@@ -39,9 +39,14 @@ struct Stream {
 }
 
 /// Per-stream sequence checks of one receiver (or many: keys carry the receiver).
+/// Streams are kept by receiver, so that a receiver gone (its connection
+/// closed) is forgotten whole: what is held is bounded by the receivers present.
 #[derive(Debug, Default)]
 pub struct SeqCheck {
-    streams: HashMap<(u64, u64), Stream>,
+    /// By receiver: its streams, by publisher (a few: one per room it is in).
+    streams: HashMap<u64, Vec<(u64, Stream)>>,
+    /// Messages still missing in streams forgotten since.
+    forgotten_missing: u64,
     /// Messages received in order.
     pub in_order: u64,
     /// Messages that arrived after a missing one.
@@ -66,10 +71,22 @@ impl SeqCheck {
     /// `joined_late`, it starts here (a receiver that reconnected).
     pub fn record_from(&mut self, key: (u64, u64), seq: u64, joined_late: bool) -> Arrival {
         let gaps = self.gaps.get(&key.1).copied().unwrap_or(0);
-        let s = self.streams.entry(key).or_insert_with(|| Stream {
-            next: if joined_late { seq } else { 0 },
-            ..Stream::default()
-        });
+        let of_receiver = self.streams.entry(key.1).or_default();
+        let i = match of_receiver.iter().position(|(p, _)| *p == key.0) {
+            Some(i) => i,
+            None => {
+                let next = if joined_late { seq } else { 0 };
+                of_receiver.push((
+                    key.0,
+                    Stream {
+                        next,
+                        ..Stream::default()
+                    },
+                ));
+                of_receiver.len() - 1
+            }
+        };
+        let s = &mut of_receiver[i].1;
         let told = gaps > s.gaps_seen;
         s.gaps_seen = gaps;
         if seq == s.next {
@@ -108,13 +125,32 @@ impl SeqCheck {
         *self.gaps.entry(receiver).or_default() += 1;
     }
 
+    /// `receiver` is gone (its connection closed): its streams are dropped,
+    /// what they still missed stays counted as missing.
+    pub fn forget(&mut self, receiver: u64) {
+        if let Some(streams) = self.streams.remove(&receiver) {
+            self.forgotten_missing += streams
+                .iter()
+                .map(|(_, s)| s.missing.len() as u64)
+                .sum::<u64>();
+        }
+        self.gaps.remove(&receiver);
+    }
+
+    /// Receivers whose streams are held.
+    pub fn receivers(&self) -> usize {
+        self.streams.len()
+    }
+
     /// Messages still missing (lost, unless they arrive late).
     pub fn missing(&self) -> u64 {
         self.streams
             .values()
-            .map(|s| s.missing.len() as u64)
+            .flatten()
+            .map(|(_, s)| s.missing.len() as u64)
             .sum::<u64>()
             + self.given_up
+            + self.forgotten_missing
     }
 
     /// Messages expected but never seen at the end of a run, given how many
@@ -123,7 +159,8 @@ impl SeqCheck {
         let tails: u64 = self
             .streams
             .iter()
-            .map(|(k, s)| expected(*k).saturating_sub(s.next))
+            .flat_map(|(r, v)| v.iter().map(move |(p, s)| ((*p, *r), s)))
+            .map(|(k, s)| expected(k).saturating_sub(s.next))
             .sum();
         self.missing() + tails
     }
@@ -203,6 +240,24 @@ mod tests {
         assert_eq!(c.record_from((1, 9), 41, true), Arrival::InOrder);
         assert!(c.is_clean());
         assert_eq!(c.record_from((2, 9), 40, false), Arrival::AfterGap(40));
+    }
+
+    #[test]
+    fn a_receiver_gone_is_forgotten_and_its_losses_stay_counted() {
+        let mut c = SeqCheck::default();
+        c.record((1, 7), 0);
+        c.record((1, 7), 3);
+        c.record((2, 7), 0);
+        c.record((1, 8), 0);
+        assert_eq!(c.receivers(), 2);
+        c.forget(7);
+        assert_eq!(c.receivers(), 1);
+        assert_eq!(c.missing(), 2, "1 and 2 never came to receiver 7");
+        // A new receiver with the same key would start over.
+        c.forget(8);
+        c.forget(99);
+        assert_eq!(c.receivers(), 0);
+        assert_eq!(c.missing(), 2);
     }
 
     #[test]

@@ -16,6 +16,7 @@ use hdrhistogram::Histogram;
 use socket2::{Domain, Socket, Type};
 
 use crate::client::{ChurnPlan, ClientCore, Counts, Pinging, Retry, RoomPlan};
+use crate::hlog::Packed;
 use crate::ramp::Ramp;
 use crate::sources::{target_index, RoomLayout};
 use crate::wire::Protocol;
@@ -99,7 +100,7 @@ pub struct WorkerResult {
     /// came up: all of its share, or the last one that did.
     pub ramp_done: Duration,
     /// RTTs of each successive second of the run.
-    pub intervals: Vec<Histogram<u64>>,
+    pub intervals: Vec<Packed>,
     /// Connections up at the end of each of those seconds.
     pub up_per_interval: Vec<u64>,
     /// `connect()` calls in each of those seconds (the ramp's and reconnects).
@@ -289,7 +290,7 @@ pub fn run(spec: &WorkerSpec) -> Result<WorkerResult, String> {
             p.errors.store(errors, Ordering::Relaxed);
             p.p99_us
                 .store(core.interval_rtt.value_at_quantile(0.99), Ordering::Relaxed);
-            intervals.push(core.interval_rtt.clone());
+            intervals.push(Packed::of(&core.interval_rtt));
             up_per_interval.push(core.up() as u64);
             attempts_per_interval.push(std::mem::take(&mut attempts));
             core.interval_rtt.reset();
@@ -303,7 +304,7 @@ pub fn run(spec: &WorkerSpec) -> Result<WorkerResult, String> {
     let _ = engine.submit_and_wait(Duration::ZERO);
     let mut counts = core.counts.clone();
     counts.ramp_slowdowns = ramp.slowdowns;
-    intervals.push(core.interval_rtt.clone());
+    intervals.push(Packed::of(&core.interval_rtt));
     up_per_interval.push(core.up() as u64);
     attempts_per_interval.push(attempts);
     Ok(WorkerResult {

@@ -743,6 +743,10 @@ impl ClientCore {
                 if conn.welcomed {
                     self.up -= 1;
                 }
+                if let Some(room) = conn.room {
+                    // Its streams end with it (a reconnect is a new receiver).
+                    self.order.forget(receiver_key(room, conn.receiver));
+                }
                 self.conns[idx] = None;
                 actions.push(Action::Close { slot });
                 continue;

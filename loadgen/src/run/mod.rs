@@ -417,7 +417,7 @@ fn drive(
         churn: churn_report.clone(),
     };
     let result = record(
-        args, plan, &targets, workers, &counts, &connect, own_cpu, server_cpu, &run,
+        args, plan, &targets, workers, &counts, &connect, own_cpu, server_cpu, run,
     );
     println!(
         "| ramp: every connection up after / planned | {:.1} s / {:.1} s |",

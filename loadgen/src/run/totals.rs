@@ -62,10 +62,11 @@ pub(super) fn add_up(
         add_per_second(&mut t.up_per_second, &result.up_per_interval);
         add_per_second(&mut t.connects_per_second, &result.attempts_per_interval);
         t.ramp_lowest += result.ramp_lowest;
-        for (i, h) in result.intervals.iter().enumerate() {
+        for (i, packed) in result.intervals.iter().enumerate() {
+            let h = packed.unpack()?;
             match t.intervals.get_mut(i) {
-                Some(sum) => sum.add(h).map_err(hist)?,
-                None => t.intervals.push(h.clone()),
+                Some(sum) => sum.add(&h).map_err(hist)?,
+                None => t.intervals.push(h),
             }
         }
         t.delivery.add(&result.delivery).map_err(hist)?;
