@@ -82,9 +82,17 @@ impl Ramp {
     /// The network said too fast at `now`: halve the rate (once per
     /// [`CUT_EVERY`]), never below [`FLOOR`] of the planned one.
     pub fn congested(&mut self, now: Duration) {
+        self.congested_by(now, now);
+    }
+
+    /// A connect started at `started` said too fast at `now`. News of a
+    /// connect started before the last cut is old (it was made at the rate
+    /// already cut, as TCP ignores losses from before its last window cut):
+    /// only newer ones cut again.
+    pub fn congested_by(&mut self, started: Duration, now: Duration) {
         if self
             .last_cut
-            .is_some_and(|t| now.saturating_sub(t) < CUT_EVERY)
+            .is_some_and(|t| started < t || now.saturating_sub(t) < CUT_EVERY)
         {
             return;
         }
@@ -149,6 +157,20 @@ mod tests {
         // Quiet again: the whole rate is back within QUIET and RECOVER.
         run(&mut r, 4_800, 7_400);
         assert_eq!(r.rate(), 10_000.0);
+    }
+
+    #[test]
+    fn news_of_connects_made_before_the_last_cut_is_old() {
+        let mut r = Ramp::new(1_000.0);
+        r.congested_by(MS * 10, MS * 900);
+        assert_eq!(r.rate(), 500.0);
+        // Slow connects started before that cut keep arriving: ignored.
+        r.congested_by(MS * 500, Duration::from_secs(2));
+        r.congested_by(MS * 899, Duration::from_secs(3));
+        assert_eq!(r.slowdowns, 1);
+        // One started after it: a new signal.
+        r.congested_by(MS * 950, Duration::from_secs(3));
+        assert_eq!(r.slowdowns, 2);
     }
 
     #[test]

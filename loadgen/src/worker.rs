@@ -162,9 +162,6 @@ pub fn run(spec: &WorkerSpec) -> Result<WorkerResult, String> {
     let planned_ramp = Duration::from_secs_f64(spec.conns as f64 / spec.connect_rate);
     let end = planned_ramp + spec.hold;
     let mut ramp = Ramp::new(spec.connect_rate);
-    // Failed connects seen so far, by the table's errno counts: more of them
-    // since the last turn slow the ramp down.
-    let mut failures_seen = 0u64;
     let mut attempts = 0u64;
     let mut attempts_per_interval = Vec::new();
     let mut made = 0usize;
@@ -261,12 +258,10 @@ pub fn run(spec: &WorkerSpec) -> Result<WorkerResult, String> {
             Event::Accepted { .. } | Event::AcceptEnded { .. } | Event::Woken => {}
         });
         core.tick(now);
-        let failures = congestion_signals(&core.counts);
-        if failures > failures_seen {
-            failures_seen = failures;
+        if let Some(started) = core.take_congestion() {
             if made < spec.conns {
                 // Only the ramp adapts: reconnects have their own backoff.
-                ramp.congested(now);
+                ramp.congested_by(started, now);
             }
         }
         core.poll_actions(&mut actions);
@@ -326,19 +321,6 @@ pub fn run(spec: &WorkerSpec) -> Result<WorkerResult, String> {
         duplicates: core.order.duplicates,
         missing: core.order.missing(),
     })
-}
-
-/// Connects that said "too fast": failed before WELCOME for any reason but
-/// a full fixed-file table (EMFILE: the worker's own bound), or slow (a SYN
-/// retransmitted).
-fn congestion_signals(c: &Counts) -> u64 {
-    let failed: u64 = c
-        .failed_by_errno
-        .iter()
-        .filter(|(&errno, _)| errno != libc::EMFILE)
-        .map(|(_, n)| n)
-        .sum();
-    failed + c.slow_connects
 }
 
 /// A non-blocking TCP socket bound to `source` (port chosen at connect time)

@@ -173,6 +173,8 @@ pub struct ClientCore {
     publish_stopped_at: Option<Duration>,
     /// The churn, if this run has one, and its progress.
     churn: Option<churn::Churn>,
+    /// See [`ClientCore::take_congestion`].
+    congested: Option<Duration>,
     /// Delivery latency from the planned publish time, microseconds.
     pub delivery: Histogram<u64>,
     /// The same, for publisher and receiver on the same target (node).
@@ -226,6 +228,7 @@ impl ClientCore {
             publishing_stopped: false,
             publish_stopped_at: None,
             churn: None,
+            congested: None,
             delivery: histogram(),
             delivery_same: histogram(),
             delivery_cross: histogram(),
@@ -293,6 +296,12 @@ impl ClientCore {
         Some(retry)
     }
 
+    /// The start of the latest connect that said "too fast" (failed before
+    /// WELCOME, or slow) since the last call, for the ramp.
+    pub fn take_congestion(&mut self) -> Option<Duration> {
+        self.congested.take()
+    }
+
     /// Reconnects waiting (due or not).
     pub fn reconnects_waiting(&self) -> usize {
         self.reconnects.len()
@@ -302,6 +311,10 @@ impl ClientCore {
     /// refused): counts it, and schedules a retry at the next target.
     pub fn connect_failed(&mut self, retry: Retry, errno: i32) {
         *self.counts.failed_by_errno.entry(errno).or_default() += 1;
+        if errno != libc::EMFILE {
+            // EMFILE: the worker's own table is full, not the network.
+            note_congestion(&mut self.congested, self.clock);
+        }
         self.schedule_reconnect(Retry {
             attempt: retry.attempt + 1,
             hops: retry.hops + 1,
@@ -326,7 +339,12 @@ impl ClientCore {
     /// A connection is lost: count it once, and reconnect it, to the next
     /// target (a connection that got WELCOME starts over at attempt 0; a
     /// failed connect backs off more).
-    fn lose(conn: &mut Conn, counts: &mut Counts, errno: i32) -> Option<Retry> {
+    fn lose(
+        conn: &mut Conn,
+        counts: &mut Counts,
+        congested: &mut Option<Duration>,
+        errno: i32,
+    ) -> Option<Retry> {
         if conn.closing || conn.lost {
             // Closed by us (the end of the run), or counted already.
             conn.closing = true;
@@ -339,6 +357,7 @@ impl ClientCore {
             0
         } else {
             *counts.failed_by_errno.entry(errno).or_default() += 1;
+            note_congestion(congested, conn.started);
             conn.retry.attempt + 1
         };
         Some(Retry {
@@ -523,6 +542,7 @@ impl ClientCore {
                 let took = now.saturating_sub(conn.started);
                 if took > crate::ramp::SLOW_CONNECT {
                     self.counts.slow_connects += 1;
+                    note_congestion(&mut self.congested, conn.started);
                 }
                 let connect = micros(took);
                 self.connect.saturating_record(connect);
@@ -540,7 +560,7 @@ impl ClientCore {
             }
         }
         let retry = if close {
-            Self::lose(conn, &mut self.counts, 0)
+            Self::lose(conn, &mut self.counts, &mut self.congested, 0)
         } else {
             None
         };
@@ -560,8 +580,8 @@ impl ClientCore {
         conn.recv_armed = false;
         let retry = match end {
             RecvEnd::Cancelled | RecvEnd::NoBuffers | RecvEnd::Stopped => None,
-            RecvEnd::Eof => Self::lose(conn, counts, 0),
-            RecvEnd::Error(errno) => Self::lose(conn, counts, errno),
+            RecvEnd::Eof => Self::lose(conn, counts, &mut self.congested, 0),
+            RecvEnd::Error(errno) => Self::lose(conn, counts, &mut self.congested, errno),
         };
         if let Some(retry) = retry {
             self.schedule_reconnect(retry);
@@ -585,7 +605,7 @@ impl ClientCore {
                 conn.queued = rest;
             }
             _ => {
-                if let Some(retry) = Self::lose(conn, counts, -result) {
+                if let Some(retry) = Self::lose(conn, counts, &mut self.congested, -result) {
                     self.dirty.push(slot);
                     return self.schedule_reconnect(retry);
                 }
@@ -613,7 +633,7 @@ impl ClientCore {
             if now.saturating_sub(conn.last_rx) > conn.idle_timeout {
                 // Nothing from the server for its own idle timeout: dead.
                 self.counts.dead_server += 1;
-                if let Some(retry) = Self::lose(conn, &mut self.counts, 0) {
+                if let Some(retry) = Self::lose(conn, &mut self.counts, &mut self.congested, 0) {
                     self.schedule_reconnect(retry);
                 }
                 self.dirty.push(slot);
@@ -636,7 +656,7 @@ impl ClientCore {
             if backlogged {
                 // MAX_AWAITING requests unanswered: the server is not keeping up.
                 self.counts.dead_server += 1;
-                if let Some(retry) = Self::lose(conn, &mut self.counts, 0) {
+                if let Some(retry) = Self::lose(conn, &mut self.counts, &mut self.congested, 0) {
                     self.schedule_reconnect(retry);
                 }
                 self.dirty.push(slot);
@@ -765,6 +785,11 @@ impl ClientCore {
             }
         }
     }
+}
+
+/// Keeps the latest start of a connect that said "too fast".
+fn note_congestion(latest: &mut Option<Duration>, started: Duration) {
+    *latest = Some(latest.map_or(started, |t| t.max(started)));
 }
 
 /// The connection in `slot` if it is generation `gen` (a free function, so that
