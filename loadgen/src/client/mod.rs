@@ -175,6 +175,8 @@ pub struct ClientCore {
     churn: Option<churn::Churn>,
     /// See [`ClientCore::take_congestion`].
     congested: Option<Duration>,
+    /// The decoders' working space, one for all connections.
+    scratch: crate::wire::Scratch,
     /// Delivery latency from the planned publish time, microseconds.
     pub delivery: Histogram<u64>,
     /// The same, for publisher and receiver on the same target (node).
@@ -229,6 +231,7 @@ impl ClientCore {
             publish_stopped_at: None,
             churn: None,
             congested: None,
+            scratch: Default::default(),
             delivery: histogram(),
             delivery_same: histogram(),
             delivery_cross: histogram(),
@@ -465,7 +468,7 @@ impl ClientCore {
         let mut replies = std::mem::take(&mut self.replies);
         let mut close = conn
             .codec
-            .receive(data, &mut conn.queued, &mut replies)
+            .receive_with(data, &mut conn.queued, &mut replies, &mut self.scratch)
             .is_err();
         for reply in replies.drain(..) {
             match reply {

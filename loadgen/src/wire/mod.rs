@@ -194,6 +194,13 @@ enum Dialect {
 pub struct Codec {
     dialect: Dialect,
     awaiting: VecDeque<Awaiting>,
+}
+
+/// The decoders' working space, shared by every connection of a worker (a
+/// buffer per connection would cost each of a million connections its
+/// own allocation for what lives for one call).
+#[derive(Default)]
+pub struct Scratch {
     events: Vec<Event>,
 }
 
@@ -221,7 +228,6 @@ impl Codec {
         Self {
             dialect,
             awaiting: VecDeque::new(),
-            events: Vec::new(),
         }
     }
 
@@ -279,8 +285,20 @@ impl Codec {
         out: &mut Vec<u8>,
         replies: &mut Vec<Reply>,
     ) -> Result<(), String> {
-        let mut events = std::mem::take(&mut self.events);
-        let mut result = dispatch!(self, d => d.receive(data, out, &mut events));
+        self.receive_with(data, out, replies, &mut Scratch::default())
+    }
+
+    /// [`Codec::receive`] with a worker's shared [`Scratch`].
+    pub fn receive_with(
+        &mut self,
+        data: &[u8],
+        out: &mut Vec<u8>,
+        replies: &mut Vec<Reply>,
+        scratch: &mut Scratch,
+    ) -> Result<(), String> {
+        let events = &mut scratch.events;
+        events.clear();
+        let mut result = dispatch!(self, d => d.receive(data, out, events));
         for event in events.drain(..) {
             let ack = match event {
                 Event::Reply(r) => {
@@ -310,7 +328,6 @@ impl Codec {
             }
         }
         events.clear();
-        self.events = events;
         result
     }
 
