@@ -65,6 +65,55 @@ pub struct WorkerSpec {
     /// The run's common time origin: publish times are stamped against it, so
     /// a receiver on another worker measures from the same clock.
     pub epoch: Instant,
+    /// Where the workers agree when the hold starts.
+    pub gate: Arc<HoldGate>,
+}
+
+/// The hold starts when every worker's share is up, not when the plan said
+/// the ramp would end: a ramp that adapted (slowed down) or fell behind
+/// still gets its full `--duration` of everything up. At the latest it
+/// starts at [`HoldGate::deadline`], so a run whose ramp never completes
+/// still ends.
+#[derive(Debug)]
+pub struct HoldGate {
+    workers: usize,
+    done: AtomicU64,
+    /// Microseconds since the epoch; `u64::MAX` until every worker is up.
+    from_us: AtomicU64,
+}
+
+impl HoldGate {
+    /// A gate for `workers` workers.
+    pub fn new(workers: usize) -> Arc<Self> {
+        Arc::new(Self {
+            workers,
+            done: AtomicU64::new(0),
+            from_us: AtomicU64::new(u64::MAX),
+        })
+    }
+
+    /// A worker's share is up at `now`.
+    fn ramp_done(&self, now: Duration) {
+        let done = self.done.fetch_add(1, Ordering::AcqRel) + 1;
+        if done as usize >= self.workers {
+            self.from_us
+                .store(now.as_micros() as u64, Ordering::Release);
+        }
+    }
+
+    /// When the hold starts, once every worker's share is up.
+    pub fn hold_from(&self) -> Option<Duration> {
+        match self.from_us.load(Ordering::Acquire) {
+            u64::MAX => None,
+            us => Some(Duration::from_micros(us)),
+        }
+    }
+
+    /// The latest the hold starts for a ramp planned to take `planned`:
+    /// three times that and 10 s.
+    pub fn deadline(planned: Duration) -> Duration {
+        planned * 3 + Duration::from_secs(10)
+    }
 }
 
 /// Live figures a worker publishes every second, for the progress line.
@@ -160,7 +209,8 @@ pub fn run(spec: &WorkerSpec) -> Result<WorkerResult, String> {
     let mut actions = Vec::new();
     let start = spec.epoch;
     let planned_ramp = Duration::from_secs_f64(spec.conns as f64 / spec.connect_rate);
-    let end = planned_ramp + spec.hold;
+    let deadline = HoldGate::deadline(planned_ramp);
+    let mut end = deadline + spec.hold;
     let mut ramp = Ramp::new(spec.connect_rate);
     let mut attempts = 0u64;
     let mut attempts_per_interval = Vec::new();
@@ -274,6 +324,10 @@ pub fn run(spec: &WorkerSpec) -> Result<WorkerResult, String> {
         }
         if ramp_done.is_none() && core.counts.connected >= spec.conns as u64 {
             ramp_done = Some(now);
+            spec.gate.ramp_done(now);
+        }
+        if let Some(from) = spec.gate.hold_from() {
+            end = end.min(from + spec.hold);
         }
         if now >= next_interval {
             next_interval += INTERVAL;
@@ -358,6 +412,20 @@ pub fn share(total: usize, index: usize, workers: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_hold_starts_when_the_last_worker_is_up() {
+        let gate = HoldGate::new(2);
+        assert_eq!(gate.hold_from(), None);
+        gate.ramp_done(Duration::from_secs(3));
+        assert_eq!(gate.hold_from(), None, "one of two");
+        gate.ramp_done(Duration::from_secs(7));
+        assert_eq!(gate.hold_from(), Some(Duration::from_secs(7)));
+        assert_eq!(
+            HoldGate::deadline(Duration::from_secs(50)),
+            Duration::from_secs(160)
+        );
+    }
 
     #[test]
     fn many_workers_share_fewer_buffers_each() {

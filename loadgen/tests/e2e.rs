@@ -33,6 +33,7 @@ fn a_worker_holds_3000_connections_and_every_ping_is_answered() {
         rooms: None,
         publishers_on: None,
         epoch: std::time::Instant::now(),
+        gate: loadgen::worker::HoldGate::new(1),
         protocol: loadgen::wire::Protocol::Ringroom,
     };
     let result = run(&spec).unwrap();
@@ -127,6 +128,7 @@ fn a_refused_target_is_counted_not_fatal() {
         rooms: None,
         publishers_on: None,
         epoch: std::time::Instant::now(),
+        gate: loadgen::worker::HoldGate::new(1),
         protocol: loadgen::wire::Protocol::Ringroom,
     };
     let result = run(&spec).unwrap();
@@ -138,6 +140,7 @@ fn a_refused_target_is_counted_not_fatal() {
     let result = run(&WorkerSpec {
         reconnect: true,
         hold: Duration::from_millis(600),
+        gate: loadgen::worker::HoldGate::new(1),
         ..spec
     })
     .unwrap();
@@ -454,6 +457,7 @@ fn the_ramp_slows_down_on_refused_connects_and_recovers() {
         rooms: None,
         publishers_on: None,
         epoch: std::time::Instant::now(),
+        gate: loadgen::worker::HoldGate::new(1),
         protocol: loadgen::wire::Protocol::Ringroom,
     };
     let result = run(&spec);
@@ -478,5 +482,15 @@ fn the_ramp_slows_down_on_refused_connects_and_recovers() {
     eprintln!(
         "failed {failed}, slowdowns {}, lowest {:.0}/s, connects per second {attempts:?}",
         c.ramp_slowdowns, result.ramp_lowest
+    );
+    // The ramp ended late (the port was closed for 1.5 s of its planned 2):
+    // the hold starts then, and lasts its whole 6 s with everything up.
+    let ramp_done = result.ramp_done.as_secs_f64();
+    assert!(ramp_done > 2.5, "{ramp_done}");
+    let up = &result.up_per_interval;
+    let held = up.iter().filter(|&&n| n == 2000).count();
+    assert!(
+        held >= 6,
+        "6 s with all 2,000 up after {ramp_done:.1} s: {up:?}"
     );
 }

@@ -15,7 +15,7 @@ use crate::client::{Pinging, RoomPlan};
 use crate::own_server::OwnServer;
 use crate::processes::{self, Part};
 use crate::sources::{local_port_range, parse_sources, Capacity};
-use crate::worker::{self, share, Progress, WorkerSpec};
+use crate::worker::{self, share, HoldGate, Progress, WorkerSpec};
 use crate::{churn, procstat, storm};
 
 mod summary;
@@ -248,6 +248,7 @@ fn drive(
     let churn_window = (args.scenario == Scenario::Churn)
         .then(|| churn::Window::new(plan.conns, plan.connect_rate, hold, args.churn_rate.0));
     let progress: Vec<Arc<Progress>> = (0..workers).map(|_| Arc::default()).collect();
+    let gate = HoldGate::new(workers);
     let handles: Vec<_> = (0..workers)
         .map(|index| {
             let conns = share(plan.conns, index, workers);
@@ -272,6 +273,7 @@ fn drive(
                 rooms: rooms.clone(),
                 publishers_on: args.publishers_on,
                 epoch: started,
+                gate: gate.clone(),
                 protocol: plan.protocol,
             };
             let core = (!cores.is_empty()).then(|| cores[index % cores.len()]);
@@ -432,8 +434,9 @@ fn drive(
     }
     if result.ramp_ran_late() {
         println!(
-            "NOTE: the ramp ran late (took {:.1} s, planned {:.1} s): connects queued behind \
-             each other; the hold is measured from {} s",
+            "NOTE: the ramp ran late (took {:.1} s, planned {:.1} s): it slowed down, or \
+             connects queued behind each other; the hold started once every connection was \
+             up and is measured from {} s",
             ramp.as_secs_f64(),
             result.planned_ramp_s(),
             result.hold_start().as_secs()
