@@ -17,11 +17,23 @@ pub struct Broadcast {
     from_conn_id: u64,
     /// A stream frame's flow control: its publisher's [`Flow`].
     flow: Option<Arc<Flow>>,
+    /// Its place among this node's publishes (0: from another node, or
+    /// not sent between shards): see `ShardRooms::accepts`.
+    ticket: u64,
 }
 
 impl Broadcast {
     /// Encodes `message` once; a stream frame carries its publisher's `flow`.
     pub fn encode(message: Message<'_>, flow: Option<Arc<Flow>>) -> Arc<Self> {
+        Self::encode_ticketed(message, flow, 0)
+    }
+
+    /// [`Broadcast::encode`] for a message published on this node, with its ticket.
+    pub fn encode_ticketed(
+        message: Message<'_>,
+        flow: Option<Arc<Flow>>,
+        ticket: u64,
+    ) -> Arc<Self> {
         let (stream, from_conn_id) = (message.fragment.stream, message.from_conn_id);
         let frame = Frame::Message(message);
         let mut bytes = Vec::with_capacity(frame.encoded_len());
@@ -33,6 +45,7 @@ impl Broadcast {
             stream,
             from_conn_id,
             flow: flow.filter(|_| stream != 0),
+            ticket,
         })
     }
 
@@ -44,6 +57,7 @@ impl Broadcast {
             stream: 0,
             from_conn_id: 0,
             flow: None,
+            ticket: 0,
         })
     }
 
@@ -55,6 +69,11 @@ impl Broadcast {
     /// The publishing connection.
     pub fn from_conn_id(&self) -> u64 {
         self.from_conn_id
+    }
+
+    /// Its ticket (0: none).
+    pub fn ticket(&self) -> u64 {
+        self.ticket
     }
 
     /// The publisher's flow control, for a stream frame.

@@ -160,6 +160,9 @@ pub struct ShardMetrics {
     pub cross_core_sent: Counter,
     /// Messages taken from this shard's inbox.
     pub cross_core_received: Counter,
+    /// Of those, not delivered: published before this shard's current
+    /// members of the room came (they would have made a gap).
+    pub stale_deliveries: Counter,
     /// Wake-ups this shard sent to others (inbox went from empty to non-empty).
     pub cross_core_wakeups: Counter,
     /// Times an inbox of another shard was full (the message waits in an outbox).
@@ -188,7 +191,7 @@ impl ShardMetrics {
 pub fn render_prometheus(shards: &[std::sync::Arc<ShardMetrics>]) -> String {
     let mut out = String::with_capacity(4096);
     type Getter = fn(&ShardMetrics) -> &Counter;
-    let simple: [(&str, &str, &str, Getter); 30] = [
+    let simple: [(&str, &str, &str, Getter); 31] = [
         (
             "ringroom_stream_bound_cuts_total",
             "counter",
@@ -242,6 +245,12 @@ pub fn render_prometheus(shards: &[std::sync::Arc<ShardMetrics>]) -> String {
             "counter",
             "Messages received from other shards.",
             |m| &m.cross_core_received,
+        ),
+        (
+            "ringroom_cross_core_stale_total",
+            "counter",
+            "Messages from other shards published before the room's members here came, not delivered.",
+            |m| &m.stale_deliveries,
         ),
         (
             "ringroom_cross_core_wakeups_total",

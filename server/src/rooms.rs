@@ -75,6 +75,9 @@ pub struct Registry {
     all_shards: bool,
     /// The cluster link, told of every room gained or lost.
     interest: Option<Arc<Interest>>,
+    /// Tickets of the messages published on this node, in order: see
+    /// [`ShardRooms::ticket`].
+    tickets: AtomicU64,
 }
 
 impl Registry {
@@ -99,6 +102,7 @@ impl Registry {
             max_rooms,
             all_shards: shards > 64,
             interest,
+            tickets: AtomicU64::new(0),
         }
     }
 
@@ -111,14 +115,16 @@ impl Registry {
     }
 
     /// Shard `shard` gains its first member of `name`: the room's shard mask
-    /// (with this shard's bit set before any JOINED is sent) and its
-    /// subscription's state, or None if that would make one room too many.
-    fn acquire(&self, name: &str, shard: usize) -> Option<(ShardMask, SubState)> {
+    /// (with this shard's bit set before any JOINED is sent), its
+    /// subscription's state and the ticket its messages start after (read
+    /// after the bit was set), or None if that would make one room too many.
+    fn acquire(&self, name: &str, shard: usize) -> Option<(ShardMask, SubState, u64)> {
         let mut rooms = self.rooms.lock().expect("registry lock");
         if let Some(e) = rooms.by_name.get_mut(name) {
             e.shards += 1;
             e.mask.fetch_or(self.bit(shard), Ordering::SeqCst);
-            return Some((e.mask.clone(), e.sub));
+            let since = self.tickets.load(Ordering::SeqCst);
+            return Some((e.mask.clone(), e.sub, since));
         }
         if rooms.by_name.len() >= self.max_rooms {
             return None;
@@ -136,7 +142,7 @@ impl Registry {
         if let Some(interest) = &self.interest {
             interest.changed(name);
         }
-        Some((mask, sub))
+        Some((mask, sub, self.tickets.load(Ordering::SeqCst)))
     }
 
     /// Shard `shard` lost its last member of `name`.
@@ -237,6 +243,10 @@ struct Room {
     sub: SubState,
     /// Members whose JOIN waits for the subscription (one entry per JOIN).
     waiting: Vec<u32>,
+    /// Messages from other shards with a ticket up to this were published
+    /// before this shard's bit was set for this room (this incarnation of
+    /// it here): see [`ShardRooms::accepts`].
+    since: u64,
 }
 
 /// One shard's rooms.
@@ -268,6 +278,31 @@ impl ShardRooms {
         self.rooms[id as usize]
             .as_ref()
             .map_or(ALL_SHARDS, |r| r.shards.load(Ordering::SeqCst))
+    }
+
+    /// A ticket for a message published now, taken before its destinations
+    /// are read ([`ShardRooms::shards`]): node-wide and increasing.
+    pub fn ticket(&self) -> u64 {
+        self.registry.tickets.fetch_add(1, Ordering::SeqCst) + 1
+    }
+
+    /// Whether a message from another shard with `ticket` goes to local
+    /// room `id`'s members (0: not ticketed, from another node: yes).
+    ///
+    /// Why: when a shard's last member of a room leaves, its bit is cleared
+    /// and publishers stop sending it the room's messages; messages sent
+    /// before that may still be in its inbox. If a member joins meanwhile,
+    /// those stale messages would reach it while the ones published in
+    /// between never will: a gap (seen by `loadgen --scenario churn` at
+    /// C100K). A ticket is taken before the publisher reads the mask and
+    /// `since` after the bit is set (both SeqCst), so every message with a
+    /// ticket above `since` was sent here, and the member's stream is a
+    /// gapless suffix of the publisher's.
+    pub fn accepts(&self, id: u32, ticket: u64) -> bool {
+        ticket == 0
+            || self.rooms[id as usize]
+                .as_ref()
+                .is_some_and(|r| ticket > r.since)
     }
 
     /// (connection, room) pairs on this shard.
@@ -329,7 +364,7 @@ impl ShardRooms {
         let id = match self.id(name) {
             Some(id) => id,
             None => {
-                let Some((shards, sub)) = self.registry.acquire(name, self.shard) else {
+                let Some((shards, sub, since)) = self.registry.acquire(name, self.shard) else {
                     return Joined::ServerLimit;
                 };
                 let room = Room {
@@ -338,6 +373,7 @@ impl ShardRooms {
                     members: IndexSet::new(),
                     sub,
                     waiting: Vec::new(),
+                    since,
                 };
                 let id = match self.free.pop() {
                     Some(id) => {
@@ -430,6 +466,33 @@ impl ShardRooms {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_shard_that_lost_its_members_does_not_deliver_what_was_sent_before() {
+        let registry = Arc::new(Registry::new(10, 2));
+        let mut a = ShardRooms::new(registry.clone(), 0);
+        let mut b = ShardRooms::new(registry, 1);
+        let (mut pa, mut ma, mut mb) = (Vec::new(), Vec::new(), Vec::new());
+        a.join("r", 0, &mut pa, 8);
+        b.join("r", 0, &mut ma, 8);
+        let id_a = a.id("r").unwrap();
+        // Message 1 goes to shard 1 (its bit is set) and waits in its inbox.
+        let t1 = a.ticket();
+        assert_eq!(a.shards(id_a) & 0b10, 0b10);
+        // Shard 1's last member leaves; message 2 is not sent there.
+        b.leave_all(0, &mut ma);
+        let t2 = a.ticket();
+        assert_eq!(a.shards(id_a) & 0b10, 0);
+        // A new member joins on shard 1; message 1 arrives only now.
+        b.join("r", 1, &mut mb, 8);
+        let id_b = b.id("r").unwrap();
+        assert!(!b.accepts(id_b, t1), "message 1, then 3 without 2: a gap");
+        assert!(!b.accepts(id_b, t2));
+        let t3 = a.ticket();
+        assert_eq!(a.shards(id_a) & 0b10, 0b10, "message 3 is sent there");
+        assert!(b.accepts(id_b, t3));
+        assert!(b.accepts(id_b, 0), "from another node: not ticketed");
+    }
 
     fn table(max_rooms: usize) -> (ShardRooms, Arc<Registry>) {
         let registry = Arc::new(Registry::new(max_rooms, 1));

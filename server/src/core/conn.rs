@@ -482,7 +482,9 @@ pub(super) fn on_publish(st: &mut ConnState, cx: &mut Ctx<'_>, p: proto::Publish
         }
     }
     cx.metrics.publishes.inc();
-    let message = Broadcast::encode(
+    // The ticket before the destinations are read (deliver_published).
+    let ticket = cx.rooms.ticket();
+    let message = Broadcast::encode_ticketed(
         Message {
             from_conn_id: st.id,
             room: p.room,
@@ -490,6 +492,7 @@ pub(super) fn on_publish(st: &mut ConnState, cx: &mut Ctx<'_>, p: proto::Publish
             fragment: f,
         },
         flow,
+        ticket,
     );
     cx.published.push(Published {
         message,

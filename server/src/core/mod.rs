@@ -528,8 +528,12 @@ impl ShardCore {
         match delivery {
             Delivery::Message(message) => {
                 self.metrics.cross_core_received.inc();
-                if let Some(room) = self.rooms.id(message.room()) {
+                let room = self.rooms.id(message.room());
+                if let Some(room) = room.filter(|&r| self.rooms.accepts(r, message.ticket())) {
                     self.deliver(&message, room, None, now);
+                } else if room.is_some() {
+                    // Sent before this shard's members of the room came.
+                    self.metrics.stale_deliveries.inc();
                 }
                 // A stream frame leaves the channel here, whether or not it
                 // finds members, for its flow's sake.
