@@ -343,8 +343,8 @@ pub struct Summary {
     /// The lowest rate the connect ramp slowed down to (the workers' lowest
     /// added up), if it slowed down.
     pub ramp_lowest_rate_per_s: Option<f64>,
-    /// The commit the run was built from (`git rev-parse --short HEAD` where
-    /// it ran), if known.
+    /// The commit loadgen was built from (`-dirty`: with changes not
+    /// committed), if it was built in a git checkout.
     pub commit: Option<String>,
     /// Seconds from the run's start until every connection asked for was up
     /// (or the last one that came up did); none in results older than it.

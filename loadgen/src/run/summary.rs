@@ -278,16 +278,10 @@ pub(super) fn show_progress<T>(
     }
 }
 
-/// The commit of the checkout loadgen runs in (`git rev-parse --short HEAD`),
-/// if it runs in one: a result names what it measured.
+/// The commit loadgen was built from (`-dirty` if the tree had changes), as
+/// its build script saw it: a result names what measured it.
 pub(super) fn git_commit() -> Option<String> {
-    let out = std::process::Command::new("git")
-        .args(["rev-parse", "--short", "HEAD"])
-        .stderr(std::process::Stdio::null())
-        .output()
-        .ok()?;
-    let commit = String::from_utf8(out.stdout).ok()?.trim().to_string();
-    (out.status.success() && !commit.is_empty()).then_some(commit)
+    option_env!("RINGROOM_BUILD_COMMIT").map(str::to_string)
 }
 
 /// `bench-results/local/NAME-YYYYMMDDTHHMMSSZ/`: UTC, so folders sort by time.
