@@ -46,6 +46,7 @@ impl ClientCore {
     /// Churns as `plan` says (the rooms plan must be set: only members churn).
     pub fn set_churn(&mut self, plan: ChurnPlan) {
         assert!(self.room_plan.is_some(), "churn needs rooms");
+        self.churn_connect = crate::results::histogram();
         self.churn = Some(Churn { plan, cursor: 0 });
     }
 
@@ -70,10 +71,8 @@ impl ClientCore {
             };
             // A member up and quiet: no PING awaiting its PONG, so that
             // closing it loses no answer the run counts on.
-            if conn.closing || !conn.welcomed || conn.publishing.is_some() || conn.pings_out > 0 {
-                continue;
-            }
-            if conn.room.is_none() {
+            let publisher = conn.member.as_ref().is_none_or(|m| m.publishing.is_some());
+            if conn.closing || !conn.welcomed || publisher || conn.pings_out > 0 {
                 continue;
             }
             Self::check_member(
@@ -106,10 +105,13 @@ impl ClientCore {
         now: Duration,
         counts: &mut Counts,
     ) {
-        let (Some(plan), Some(joined)) = (plan, conn.joined_at) else {
+        let Some(m) = conn.member.as_deref() else {
             return;
         };
-        if conn.publishing.is_some() || conn.messages > 0 || plan.members(0) < 2 {
+        let (Some(plan), Some(joined)) = (plan, m.joined_at) else {
+            return;
+        };
+        if m.publishing.is_some() || m.messages > 0 || plan.members(0) < 2 {
             return;
         }
         let from = joined.max(plan.start);

@@ -87,19 +87,27 @@ struct Conn {
     retry: Retry,
     /// The index of the target it is connected to (of `--target`).
     target: u8,
-    /// Names this connection as a receiver in the order checks (unique per
-    /// connection made, reconnects included).
-    receiver: u32,
-    /// Its room, and the publishing schedule if it publishes.
-    room: Option<u64>,
-    publishing: Option<Schedule>,
-    seq: u64,
+    /// Its part in a rooms run: boxed, so that the million connections of
+    /// an idle run do not carry it.
+    member: Option<Box<Member>>,
     last_rx: Duration,
     idle_timeout: Duration,
     /// The loss was handled (counted, reconnect scheduled).
     lost: bool,
     /// PINGs sent and not yet answered.
     pings_out: u32,
+}
+
+/// A connection's part in a rooms run.
+struct Member {
+    /// Names this connection as a receiver in the order checks (unique per
+    /// connection made, reconnects included).
+    receiver: u32,
+    /// Its room.
+    room: u64,
+    /// Its publishing schedule, if it publishes, and its next sequence number.
+    publishing: Option<Schedule>,
+    seq: u64,
     /// When JOINED came (a member from then on).
     joined_at: Option<Duration>,
     /// Room messages received.
@@ -199,6 +207,12 @@ pub struct ClientCore {
 
 use crate::results::histogram;
 
+/// A histogram that stays empty (a few bytes of counts): it adds to a full
+/// one as nothing.
+fn unused_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 2, 1).expect("valid bounds")
+}
+
 fn micros(d: Duration) -> u64 {
     d.as_micros().clamp(1, 3_600_000_000) as u64
 }
@@ -232,12 +246,14 @@ impl ClientCore {
             churn: None,
             congested: None,
             scratch: Default::default(),
-            delivery: histogram(),
-            delivery_same: histogram(),
-            delivery_cross: histogram(),
+            // Full-range histograms are ~180 KB each: the rooms and churn
+            // ones are made only when those run (a C1M run has 51 workers).
+            delivery: unused_histogram(),
+            delivery_same: unused_histogram(),
+            delivery_cross: unused_histogram(),
             order: SeqCheck::default(),
             connect: histogram(),
-            churn_connect: histogram(),
+            churn_connect: unused_histogram(),
             rtt: histogram(),
             interval_rtt: histogram(),
             counts: Counts::default(),
@@ -263,6 +279,9 @@ impl ClientCore {
     /// Runs the `rooms` scenario.
     pub fn set_rooms(&mut self, plan: RoomPlan) {
         assert!(plan.rooms > 0 && plan.payload >= 16);
+        self.delivery = histogram();
+        self.delivery_same = histogram();
+        self.delivery_cross = histogram();
         self.room_plan = Some(plan);
     }
 
@@ -399,8 +418,7 @@ impl ClientCore {
         let client_id = format!("lg{}-{}-{gen}", std::process::id(), self.seed);
         let mut codec = Codec::new(self.protocol, &client_id);
         codec.hello(&mut queued, self.heartbeat_ms);
-        let mut room = None;
-        let mut publishing = None;
+        let mut member = None;
         if let Some(plan) = &self.room_plan {
             if index != u64::MAX {
                 let r = index % plan.rooms;
@@ -408,7 +426,7 @@ impl ClientCore {
                 if !publisher || self.protocol.publisher_joins() {
                     codec.join(&mut queued, &RoomPlan::name(r));
                 }
-                room = Some(r);
+                let mut publishing = None;
                 if publisher && !self.publishing_stopped {
                     let phase = Schedule::jittered(plan.period, &mut self.rng).next();
                     // A reconnected publisher goes on from now: what its
@@ -423,6 +441,14 @@ impl ClientCore {
                         .push(Reverse((schedule.next(), slot, gen)));
                     publishing = Some(schedule);
                 }
+                member = Some(Box::new(Member {
+                    receiver: self.next_receiver,
+                    room: r,
+                    publishing,
+                    seq: 0,
+                    joined_at: None,
+                    messages: 0,
+                }));
             }
         }
         self.conns[idx] = Some(Conn {
@@ -438,16 +464,11 @@ impl ClientCore {
             schedule: None,
             retry,
             target,
-            receiver: self.next_receiver,
-            room,
-            publishing,
-            seq: 0,
+            member,
             last_rx: started,
             idle_timeout: Duration::MAX,
             lost: false,
             pings_out: 0,
-            joined_at: None,
-            messages: 0,
         });
         self.next_receiver = self.next_receiver.wrapping_add(1);
         self.dirty.push(slot);
@@ -495,7 +516,9 @@ impl ClientCore {
                 }
                 Reply::Joined => {
                     self.counts.joined += 1;
-                    conn.joined_at.get_or_insert(now);
+                    if let Some(m) = conn.member.as_mut() {
+                        m.joined_at.get_or_insert(now);
+                    }
                 }
                 Reply::Message {
                     room,
@@ -512,22 +535,31 @@ impl ClientCore {
                         self.delivery_cross.saturating_record(latency);
                     }
                     self.counts.delivered += 1;
-                    conn.messages += 1;
-                    if conn.room != Some(room) {
-                        // Another room's message: the server mixed up whose
-                        // membership this connection (or its slot) has.
-                        self.counts.foreign += 1;
-                    }
+                    let receiver = match conn.member.as_mut() {
+                        Some(m) => {
+                            m.messages += 1;
+                            if m.room != room {
+                                self.counts.foreign += 1;
+                            }
+                            m.receiver
+                        }
+                        None => {
+                            // A message to a connection in no room: as foreign.
+                            self.counts.foreign += 1;
+                            u32::MAX
+                        }
+                    };
                     // One stream per (publisher, room) as seen by this receiver.
                     self.order.record_from(
-                        (publisher, receiver_key(room, conn.receiver)),
+                        (publisher, receiver_key(room, receiver)),
                         seq & ((1 << SEQ_BITS) - 1),
                         conn.retry.again,
                     );
                 }
                 Reply::Gap { room } => {
                     self.counts.gaps += 1;
-                    self.order.gap(receiver_key(room, conn.receiver));
+                    let receiver = conn.member.as_ref().map_or(u32::MAX, |m| m.receiver);
+                    self.order.gap(receiver_key(room, receiver));
                 }
                 Reply::Error { code, fatal } => {
                     *self.counts.errors_by_code.entry(code).or_default() += 1;
@@ -688,7 +720,10 @@ impl ClientCore {
             if conn.gen != gen || conn.closing {
                 continue;
             }
-            let (Some(room), Some(schedule)) = (conn.room, conn.publishing.as_mut()) else {
+            let Some(m) = conn.member.as_deref_mut() else {
+                continue;
+            };
+            let (room, Some(schedule)) = (m.room, m.publishing.as_mut()) else {
                 continue;
             };
             let name = RoomPlan::name(room);
@@ -696,13 +731,13 @@ impl ClientCore {
             schedule.due(now, &mut self.due);
             for planned in &self.due {
                 body[..8].copy_from_slice(&(planned.as_nanos() as u64).to_be_bytes());
-                let word = (u64::from(conn.target) << SEQ_BITS) | conn.seq;
+                let word = (u64::from(conn.target) << SEQ_BITS) | m.seq;
                 body[8..16].copy_from_slice(&word.to_be_bytes());
                 if !conn.codec.publish(&mut conn.queued, &name, &body) {
                     // Replies far behind: the ping timer takes it for dead.
                     break;
                 }
-                conn.seq += 1;
+                m.seq += 1;
                 self.counts.published += 1;
                 self.counts.expected += plan.members(room).saturating_sub(1);
             }
@@ -766,9 +801,9 @@ impl ClientCore {
                 if conn.welcomed {
                     self.up -= 1;
                 }
-                if let Some(room) = conn.room {
+                if let Some(m) = &conn.member {
                     // Its streams end with it (a reconnect is a new receiver).
-                    self.order.forget(receiver_key(room, conn.receiver));
+                    self.order.forget(receiver_key(m.room, m.receiver));
                 }
                 self.conns[idx] = None;
                 actions.push(Action::Close { slot });

@@ -561,11 +561,9 @@ fn a_message_from_before_the_room_came_back_here_is_not_delivered() {
     };
     h.core.deliver_remote(from_afar(1, b"stale").into(), 0);
     h.core.deliver_remote(from_afar(2, b"fresh").into(), 0);
-    h.core.deliver_remote(from_afar(0, b"another node").into(), 0);
+    h.core
+        .deliver_remote(from_afar(0, b"another node").into(), 0);
     h.settle();
-    assert_eq!(
-        bodies(&h, 0),
-        [b"fresh".to_vec(), b"another node".to_vec()]
-    );
+    assert_eq!(bodies(&h, 0), [b"fresh".to_vec(), b"another node".to_vec()]);
     assert_eq!(h.metrics.stale_deliveries.get(), 1);
 }
