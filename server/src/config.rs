@@ -28,9 +28,10 @@ pub struct Args {
     pub max_conns: Option<usize>,
 
     /// receive buffers per shard in its provided-buffer ring, a power of two
-    /// up to 32768 (default 1024)
-    #[argh(option, default = "1024")]
-    pub buffers: u32,
+    /// up to 32768 (default 1024 a shard; when the fd limit makes many
+    /// shards, 4096 shared out, at least 128 each)
+    #[argh(option)]
+    pub buffers: Option<u32>,
 
     /// size of each receive buffer in bytes (default 4096)
     #[argh(option, default = "4096")]

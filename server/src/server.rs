@@ -164,7 +164,8 @@ impl Server {
                 engine: EngineConfig {
                     sq_entries: args.sq_entries,
                     slots: plan.slots_per_shard,
-                    buffers: u16::try_from(args.buffers).expect("checked: at most 32768"),
+                    buffers: u16::try_from(receive_buffers(&args, plan.shards))
+                        .expect("checked: at most 32768"),
                     buffer_size: args.buffer_size,
                     mode: args.ring_mode,
                     batch_wait_us: args.batch_wait_us,
@@ -447,14 +448,22 @@ fn start_link(
     ))
 }
 
+/// Receive buffers of each shard's ring: `--buffers`, else 1024 for a few
+/// shards and fewer for many, 4096 or so in all and at least 128 each. A
+/// C1M run here has 61 shards (the fd limit's fixed-file tables): 1024 each
+/// would be 250 MB of buffers the kernel fills, 250 B a connection.
+fn receive_buffers(args: &Args, shards: usize) -> u32 {
+    args.buffers
+        .unwrap_or_else(|| (4096 / shards.max(1)).next_power_of_two().clamp(128, 1024) as u32)
+}
+
 fn check_args(args: &Args) -> Result<(), String> {
     if args.shards == Some(0) {
         return Err("--shards must be at least 1 (leave it out for one per core)".into());
     }
-    if !args.buffers.is_power_of_two() || args.buffers > 32768 {
+    if let Some(b) = args.buffers.filter(|&b| !b.is_power_of_two() || b > 32768) {
         return Err(format!(
-            "--buffers must be a power of two up to 32768, not {}",
-            args.buffers
+            "--buffers must be a power of two up to 32768, not {b}"
         ));
     }
     if args.buffer_size == 0 {
@@ -571,7 +580,7 @@ fn limits(args: &Args, plan: &Plan, shard: usize, node: Option<u16>) -> Limits {
         slow_consumer_ms: args.slow_consumer_ms,
         frame_timeout_ms: args.frame_timeout_ms,
         partial_bytes: args.partial_bytes,
-        max_parked: crate::core::parked_bound(args.buffers, args.buffer_size),
+        max_parked: crate::core::parked_bound(receive_buffers(args, plan.shards), args.buffer_size),
     }
 }
 
@@ -713,4 +722,21 @@ fn serve_metrics(
         })
         .map_err(|e| format!("cannot start the metrics thread: {e}"))?;
     Ok(local)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use argh::FromArgs;
+
+    #[test]
+    fn many_shards_share_the_receive_buffers_unless_told() {
+        let args = |line: &[&str]| Args::from_args(&["ringroom-server"], line).unwrap();
+        let default = args(&[]);
+        assert_eq!(receive_buffers(&default, 2), 1024);
+        assert_eq!(receive_buffers(&default, 7), 1024);
+        assert_eq!(receive_buffers(&default, 61), 128, "C1M's 61 shards");
+        let told = args(&["--buffers", "4096"]);
+        assert_eq!(receive_buffers(&told, 61), 4096);
+    }
 }
