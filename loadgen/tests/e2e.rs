@@ -350,13 +350,9 @@ fn a_storm_kills_the_server_and_every_client_comes_back() {
         "{up:?}"
     );
     // A storm needs loadgen's own server.
-    let refused = common::loadgen_run()
-        .args(["--target", "127.0.0.1:9", "--storm", "kill@3"])
-        .output()
-        .unwrap();
-    assert!(!refused.status.success());
-    assert!(
-        String::from_utf8_lossy(&refused.stderr).contains("--storm restarts loadgen's own server")
+    common::assert_refused(
+        &["--target", "127.0.0.1:9", "--storm", "kill@3"],
+        "--storm restarts loadgen's own server",
     );
     std::fs::remove_dir_all(&out).unwrap();
 }
@@ -403,12 +399,10 @@ fn churn_replaces_members_while_rooms_deliver_in_order() {
         "{stdout}"
     );
     // One process only.
-    let refused = common::loadgen_run()
-        .args(["--scenario", "churn", "--processes", "2"])
-        .output()
-        .unwrap();
-    assert!(!refused.status.success());
-    assert!(String::from_utf8_lossy(&refused.stderr).contains("churn runs in one process"));
+    common::assert_refused(
+        &["--scenario", "churn", "--processes", "2"],
+        "churn runs in one process",
+    );
     std::fs::remove_dir_all(&out).unwrap();
 }
 

@@ -165,7 +165,7 @@ pub struct ClientCore {
     due: Vec<Duration>,
     /// When each scheduled connection next pings: (time, slot, generation).
     /// A heap, so a tick costs what falls due, not the number of connections.
-    timers: BinaryHeap<Reverse<(Duration, u32, u32)>>,
+    timers: Timers,
     dirty: Vec<u32>,
     next_gen: u32,
     /// Reconnects waiting for their time.
@@ -175,7 +175,7 @@ pub struct ClientCore {
     stopping: bool,
     clock: Duration,
     room_plan: Option<RoomPlan>,
-    publish_timers: BinaryHeap<Reverse<(Duration, u32, u32)>>,
+    publish_timers: Timers,
     publishing_stopped: bool,
     /// When publishing stopped (the end of the hold).
     publish_stopped_at: Option<Duration>,
@@ -654,17 +654,10 @@ impl ClientCore {
         self.clock = now;
         self.publish_due(now);
         self.churn_due(now);
-        while let Some(&Reverse((at, slot, gen))) = self.timers.peek() {
-            if at > now {
-                break;
-            }
-            self.timers.pop();
-            let Some(conn) = self.conns.get_mut(slot as usize).and_then(Option::as_mut) else {
-                continue;
-            };
-            if conn.gen != gen || conn.closing {
-                continue; // a connection gone since: its timer lapses
-            }
+        while let Some((slot, gen)) = pop_due(&mut self.timers, &self.conns, now) {
+            let conn = self.conns[slot as usize]
+                .as_mut()
+                .expect("pop_due checked it");
             if now.saturating_sub(conn.last_rx) > conn.idle_timeout {
                 // Nothing from the server for its own idle timeout: dead.
                 self.counts.dead_server += 1;
@@ -709,17 +702,10 @@ impl ClientCore {
             return;
         };
         let mut body = vec![0u8; plan.payload];
-        while let Some(&Reverse((at, slot, gen))) = self.publish_timers.peek() {
-            if at > now {
-                break;
-            }
-            self.publish_timers.pop();
-            let Some(conn) = self.conns.get_mut(slot as usize).and_then(Option::as_mut) else {
-                continue;
-            };
-            if conn.gen != gen || conn.closing {
-                continue;
-            }
+        while let Some((slot, gen)) = pop_due(&mut self.publish_timers, &self.conns, now) {
+            let conn = self.conns[slot as usize]
+                .as_mut()
+                .expect("pop_due checked it");
             let Some(m) = conn.member.as_deref_mut() else {
                 continue;
             };
@@ -823,6 +809,29 @@ impl ClientCore {
             }
         }
     }
+}
+
+/// A heap of (due time, slot, generation) timers.
+type Timers = BinaryHeap<Reverse<(Duration, u32, u32)>>;
+
+/// Pops the timers due by `now` until one belongs to a connection still
+/// there (the same generation, not closing): its slot and generation. The
+/// timers of connections gone since lapse.
+fn pop_due(timers: &mut Timers, conns: &[Option<Conn>], now: Duration) -> Option<(u32, u32)> {
+    while let Some(&Reverse((at, slot, gen))) = timers.peek() {
+        if at > now {
+            return None;
+        }
+        timers.pop();
+        let live = conns
+            .get(slot as usize)
+            .and_then(Option::as_ref)
+            .is_some_and(|c| c.gen == gen && !c.closing);
+        if live {
+            return Some((slot, gen));
+        }
+    }
+    None
 }
 
 /// Keeps the latest start of a connect that said "too fast".

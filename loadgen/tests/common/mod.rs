@@ -92,3 +92,11 @@ pub fn run_passing(mut command: Command, out: &std::path::Path) -> (String, serd
         .expect("summary.json");
     (stdout, summary)
 }
+
+/// Runs loadgen with `args` and asserts that it refuses, saying `says` on stderr.
+pub fn assert_refused(args: &[&str], says: &str) {
+    let out = loadgen_run().args(args).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{args:?} ran: {stderr}");
+    assert!(stderr.contains(says), "{args:?}: {stderr}");
+}
