@@ -273,6 +273,18 @@ pub fn plan(args: &Args) -> Result<Plan, String> {
             "rooms: need 1 <= --rooms <= --conns, --publish-rate > 0, --payload >= 16".into(),
         );
     }
+    if let Some(storm) = args.storm {
+        // The run ends a hold after the ramp (later if the ramp slows down):
+        // a signal after the planned end would never go.
+        let end = plan.conns as f64 / plan.connect_rate + plan.duration as f64;
+        if storm.at.as_secs_f64() >= end {
+            return Err(format!(
+                "--storm at {:.0} s: the run is planned to end at {end:.0} s (ramp and --duration); \
+                 signal earlier or hold longer",
+                storm.at.as_secs_f64()
+            ));
+        }
+    }
     if let Some(k) = args.publishers_on {
         if !args.scenario.has_rooms() || k >= args.target.len() {
             return Err(format!(
@@ -332,6 +344,16 @@ mod tests {
             name(&["--scenario", "c1m", "--heartbeat-ms", "10000"]),
             "idle-1000000"
         );
+    }
+
+    #[test]
+    fn a_storm_after_the_planned_end_is_refused() {
+        let refused = plan(&args(&["--scenario", "c10k", "--storm", "kill@20"]));
+        assert!(
+            refused.err().unwrap().contains("planned to end at 16 s"),
+            "1 s of ramp and 15 s of hold"
+        );
+        assert!(plan(&args(&["--scenario", "c10k", "--storm", "kill@10"])).is_ok());
     }
 
     #[test]

@@ -391,17 +391,29 @@ pub fn timeline_svg(
         ("max", COLOURS[4], |h| h.max()),
     ];
     let mut entries = Vec::new();
-    for (label, colour, value) in lines {
-        let mut points = String::new();
-        for s in &measured {
-            let ms = value(&s.latency) as f64 / US_PER_MS;
-            let _ = write!(points, "{:.1},{:.1} ", x(s.at + 0.5), y(ms));
+    // A line is broken where seconds measured nothing (a storm's outage):
+    // a straight line across them would draw values nobody measured.
+    let mut runs: Vec<&[&Second]> = Vec::new();
+    let mut from = 0;
+    for i in 1..=measured.len() {
+        if i == measured.len() || measured[i].at - measured[i - 1].at > 1.5 {
+            runs.push(&measured[from..i]);
+            from = i;
         }
-        let _ = writeln!(
-            svg,
-            "<polyline fill=\"none\" stroke=\"{colour}\" stroke-width=\"2\" points=\"{}\"/>",
-            points.trim_end()
-        );
+    }
+    for (label, colour, value) in lines {
+        for run in runs.iter().filter(|r| !r.is_empty()) {
+            let mut points = String::new();
+            for s in run.iter() {
+                let ms = value(&s.latency) as f64 / US_PER_MS;
+                let _ = write!(points, "{:.1},{:.1} ", x(s.at + 0.5), y(ms));
+            }
+            let _ = writeln!(
+                svg,
+                "<polyline fill=\"none\" stroke=\"{colour}\" stroke-width=\"2\" points=\"{}\"/>",
+                points.trim_end()
+            );
+        }
         entries.push((format!("{metric} {label} per second"), colour, false));
     }
     entries.push(("connections up".to_string(), "#999", true));
@@ -472,6 +484,13 @@ mod tests {
         assert_eq!(svg.matches("<polyline").count(), 5);
         assert!(svg.contains("SIGKILL &lt;server&gt;"));
         assert!(svg.contains("connects made per second"));
+        // Seconds 4 and 5 measured nothing: each latency line breaks there.
+        let mut gap = seconds.clone();
+        for s in &mut gap[4..6] {
+            s.latency = histogram([]);
+        }
+        let svg = timeline_svg("t", "s", "ping-rtt", &gap, 6.0, &[]);
+        assert_eq!(svg.matches("<polyline").count(), 3 * 2 + 2);
         assert!(svg.contains("hold from 6 s"));
         assert!(svg.contains(">10k<"), "the connections axis");
         assert!(svg.contains("ping-rtt p99 per second"));
