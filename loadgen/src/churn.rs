@@ -18,6 +18,8 @@ use serde::{Deserialize, Serialize};
 use crate::client::ChurnPlan;
 use crate::procstat::{self, Sample};
 use crate::results::{Counts, Percentiles};
+use crate::worker::HoldGate;
+use std::sync::Arc;
 
 /// The longest quiet window: the steady cost is measured over it.
 const MAX_QUIET: Duration = Duration::from_secs(5);
@@ -54,6 +56,16 @@ impl Window {
         }
     }
 
+    /// The same window `by` later (the hold started that late).
+    pub fn shifted(&self, by: Duration) -> Self {
+        Self {
+            quiet_from: self.quiet_from + by,
+            from: self.from + by,
+            until: self.until + by,
+            ..*self
+        }
+    }
+
     /// Worker's part of it, for `share` of the `conns` connections.
     pub fn for_worker(&self, share: usize, conns: usize) -> ChurnPlan {
         ChurnPlan {
@@ -74,9 +86,28 @@ pub struct Samples {
     pub own: Vec<Sample>,
 }
 
-/// Samples at the three times of `window`, on its own thread.
-pub fn spawn(window: Window, server_pid: Option<u32>, epoch: Instant) -> JoinHandle<Samples> {
+/// Samples at the three times of `window`, on its own thread, once the
+/// hold has started (`gate`; the window moves by how late it started, as the
+/// workers' churn does); returns the samples and the window as it ran.
+pub fn spawn(
+    window: Window,
+    server_pid: Option<u32>,
+    epoch: Instant,
+    gate: Arc<HoldGate>,
+    planned_ramp: Duration,
+) -> JoinHandle<(Samples, Window)> {
     std::thread::spawn(move || {
+        let deadline = HoldGate::deadline(planned_ramp);
+        let hold_from = loop {
+            if let Some(from) = gate.hold_from() {
+                break from;
+            }
+            if epoch.elapsed() >= deadline {
+                break deadline;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        let window = window.shifted(hold_from.saturating_sub(planned_ramp));
         let mut samples = Samples::default();
         for at in [window.quiet_from, window.from, window.until] {
             std::thread::sleep((epoch + at).saturating_duration_since(Instant::now()));
@@ -89,7 +120,7 @@ pub fn spawn(window: Window, server_pid: Option<u32>, epoch: Instant) -> JoinHan
                 samples.own.push(s);
             }
         }
-        samples
+        (samples, window)
     })
 }
 

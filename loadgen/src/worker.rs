@@ -212,6 +212,7 @@ pub fn run(spec: &WorkerSpec) -> Result<WorkerResult, String> {
     let deadline = HoldGate::deadline(planned_ramp);
     let mut end = deadline + spec.hold;
     let mut ramp = Ramp::new(spec.connect_rate);
+    let mut churn_started = spec.churn.is_none();
     let mut attempts = 0u64;
     let mut attempts_per_interval = Vec::new();
     let mut made = 0usize;
@@ -328,6 +329,17 @@ pub fn run(spec: &WorkerSpec) -> Result<WorkerResult, String> {
         }
         if let Some(from) = spec.gate.hold_from() {
             end = end.min(from + spec.hold);
+        }
+        if !churn_started {
+            // The churn follows the hold, however late it starts.
+            let hold_from = spec
+                .gate
+                .hold_from()
+                .or((now >= deadline).then_some(deadline));
+            if let Some(from) = hold_from {
+                core.start_churn(from.saturating_sub(planned_ramp));
+                churn_started = true;
+            }
         }
         if now >= next_interval {
             next_interval += INTERVAL;

@@ -32,6 +32,8 @@ pub(super) struct Churn {
     plan: ChurnPlan,
     /// Where the search for the next member to close goes on.
     cursor: usize,
+    /// The hold has started: the plan's times are final.
+    started: bool,
 }
 
 /// Most slots one tick looks at for members to close: a tick costs at most
@@ -47,7 +49,21 @@ impl ClientCore {
     pub fn set_churn(&mut self, plan: ChurnPlan) {
         assert!(self.room_plan.is_some(), "churn needs rooms");
         self.churn_connect = crate::results::histogram();
-        self.churn = Some(Churn { plan, cursor: 0 });
+        self.churn = Some(Churn {
+            plan,
+            cursor: 0,
+            started: false,
+        });
+    }
+
+    /// The hold started `delay` after the plan said (the ramp ran late):
+    /// the churn moves by as much, and may begin.
+    pub fn start_churn(&mut self, delay: Duration) {
+        if let Some(churn) = self.churn.as_mut().filter(|c| !c.started) {
+            churn.plan.from += delay;
+            churn.plan.until += delay;
+            churn.started = true;
+        }
     }
 
     /// Closes the members due to leave by `now`, each replaced at once by a
@@ -56,7 +72,7 @@ impl ClientCore {
         let Some(churn) = self.churn.as_mut() else {
             return;
         };
-        if self.stopping || now < churn.plan.from {
+        if self.stopping || !churn.started || now < churn.plan.from {
             return;
         }
         let upto = now.min(churn.plan.until) - churn.plan.from;
@@ -148,6 +164,7 @@ mod tests {
             from: 2 * S,
             until: 10 * S,
         });
+        c.start_churn(Duration::ZERO);
         for i in 0..n {
             c.installed_as(i as u32, Duration::ZERO, Retry::first(i), 0);
             c.received(i as u32, i as u32 + 1, &welcome(3_600_000), Duration::ZERO);
@@ -195,6 +212,25 @@ mod tests {
         // It stops at `until`: at most 16 in all, whatever the clock says.
         c.tick(60 * S);
         assert!(c.counts.churn_closed <= 16);
+    }
+
+    #[test]
+    fn the_churn_waits_for_the_hold_and_moves_with_it() {
+        let mut c = churning(12, 2.0);
+        // As if the hold had not started: a fresh plan, not started.
+        c.set_churn(ChurnPlan {
+            per_second: 2.0,
+            from: 2 * S,
+            until: 10 * S,
+        });
+        c.tick(5 * S);
+        assert!(closes(&mut c).is_empty(), "not before the hold starts");
+        // The hold began 3 s late: the churn runs from 5 s.
+        c.start_churn(3 * S);
+        c.tick(5 * S);
+        assert!(closes(&mut c).is_empty());
+        c.tick(6 * S);
+        assert_eq!(closes(&mut c).len(), 2);
     }
 
     #[test]

@@ -297,7 +297,9 @@ fn drive(
             started,
         )
     });
-    let churn_thread = churn_window.map(|w| churn::spawn(w, server_pid, started));
+    let planned_ramp = Duration::from_secs_f64(plan.conns as f64 / plan.connect_rate);
+    let churn_thread =
+        churn_window.map(|w| churn::spawn(w, server_pid, started, gate.clone(), planned_ramp));
     show_progress(&handles, &progress, plan.conns, started);
     let Totals {
         counts,
@@ -314,12 +316,16 @@ fn drive(
         ramp,
         churn_connect,
     } = add_up(handles)?;
-    let churn_report = match (churn_thread, &churn_window) {
-        (Some(thread), Some(w)) => {
-            let samples = thread.join().map_err(|_| "the churn thread panicked")?;
-            Some(churn::report(w, &counts, &churn_connect, &samples))
+    // The window as it ran: moved by how late the hold started.
+    let (churn_report, churn_window) = match churn_thread {
+        Some(thread) => {
+            let (samples, w) = thread.join().map_err(|_| "the churn thread panicked")?;
+            (
+                Some(churn::report(&w, &counts, &churn_connect, &samples)),
+                Some(w),
+            )
         }
-        _ => None,
+        None => (None, None),
     };
     let storm_report = match (storm_thread, &whole.storm) {
         (Some(thread), Some(s)) => {
