@@ -373,3 +373,12 @@ fn bind_address_no_port_can_be_set() {
     // Accepted on any IPv4 socket; what matters is that the call is made right.
     sys::set_bind_address_no_port(&socket).unwrap();
 }
+
+#[test]
+fn many_rings_share_fewer_buffers_each() {
+    assert_eq!(EngineConfig::buffers_for(0), 1024);
+    assert_eq!(EngineConfig::buffers_for(2), 1024);
+    assert_eq!(EngineConfig::buffers_for(7), 1024);
+    assert_eq!(EngineConfig::buffers_for(51), 128, "C1M's loadgen workers");
+    assert_eq!(EngineConfig::buffers_for(61), 128, "C1M's server shards");
+}

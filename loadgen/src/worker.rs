@@ -186,7 +186,7 @@ pub fn run(spec: &WorkerSpec) -> Result<WorkerResult, String> {
     let cfg = EngineConfig {
         sq_entries: 4096,
         slots: spec.slots,
-        buffers: receive_buffers(spec.workers),
+        buffers: EngineConfig::buffers_for(spec.workers),
         buffer_size: 4096,
         mode: RingMode::Defer,
         batch_wait_us: 0,
@@ -408,14 +408,6 @@ fn open_socket(source: IpAddr, target: SocketAddr) -> io::Result<OwnedFd> {
     Ok(OwnedFd::from(socket))
 }
 
-/// Receive buffers of one worker's ring (4 KiB each): 1024 for a few
-/// workers, fewer when there are many (C1M runs 51), so that the run holds
-/// 4,096 or so in all rather than 4 MiB a worker. A worker short of buffers
-/// re-arms its receives (the engine counts ENOBUFS); nothing is lost.
-fn receive_buffers(workers: usize) -> u16 {
-    (4096 / workers.max(1)).next_power_of_two().clamp(128, 1024) as u16
-}
-
 /// Connections of `total` that worker `index` of `workers` opens.
 pub fn share(total: usize, index: usize, workers: usize) -> usize {
     total / workers + usize::from(index < total % workers)
@@ -437,14 +429,6 @@ mod tests {
             HoldGate::deadline(Duration::from_secs(50)),
             Duration::from_secs(160)
         );
-    }
-
-    #[test]
-    fn many_workers_share_fewer_buffers_each() {
-        assert_eq!(receive_buffers(2), 1024);
-        assert_eq!(receive_buffers(6), 1024);
-        assert_eq!(receive_buffers(51), 128);
-        assert_eq!(receive_buffers(0), 1024);
     }
 
     #[test]

@@ -448,13 +448,12 @@ fn start_link(
     ))
 }
 
-/// Receive buffers of each shard's ring: `--buffers`, else 1024 for a few
-/// shards and fewer for many, 4096 or so in all and at least 128 each. A
-/// C1M run here has 61 shards (the fd limit's fixed-file tables): 1024 each
-/// would be 250 MB of buffers the kernel fills, 250 B a connection.
+/// Receive buffers of each shard's ring: `--buffers`, else the engine's
+/// share for this many shards (a C1M run here has 61, whose 1024 each
+/// would be 250 MB of buffers).
 fn receive_buffers(args: &Args, shards: usize) -> u32 {
     args.buffers
-        .unwrap_or_else(|| (4096 / shards.max(1)).next_power_of_two().clamp(128, 1024) as u32)
+        .unwrap_or_else(|| u32::from(EngineConfig::buffers_for(shards)))
 }
 
 fn check_args(args: &Args) -> Result<(), String> {
