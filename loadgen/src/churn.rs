@@ -27,6 +27,9 @@ const MAX_QUIET: Duration = Duration::from_secs(5);
 /// The run's churn: when, how fast in all.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Window {
+    /// The ramp's planned length: the window moves by how late the hold
+    /// starts after it.
+    pub planned_ramp: Duration,
     /// The quiet window starts (the hold's start: a second after the ramp).
     pub quiet_from: Duration,
     /// Churn from, to.
@@ -40,14 +43,14 @@ pub struct Window {
 }
 
 impl Window {
-    /// The churn of a run of `conns` connections opened at `connect_rate`,
-    /// held `hold`, churning `percent` % of them a second.
-    pub fn new(conns: usize, connect_rate: f64, hold: Duration, percent: f64) -> Self {
-        let ramp = Duration::from_secs_f64(conns as f64 / connect_rate);
+    /// The churn of a run of `conns` connections opened in `ramp` (as
+    /// planned), held `hold`, churning `percent` % of them a second.
+    pub fn new(conns: usize, ramp: Duration, hold: Duration, percent: f64) -> Self {
         let quiet_from = ramp + Duration::from_secs(1);
         let until = ramp + hold;
         let quiet = MAX_QUIET.min(hold / 4);
         Self {
+            planned_ramp: ramp,
             quiet_from,
             from: (quiet_from + quiet).min(until),
             until,
@@ -94,20 +97,16 @@ pub fn spawn(
     server_pid: Option<u32>,
     epoch: Instant,
     gate: Arc<HoldGate>,
-    planned_ramp: Duration,
 ) -> JoinHandle<(Samples, Window)> {
     std::thread::spawn(move || {
-        let deadline = HoldGate::deadline(planned_ramp);
+        // Bounded: `started` answers by the deadline at the latest.
         let hold_from = loop {
-            if let Some(from) = gate.hold_from() {
+            if let Some(from) = gate.started(epoch.elapsed(), window.planned_ramp) {
                 break from;
-            }
-            if epoch.elapsed() >= deadline {
-                break deadline;
             }
             std::thread::sleep(Duration::from_millis(10));
         };
-        let window = window.shifted(hold_from.saturating_sub(planned_ramp));
+        let window = window.shifted(hold_from.saturating_sub(window.planned_ramp));
         let mut samples = Samples::default();
         for at in [window.quiet_from, window.from, window.until] {
             std::thread::sleep((epoch + at).saturating_duration_since(Instant::now()));
@@ -287,12 +286,12 @@ mod tests {
 
     #[test]
     fn the_window_follows_the_ramp_and_leaves_a_quiet_start() {
-        let w = Window::new(10_000, 5_000.0, 20 * S, 1.0);
+        let w = Window::new(10_000, 2 * S, 20 * S, 1.0);
         assert_eq!(w.quiet_from, 3 * S, "2 s of ramp and a second");
         assert_eq!(w.from, 8 * S, "5 s quiet");
         assert_eq!(w.until, 22 * S);
         assert_eq!(w.per_second, 100.0);
-        let short = Window::new(1_000, 1_000.0, 8 * S, 2.0);
+        let short = Window::new(1_000, S, 8 * S, 2.0);
         assert_eq!(
             short.from - short.quiet_from,
             2 * S,
@@ -314,7 +313,7 @@ mod tests {
 
     #[test]
     fn cpu_per_connect_is_the_churn_beyond_the_quiet_cost() {
-        let w = Window::new(10_000, 5_000.0, 20 * S, 1.0);
+        let w = Window::new(10_000, 2 * S, 20 * S, 1.0);
         // Quiet 5 s at 0.1 CPU-s/s, churn 14 s at 0.24 CPU-s/s, 100 connects/s.
         let s = Samples {
             server: vec![sample(1_000, 10), sample(1_500, 100), sample(4_860, 164)],
@@ -343,7 +342,7 @@ mod tests {
 
     #[test]
     fn a_churn_that_did_not_happen_or_lost_members_fails() {
-        let w = Window::new(10_000, 5_000.0, 20 * S, 1.0);
+        let w = Window::new(10_000, 2 * S, 20 * S, 1.0);
         let h = crate::results::histogram();
         let mut counts = Counts {
             churn_closed: 100,

@@ -114,6 +114,17 @@ impl HoldGate {
     pub fn deadline(planned: Duration) -> Duration {
         planned * 3 + Duration::from_secs(10)
     }
+
+    /// When the hold starts, as far as is known at `now` for a ramp planned
+    /// to take `planned`: when the last worker's share came up, or the
+    /// deadline, whichever is first (the deadline only once it has passed).
+    pub fn started(&self, now: Duration, planned: Duration) -> Option<Duration> {
+        let deadline = Self::deadline(planned);
+        match self.hold_from() {
+            Some(from) => Some(from.min(deadline)),
+            None => (now >= deadline).then_some(deadline),
+        }
+    }
 }
 
 /// Live figures a worker publishes every second, for the progress line.
@@ -209,10 +220,8 @@ pub fn run(spec: &WorkerSpec) -> Result<WorkerResult, String> {
     let mut actions = Vec::new();
     let start = spec.epoch;
     let planned_ramp = Duration::from_secs_f64(spec.conns as f64 / spec.connect_rate);
-    let deadline = HoldGate::deadline(planned_ramp);
-    let mut end = deadline + spec.hold;
+    let mut end = HoldGate::deadline(planned_ramp) + spec.hold;
     let mut ramp = Ramp::new(spec.connect_rate);
-    let mut churn_started = spec.churn.is_none();
     let mut attempts = 0u64;
     let mut attempts_per_interval = Vec::new();
     let mut made = 0usize;
@@ -327,19 +336,10 @@ pub fn run(spec: &WorkerSpec) -> Result<WorkerResult, String> {
             ramp_done = Some(now);
             spec.gate.ramp_done(now);
         }
-        if let Some(from) = spec.gate.hold_from() {
-            end = end.min(from + spec.hold);
-        }
-        if !churn_started {
-            // The churn follows the hold, however late it starts.
-            let hold_from = spec
-                .gate
-                .hold_from()
-                .or((now >= deadline).then_some(deadline));
-            if let Some(from) = hold_from {
-                core.start_churn(from.saturating_sub(planned_ramp));
-                churn_started = true;
-            }
+        if let Some(from) = spec.gate.started(now, planned_ramp) {
+            end = from + spec.hold;
+            // The churn follows the hold, however late it starts (once).
+            core.start_churn(from.saturating_sub(planned_ramp));
         }
         if now >= next_interval {
             next_interval += INTERVAL;
@@ -428,6 +428,25 @@ mod tests {
         assert_eq!(
             HoldGate::deadline(Duration::from_secs(50)),
             Duration::from_secs(160)
+        );
+        let planned = Duration::from_secs(1);
+        assert_eq!(
+            gate.started(Duration::ZERO, planned),
+            Some(Duration::from_secs(7))
+        );
+        let late = HoldGate::new(2);
+        assert_eq!(late.started(Duration::from_secs(12), planned), None);
+        assert_eq!(
+            late.started(Duration::from_secs(13), planned),
+            Some(Duration::from_secs(13)),
+            "never all up: the deadline"
+        );
+        late.ramp_done(Duration::from_secs(14));
+        late.ramp_done(Duration::from_secs(15));
+        assert_eq!(
+            late.started(Duration::from_secs(15), planned),
+            Some(Duration::from_secs(13)),
+            "up after the deadline: the deadline it was"
         );
     }
 

@@ -176,8 +176,7 @@ pub struct ClientCore {
     clock: Duration,
     room_plan: Option<RoomPlan>,
     publish_timers: Timers,
-    publishing_stopped: bool,
-    /// When publishing stopped (the end of the hold).
+    /// When publishing (and pinging) stopped: the end of the hold.
     publish_stopped_at: Option<Duration>,
     /// The churn, if this run has one, and its progress.
     churn: Option<churn::Churn>,
@@ -241,7 +240,6 @@ impl ClientCore {
             clock: Duration::ZERO,
             room_plan: None,
             publish_timers: BinaryHeap::new(),
-            publishing_stopped: false,
             publish_stopped_at: None,
             churn: None,
             congested: None,
@@ -288,10 +286,7 @@ impl ClientCore {
     /// No more PUBLISHes or PINGs (the run is ending): what was sent may
     /// still be answered before the connections close.
     pub fn stop_publishing(&mut self) {
-        if !self.publishing_stopped {
-            self.publish_stopped_at = Some(self.clock);
-        }
-        self.publishing_stopped = true;
+        self.publish_stopped_at.get_or_insert(self.clock);
         self.publish_timers.clear();
         self.timers.clear();
     }
@@ -427,7 +422,7 @@ impl ClientCore {
                     codec.join(&mut queued, &RoomPlan::name(r));
                 }
                 let mut publishing = None;
-                if publisher && !self.publishing_stopped {
+                if publisher && self.publish_stopped_at.is_none() {
                     let phase = Schedule::jittered(plan.period, &mut self.rng).next();
                     // A reconnected publisher goes on from now: what its
                     // earlier connection sent is not due again.
@@ -839,13 +834,13 @@ fn note_congestion(latest: &mut Option<Duration>, started: Duration) {
     *latest = Some(latest.map_or(started, |t| t.max(started)));
 }
 
-/// The connection in `slot` if it is generation `gen` (a free function, so that
-/// the caller can borrow the counters beside it).
 /// The receiver's half of an order-check key: its room and connection.
 fn receiver_key(room: u64, receiver: u32) -> u64 {
     room.wrapping_mul(1 << 32) | u64::from(receiver)
 }
 
+/// The connection in `slot` if it is generation `gen` (a free function, so that
+/// the caller can borrow the counters beside it).
 fn conn_of(conns: &mut [Option<Conn>], slot: u32, gen: u32) -> Option<&mut Conn> {
     conns
         .get_mut(slot as usize)?

@@ -234,6 +234,7 @@ fn drive(
     let started = processes::epoch();
     let started_at =
         std::time::SystemTime::now() + started.saturating_duration_since(Instant::now());
+    let planned_ramp = Duration::from_secs_f64(plan.conns as f64 / plan.connect_rate);
     // The plan checked the rooms options.
     let rooms = args.scenario.has_rooms().then(|| RoomPlan {
         rooms: args.rooms,
@@ -241,12 +242,11 @@ fn drive(
         period: Duration::from_secs_f64(1.0 / args.publish_rate.0),
         payload: args.payload,
         // Publishing starts a second after the ramp, once every member has joined.
-        start: Duration::from_secs_f64(plan.conns as f64 / plan.connect_rate)
-            + Duration::from_secs(1),
+        start: planned_ramp + Duration::from_secs(1),
     });
     let hold = Duration::from_secs(plan.duration);
     let churn_window = (args.scenario == Scenario::Churn)
-        .then(|| churn::Window::new(plan.conns, plan.connect_rate, hold, args.churn_rate.0));
+        .then(|| churn::Window::new(plan.conns, planned_ramp, hold, args.churn_rate.0));
     let progress: Vec<Arc<Progress>> = (0..workers).map(|_| Arc::default()).collect();
     let gate = HoldGate::new(workers);
     let handles: Vec<_> = (0..workers)
@@ -297,9 +297,7 @@ fn drive(
             started,
         )
     });
-    let planned_ramp = Duration::from_secs_f64(plan.conns as f64 / plan.connect_rate);
-    let churn_thread =
-        churn_window.map(|w| churn::spawn(w, server_pid, started, gate.clone(), planned_ramp));
+    let churn_thread = churn_window.map(|w| churn::spawn(w, server_pid, started, gate.clone()));
     show_progress(&handles, &progress, plan.conns, started);
     let Totals {
         counts,
