@@ -79,13 +79,15 @@ impl Ramp {
         self.credit = (self.credit - n as f64).max(0.0);
     }
 
-    /// The network said too fast at `now`: halve the rate (once per
-    /// [`CUT_EVERY`]), never below [`FLOOR`] of the planned one.
-    pub fn congested(&mut self, now: Duration) {
+    /// The network said too fast at `now` (for tests: a connect started now).
+    #[cfg(test)]
+    fn congested(&mut self, now: Duration) {
         self.congested_by(now, now);
     }
 
-    /// A connect started at `started` said too fast at `now`. News of a
+    /// A connect started at `started` said too fast at `now`: halve the
+    /// rate (once per [`CUT_EVERY`]), never below [`FLOOR`] of the planned
+    /// one. News of a
     /// connect started before the last cut is old (it was made at the rate
     /// already cut, as TCP ignores losses from before its last window cut):
     /// only newer ones cut again.

@@ -279,16 +279,7 @@ impl Codec {
     /// Decodes `data`, appending to `out` what must be answered at once (a
     /// server's own PING) and to `replies` what the server said. An error
     /// ends the connection.
-    pub fn receive(
-        &mut self,
-        data: &[u8],
-        out: &mut Vec<u8>,
-        replies: &mut Vec<Reply>,
-    ) -> Result<(), String> {
-        self.receive_with(data, out, replies, &mut Scratch::default())
-    }
-
-    /// [`Codec::receive`] with a worker's shared [`Scratch`].
+    /// `scratch` is the decoders' working space, one per worker.
     pub fn receive_with(
         &mut self,
         data: &[u8],
@@ -329,6 +320,17 @@ impl Codec {
         }
         events.clear();
         result
+    }
+
+    /// [`Codec::receive_with`] with a scratch of its own (for tests).
+    #[cfg(test)]
+    pub fn receive(
+        &mut self,
+        data: &[u8],
+        out: &mut Vec<u8>,
+        replies: &mut Vec<Reply>,
+    ) -> Result<(), String> {
+        self.receive_with(data, out, replies, &mut Scratch::default())
     }
 
     /// Frees the buffer a partial reply held, once none is pending.
