@@ -5,9 +5,12 @@ use crate::{DecodeError, Frame, FrameType, Header, HEADER_LEN};
 /// Turns a byte stream, fed in chunks of any size, into frames.
 ///
 /// A frame that lies whole in the chunk is parsed in place: no copy, no
-/// allocation. Only a frame cut by a chunk boundary is carried over: its header
-/// in a fixed 8-byte array, its payload in a buffer sized to that frame (never
-/// more than the maximum payload), which [`Decoder::release_idle_buffer`] frees.
+/// allocation. Only a frame cut by a chunk boundary is carried over, in a
+/// [`Partial`] on the heap: its header in a fixed 8-byte array, its payload in
+/// a buffer sized to that frame (never more than the maximum payload), both
+/// freed by [`Decoder::release_idle_buffer`]. Between frames a decoder is 24
+/// bytes and holds no heap: a server keeps one per connection, a million of
+/// them at C1M.
 ///
 /// The first error is fatal and sticky: the decoder reports it again on every
 /// later call, since the stream cannot be resynchronised.
@@ -22,6 +25,16 @@ use crate::{DecodeError, Frame, FrameType, Header, HEADER_LEN};
 #[derive(Debug)]
 pub struct Decoder {
     max_payload: u32,
+    /// The sticky error; boxed, as most decoders never fail and this one is
+    /// kept per connection.
+    failed: Option<Box<DecodeError>>,
+    /// The frame cut by a chunk boundary; `None` between frames.
+    partial: Option<Box<Partial>>,
+}
+
+/// What a decoder carries over between chunks.
+#[derive(Debug, Default)]
+struct Partial {
     /// Bytes of a header cut by a chunk boundary.
     head: [u8; HEADER_LEN],
     head_len: u8,
@@ -31,20 +44,25 @@ pub struct Decoder {
     carry: Vec<u8>,
     /// `carry` holds a frame already handed out; clear it on the next call.
     carry_spent: bool,
-    failed: Option<DecodeError>,
+}
+
+impl Partial {
+    fn is_mid_frame(&self) -> bool {
+        self.head_len != 0 || self.pending.is_some()
+    }
 }
 
 impl Decoder {
+    /// Heap bytes of the carry-over's own record, held beside the carried
+    /// payload while a frame is cut (see [`Decoder::buffered_capacity`]).
+    pub const CARRY_RECORD_BYTES: usize = std::mem::size_of::<Partial>();
+
     /// A decoder that refuses payloads over `max_payload` bytes.
     pub const fn new(max_payload: u32) -> Self {
         Self {
             max_payload,
-            head: [0; HEADER_LEN],
-            head_len: 0,
-            pending: None,
-            carry: Vec::new(),
-            carry_spent: false,
             failed: None,
+            partial: None,
         }
     }
 
@@ -61,28 +79,30 @@ impl Decoder {
 
     /// Whether part of a frame is held, waiting for the rest.
     pub fn is_mid_frame(&self) -> bool {
-        self.head_len != 0 || self.pending.is_some()
+        self.partial.as_ref().is_some_and(|p| p.is_mid_frame())
     }
 
-    /// Bytes of heap held for carry-over (0 for an idle connection once
+    /// Bytes of heap held for carry-over: the carried payload's buffer and
+    /// the carry-over's own record (0 for an idle connection once
     /// [`Decoder::release_idle_buffer`] has run).
     pub fn buffered_capacity(&self) -> usize {
-        self.carry.capacity()
+        self.partial
+            .as_ref()
+            .map_or(0, |p| Self::CARRY_RECORD_BYTES + p.carry.capacity())
     }
 
     /// The error that stopped this decoder, if any.
     pub fn error(&self) -> Option<DecodeError> {
-        self.failed
+        self.failed.as_deref().copied()
     }
 
-    /// Frees the carry-over buffer when no frame is in progress, so that an idle
+    /// Frees the carry-over when no frame is in progress, so that an idle
     /// connection holds no receive memory. Returns whether memory was freed.
     pub fn release_idle_buffer(&mut self) -> bool {
-        if self.pending.is_some() || self.carry.capacity() == 0 {
+        if self.partial.as_ref().is_none_or(|p| p.is_mid_frame()) {
             return false;
         }
-        self.carry = Vec::new();
-        self.carry_spent = false;
+        self.partial = None;
         true
     }
 
@@ -99,14 +119,10 @@ impl Decoder {
         &'s mut self,
         input: &mut &'c [u8],
     ) -> Result<Option<Frame<'s>>, DecodeError> {
-        if let Some(e) = self.failed {
+        if let Some(e) = self.error() {
             return Err(e);
         }
-        if self.carry_spent {
-            self.carry.clear();
-            self.carry_spent = false;
-        }
-        let (header, ty) = match self.pending {
+        let (header, ty) = match self.partial.as_mut().and_then(|p| p.pending) {
             Some(pending) => pending,
             None => {
                 let header = match self.take_header(input) {
@@ -120,9 +136,18 @@ impl Decoder {
             }
         };
         let len = header.len as usize;
-        if self.carry.is_empty() && input.len() >= len {
+        let carried = self.partial.as_mut().map_or(0, |p| {
+            if p.carry_spent {
+                p.carry.clear();
+                p.carry_spent = false;
+            }
+            p.carry.len()
+        });
+        if carried == 0 && input.len() >= len {
             // The whole payload is in this chunk: parse it in place.
-            self.pending = None;
+            if let Some(p) = self.partial.as_mut() {
+                p.pending = None;
+            }
             let (payload, rest) = input.split_at(len);
             *input = rest;
             return match Frame::parse(&header, ty, payload) {
@@ -131,24 +156,25 @@ impl Decoder {
             };
         }
         // The payload is cut by the chunk boundary: carry it over.
-        if self.carry.is_empty() {
-            self.carry.reserve_exact(len);
+        let p = self.partial.get_or_insert_with(Default::default);
+        if p.carry.is_empty() {
+            p.carry.reserve_exact(len);
         }
-        let take = (len - self.carry.len()).min(input.len());
+        let take = (len - p.carry.len()).min(input.len());
         let (part, rest) = input.split_at(take);
-        self.carry.extend_from_slice(part);
+        p.carry.extend_from_slice(part);
         *input = rest;
-        if self.carry.len() < len {
-            self.pending = Some((header, ty));
+        if p.carry.len() < len {
+            p.pending = Some((header, ty));
             return Ok(None);
         }
-        self.pending = None;
-        self.carry_spent = true;
-        match Frame::parse(&header, ty, &self.carry) {
+        p.pending = None;
+        p.carry_spent = true;
+        match Frame::parse(&header, ty, &p.carry) {
             Ok(frame) => Ok(Some(frame)),
             Err(m) => {
                 let e = m.into();
-                self.failed = Some(e);
+                self.failed = Some(Box::new(e));
                 Err(e)
             }
         }
@@ -156,28 +182,32 @@ impl Decoder {
 
     /// Takes a header from `input`, whole or by completing a partial one.
     fn take_header(&mut self, input: &mut &[u8]) -> Option<Header> {
-        if self.head_len == 0 {
+        let cut = self.partial.as_ref().is_some_and(|p| p.head_len != 0);
+        if !cut {
             if let Some((head, rest)) = input.split_first_chunk::<HEADER_LEN>() {
                 *input = rest;
                 return Some(Header::parse(head));
             }
+            if input.is_empty() {
+                return None;
+            }
         }
-        let have = usize::from(self.head_len);
+        let p = self.partial.get_or_insert_with(Default::default);
+        let have = usize::from(p.head_len);
         let take = (HEADER_LEN - have).min(input.len());
-        self.head[have..have + take].copy_from_slice(&input[..take]);
+        p.head[have..have + take].copy_from_slice(&input[..take]);
         *input = &input[take..];
-        self.head_len += take as u8;
-        if usize::from(self.head_len) < HEADER_LEN {
+        p.head_len += take as u8;
+        if usize::from(p.head_len) < HEADER_LEN {
             return None;
         }
-        self.head_len = 0;
-        Some(Header::parse(&self.head))
+        p.head_len = 0;
+        Some(Header::parse(&p.head))
     }
 
     fn fail(&mut self, e: DecodeError) -> DecodeError {
-        self.failed = Some(e);
-        self.pending = None;
-        self.carry = Vec::new();
+        self.failed = Some(Box::new(e));
+        self.partial = None;
         e
     }
 }

@@ -666,8 +666,9 @@ fn frame_fed_byte_by_byte() {
     }
     assert!(!decoder.is_mid_frame());
     // Carry-over is sized to the frame, and freed once idle.
-    assert!(decoder.buffered_capacity() >= frame.payload_len());
-    assert!(decoder.buffered_capacity() < 2 * frame.payload_len());
+    let carried = decoder.buffered_capacity() - Decoder::CARRY_RECORD_BYTES;
+    assert!(carried >= frame.payload_len());
+    assert!(carried < 2 * frame.payload_len());
     assert!(decoder.release_idle_buffer());
     assert_eq!(decoder.buffered_capacity(), 0);
     assert!(!decoder.release_idle_buffer());
@@ -711,7 +712,26 @@ fn header_split_but_payload_whole_is_parsed_in_place() {
     assert_eq!(decoder.decode(&mut input), Ok(None));
     let mut input = &wire[5..];
     assert_eq!(decoder.decode(&mut input), Ok(Some(Frame::Ping(b"abcdef"))));
+    // Only the cut header's record was held: no payload buffer.
+    assert_eq!(decoder.buffered_capacity(), Decoder::CARRY_RECORD_BYTES);
+    assert!(decoder.release_idle_buffer());
     assert_eq!(decoder.buffered_capacity(), 0);
+}
+
+#[test]
+fn a_decoder_between_frames_is_small_and_holds_no_heap() {
+    // One per connection, a million at C1M: three words, nothing allocated.
+    assert!(std::mem::size_of::<Decoder>() <= 24);
+    let mut decoder = Decoder::new(DEFAULT_MAX_PAYLOAD);
+    let wire = encode(Frame::Ping(b"whole"));
+    let mut input = &wire[..];
+    assert!(decoder.decode(&mut input).unwrap().is_some());
+    assert_eq!(decoder.decode(&mut input), Ok(None));
+    assert_eq!(
+        decoder.buffered_capacity(),
+        0,
+        "nothing carried, nothing held"
+    );
 }
 
 // ---- encoders ----
