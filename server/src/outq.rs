@@ -74,9 +74,17 @@ impl BufPool {
 #[derive(Debug, PartialEq, Eq)]
 pub struct Overflow;
 
-/// One connection's outgoing bytes.
+/// One connection's outgoing bytes: nothing but a pointer while idle (one
+/// per connection, a million at C1M); its lanes live on the heap from the
+/// first frame queued until [`OutQueue::release_idle`] finds them empty.
 #[derive(Debug, Default)]
 pub struct OutQueue {
+    lanes: Option<Box<Lanes>>,
+}
+
+/// What a busy queue holds.
+#[derive(Debug, Default)]
+struct Lanes {
     /// Encoded control frames not yet handed to the kernel.
     control: Vec<u8>,
     /// Encoded whole messages not yet handed to the kernel.
@@ -87,8 +95,9 @@ pub struct OutQueue {
     in_flight: u32,
     /// Control and message bytes queued since the socket refused.
     since_refusal: u32,
-    /// The socket refused part of the send in flight.
-    refused: bool,
+    /// While the socket refuses part of the send in flight: when it last
+    /// took bytes (the slow-consumer clock).
+    refused_since: Option<u64>,
 }
 
 /// The stream lane: FIFOs taking turns, what this member owes each
@@ -109,12 +118,14 @@ struct Lane {
 }
 
 impl OutQueue {
+    /// The lanes, made at the first frame queued.
+    fn lanes(&mut self) -> &mut Lanes {
+        self.lanes.get_or_insert_with(Default::default)
+    }
+
     /// Bytes queued in every lane or in flight.
     pub fn len(&self) -> usize {
-        self.control.len()
-            + self.messages.len()
-            + self.in_flight as usize
-            + self.streams.as_ref().map_or(0, |s| s.bytes)
+        self.lanes.as_ref().map_or(0, |l| l.len())
     }
 
     /// Whether nothing is queued or in flight.
@@ -124,34 +135,175 @@ impl OutQueue {
 
     /// Whether a send is in flight.
     pub fn is_sending(&self) -> bool {
-        self.in_flight != 0
+        self.lanes.as_ref().is_some_and(|l| l.is_sending())
     }
 
     /// Whether bytes wait for the next send.
     pub fn has_queued(&self) -> bool {
+        self.lanes.as_ref().is_some_and(|l| l.has_queued())
+    }
+
+    /// Whether the socket has refused bytes of the send in flight.
+    pub fn is_refused(&self) -> bool {
+        self.refused_since().is_some()
+    }
+
+    /// While the socket refuses: when it last took bytes.
+    pub fn refused_since(&self) -> Option<u64> {
+        self.lanes.as_ref()?.refused_since
+    }
+
+    /// Bytes of stream fragments queued (not in flight).
+    pub fn stream_bytes(&self) -> usize {
+        self.lanes.as_ref().map_or(0, |l| l.stream_bytes())
+    }
+
+    /// Heap bytes held by the byte lanes (0 when idle).
+    pub fn capacity(&self) -> usize {
+        self.lanes.as_ref().map_or(0, |l| l.capacity())
+    }
+
+    /// Appends an encoded whole MESSAGE (the same bytes for every member) to
+    /// the message lane; refused if the socket refuses and more than `limit`
+    /// bytes would have come since.
+    pub fn push_message(
+        &mut self,
+        frame: &[u8],
+        limit: usize,
+        pool: &mut BufPool,
+    ) -> Result<(), Overflow> {
+        self.lanes().push_message(frame, limit, pool)
+    }
+
+    /// Queues a stream frame in its (sender, stream) FIFO, and what this
+    /// member owes the publisher's flow. Flow control bounds it; refused
+    /// only past the flow's hard bound ([`Flow::hard_bound`]), which a
+    /// publisher that pauses as asked never reaches.
+    pub fn push_fragment(&mut self, frame: Arc<Broadcast>) -> Result<(), Overflow> {
+        self.lanes().push_fragment(frame)
+    }
+
+    /// Encodes a control `frame` at the end of its lane, with the same bound
+    /// as [`OutQueue::push_message`]. Frames the server builds are valid.
+    pub fn push(
+        &mut self,
+        frame: &Frame<'_>,
+        limit: usize,
+        pool: &mut BufPool,
+    ) -> Result<(), Overflow> {
+        self.lanes().push(frame, limit, pool)
+    }
+
+    /// Encodes `frame` whatever the bound: for the last frame of a connection
+    /// (ERROR, GOAWAY), which must get out even when the queue is full.
+    pub fn push_unbounded(&mut self, frame: &Frame<'_>, pool: &mut BufPool) {
+        self.lanes().push_unbounded(frame, pool);
+    }
+
+    /// Drops what is queued but not in flight (the connection is being cut
+    /// off); flows this member held back open, their shards pushed to `wake`.
+    pub fn discard_queued(&mut self, pool: &mut BufPool, wake: &mut Vec<usize>) {
+        if let Some(l) = self.lanes.as_mut() {
+            l.discard_queued(pool, wake);
+        }
+    }
+
+    /// Drops queued messages and stream fragments, keeping control frames (a
+    /// slow consumer's backlog, before its ERROR).
+    pub fn discard_data(&mut self, pool: &mut BufPool, wake: &mut Vec<usize>) {
+        if let Some(l) = self.lanes.as_mut() {
+            l.discard_data(pool, wake);
+        }
+    }
+
+    /// Takes what is queued as the next send buffer, if no send is in flight:
+    /// all control frames, then all whole messages, then one stream fragment.
+    pub fn start_send(&mut self, pool: &mut BufPool) -> Option<Vec<u8>> {
+        self.lanes.as_mut()?.start_send(pool)
+    }
+
+    /// The send was taken in full: the buffer goes back to the pool, the
+    /// refusal (if any) is over, and the fragment it carried is credited to
+    /// its flow (a shard to wake is pushed to `wake`).
+    pub fn finish_send(&mut self, buf: Vec<u8>, pool: &mut BufPool, wake: &mut Vec<usize>) {
+        match self.lanes.as_mut() {
+            Some(l) => l.finish_send(buf, pool, wake),
+            None => pool.give(buf),
+        }
+    }
+
+    /// A send that ended in error, or was cut off: nothing more is credited.
+    pub fn abandon_send(&mut self, buf: Vec<u8>, pool: &mut BufPool) {
+        match self.lanes.as_mut() {
+            Some(l) => l.abandon_send(buf, pool),
+            None => pool.give(buf),
+        }
+    }
+
+    /// A short send at `now`: `sent` bytes went, the socket refused the rest,
+    /// which must go out first, so the buffer stays in flight minus what was
+    /// sent. The slow-consumer clock restarts (the socket took bytes).
+    pub fn partial_send(&mut self, buf: &mut Vec<u8>, sent: usize, now: u64) {
+        self.lanes().partial_send(buf, sent, now);
+    }
+
+    /// The send in flight is still outstanding although every completion has
+    /// been read at `now`: its socket is full. From now on, until a send is
+    /// taken in full, control frames and messages count against the bound.
+    pub fn refused_by_socket(&mut self, now: u64) {
+        if let Some(l) = self.lanes.as_mut() {
+            l.refused_by_socket(now);
+        }
+    }
+
+    /// Releases memory when idle: buffers go back to the pool, and the lanes
+    /// themselves once nothing is queued or in flight.
+    pub fn release_idle(&mut self, pool: &mut BufPool) {
+        if self.lanes.as_mut().is_some_and(|l| l.release_idle(pool)) {
+            self.lanes = None;
+        }
+    }
+}
+
+impl Lanes {
+    /// Bytes queued in every lane or in flight.
+    fn len(&self) -> usize {
+        self.control.len()
+            + self.messages.len()
+            + self.in_flight as usize
+            + self.streams.as_ref().map_or(0, |s| s.bytes)
+    }
+
+    /// Whether a send is in flight.
+    fn is_sending(&self) -> bool {
+        self.in_flight != 0
+    }
+
+    /// Whether bytes wait for the next send.
+    fn has_queued(&self) -> bool {
         !self.control.is_empty()
             || !self.messages.is_empty()
             || self.streams.as_ref().is_some_and(|s| !s.lanes.is_empty())
     }
 
     /// Whether the socket has refused bytes of the send in flight.
-    pub fn is_refused(&self) -> bool {
-        self.refused
+    fn is_refused(&self) -> bool {
+        self.refused_since.is_some()
     }
 
     /// Bytes of stream fragments queued (not in flight).
-    pub fn stream_bytes(&self) -> usize {
+    fn stream_bytes(&self) -> usize {
         self.streams.as_ref().map_or(0, |s| s.bytes)
     }
 
     /// Heap bytes held by the byte lanes (0 when idle).
-    pub fn capacity(&self) -> usize {
+    fn capacity(&self) -> usize {
         self.control.capacity() + self.messages.capacity()
     }
 
     /// Counts `len` new bytes against the bound (only while refused).
     fn admit(&mut self, len: usize, limit: usize) -> Result<(), Overflow> {
-        if self.refused {
+        if self.is_refused() {
             let since = self.since_refusal as usize + len;
             if since > limit {
                 return Err(Overflow);
@@ -164,7 +316,7 @@ impl OutQueue {
     /// Appends an encoded whole MESSAGE (the same bytes for every member) to
     /// the message lane; refused if the socket refuses and more than `limit`
     /// bytes would have come since.
-    pub fn push_message(
+    fn push_message(
         &mut self,
         frame: &[u8],
         limit: usize,
@@ -182,7 +334,7 @@ impl OutQueue {
     /// member owes the publisher's flow. Flow control bounds it; refused
     /// only past the flow's hard bound ([`Flow::hard_bound`]), which a
     /// publisher that pauses as asked never reaches.
-    pub fn push_fragment(&mut self, frame: Arc<Broadcast>) -> Result<(), Overflow> {
+    fn push_fragment(&mut self, frame: Arc<Broadcast>) -> Result<(), Overflow> {
         let s = self.streams.get_or_insert_with(Default::default);
         let len = frame.bytes().len();
         if let Some(flow) = frame.flow() {
@@ -209,7 +361,7 @@ impl OutQueue {
 
     /// Encodes a control `frame` at the end of its lane, with the same bound
     /// as [`OutQueue::push_message`]. Frames the server builds are valid.
-    pub fn push(
+    fn push(
         &mut self,
         frame: &Frame<'_>,
         limit: usize,
@@ -222,7 +374,7 @@ impl OutQueue {
 
     /// Encodes `frame` whatever the bound: for the last frame of a connection
     /// (ERROR, GOAWAY), which must get out even when the queue is full.
-    pub fn push_unbounded(&mut self, frame: &Frame<'_>, pool: &mut BufPool) {
+    fn push_unbounded(&mut self, frame: &Frame<'_>, pool: &mut BufPool) {
         if self.control.capacity() == 0 {
             self.control = pool.take();
         }
@@ -233,14 +385,14 @@ impl OutQueue {
 
     /// Drops what is queued but not in flight (the connection is being cut
     /// off); flows this member held back open, their shards pushed to `wake`.
-    pub fn discard_queued(&mut self, pool: &mut BufPool, wake: &mut Vec<usize>) {
+    fn discard_queued(&mut self, pool: &mut BufPool, wake: &mut Vec<usize>) {
         pool.give(std::mem::take(&mut self.control));
         self.discard_data(pool, wake);
     }
 
     /// Drops queued messages and stream fragments, keeping control frames (a
     /// slow consumer's backlog, before its ERROR).
-    pub fn discard_data(&mut self, pool: &mut BufPool, wake: &mut Vec<usize>) {
+    fn discard_data(&mut self, pool: &mut BufPool, wake: &mut Vec<usize>) {
         pool.give(std::mem::take(&mut self.messages));
         if let Some(s) = self.streams.as_mut() {
             s.lanes.clear();
@@ -263,7 +415,7 @@ impl OutQueue {
 
     /// Takes what is queued as the next send buffer, if no send is in flight:
     /// all control frames, then all whole messages, then one stream fragment.
-    pub fn start_send(&mut self, pool: &mut BufPool) -> Option<Vec<u8>> {
+    fn start_send(&mut self, pool: &mut BufPool) -> Option<Vec<u8>> {
         if self.is_sending() || !self.has_queued() {
             return None;
         }
@@ -292,10 +444,10 @@ impl OutQueue {
     /// The send was taken in full: the buffer goes back to the pool, the
     /// refusal (if any) is over, and the fragment it carried is credited to
     /// its flow (a shard to wake is pushed to `wake`).
-    pub fn finish_send(&mut self, buf: Vec<u8>, pool: &mut BufPool, wake: &mut Vec<usize>) {
+    fn finish_send(&mut self, buf: Vec<u8>, pool: &mut BufPool, wake: &mut Vec<usize>) {
         debug_assert_eq!(buf.len(), self.in_flight as usize);
         self.in_flight = 0;
-        self.refused = false;
+        self.refused_since = None;
         self.since_refusal = 0;
         pool.give(buf);
         if let Some(s) = self.streams.as_mut() {
@@ -308,7 +460,7 @@ impl OutQueue {
     }
 
     /// A send that ended in error, or was cut off: nothing more is credited.
-    pub fn abandon_send(&mut self, buf: Vec<u8>, pool: &mut BufPool) {
+    fn abandon_send(&mut self, buf: Vec<u8>, pool: &mut BufPool) {
         self.in_flight = 0;
         pool.give(buf);
         if let Some(s) = self.streams.as_mut() {
@@ -318,24 +470,29 @@ impl OutQueue {
 
     /// A short send: `sent` bytes went, the socket refused the rest, which
     /// must go out first, so the buffer stays in flight minus what was sent.
-    pub fn partial_send(&mut self, buf: &mut Vec<u8>, sent: usize) {
+    fn partial_send(&mut self, buf: &mut Vec<u8>, sent: usize, now: u64) {
         buf.drain(..sent);
         self.in_flight = buf.len() as u32;
-        self.refused_by_socket();
+        if !self.is_refused() {
+            self.since_refusal = 0;
+        }
+        // It took bytes: the slow-consumer clock starts again.
+        self.refused_since = Some(now);
     }
 
     /// The send in flight is still outstanding although every completion has
     /// been read: its socket is full. From now on, until a send is taken in
     /// full, control frames and messages count against the bound.
-    pub fn refused_by_socket(&mut self) {
-        if !self.refused {
-            self.refused = true;
+    fn refused_by_socket(&mut self, now: u64) {
+        if !self.is_refused() {
+            self.refused_since = Some(now);
             self.since_refusal = 0;
         }
     }
 
-    /// Releases memory when idle.
-    pub fn release_idle(&mut self, pool: &mut BufPool) {
+    /// Gives idle buffers back; whether nothing at all is left (the lanes
+    /// themselves can go).
+    fn release_idle(&mut self, pool: &mut BufPool) -> bool {
         if self.control.is_empty() && self.control.capacity() > 0 {
             pool.give(std::mem::take(&mut self.control));
         }
@@ -349,6 +506,10 @@ impl OutQueue {
         {
             self.streams = None;
         }
+        self.in_flight == 0
+            && self.streams.is_none()
+            && self.control.capacity() == 0
+            && self.messages.capacity() == 0
     }
 }
 
@@ -397,7 +558,7 @@ mod tests {
         let mut buf = q.start_send(&mut pool).unwrap();
         assert_eq!(buf.len(), 2400);
         assert!(q.start_send(&mut pool).is_none(), "one send in flight");
-        q.partial_send(&mut buf, 1000);
+        q.partial_send(&mut buf, 1000, 0);
         assert!(q.is_refused());
         q.push(&pong, 50, &mut pool).unwrap();
         q.push(&pong, 50, &mut pool).unwrap();
@@ -421,7 +582,7 @@ mod tests {
         q.push(&Frame::Pong(b"a"), 40, &mut pool).unwrap();
         let _buf = q.start_send(&mut pool).unwrap();
         q.push_message(&[0; 30], 40, &mut pool).unwrap();
-        q.refused_by_socket();
+        q.refused_by_socket(0);
         q.push_message(&[0; 30], 40, &mut pool).unwrap();
         assert_eq!(q.push_message(&[0; 30], 40, &mut pool), Err(Overflow));
         assert_eq!(q.len(), 9 + 60);
@@ -492,7 +653,7 @@ mod tests {
         assert!(flow.is_closed(), "two fragments queued exceed the window");
         flow.set_waiting(true);
         let mut buf = q.start_send(&mut pool).unwrap();
-        q.partial_send(&mut buf, 10);
+        q.partial_send(&mut buf, 10, 0);
         assert!(flow.is_closed(), "not credited before it is all sent");
         q.finish_send(buf, &mut pool, &mut wake);
         assert!(
@@ -516,7 +677,7 @@ mod tests {
         let mut q = OutQueue::default();
         q.push(&Frame::Pong(b"x"), 100, &mut pool).unwrap();
         let _buf = q.start_send(&mut pool).unwrap();
-        q.refused_by_socket();
+        q.refused_by_socket(0);
         for _ in 0..10 {
             q.push_fragment(fragment(1, 1, &[0; 50], None)).unwrap();
         }
@@ -540,7 +701,11 @@ mod tests {
         send_all(&mut q, &mut pool, &mut wake);
         q.release_idle(&mut pool);
         assert_eq!(q.capacity(), 0);
-        assert!(q.streams.is_none());
+        assert!(
+            q.lanes.is_none(),
+            "an idle queue holds nothing but a pointer"
+        );
+        assert_eq!(std::mem::size_of::<OutQueue>(), 8);
     }
 
     #[test]

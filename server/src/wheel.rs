@@ -50,10 +50,15 @@ impl TimerWheel {
         assert!(tick_ms > 0, "tick must be positive");
         assert!(buckets.is_power_of_two(), "buckets must be a power of two");
         assert!(capacity < NIL as usize, "capacity must fit in u32");
+        // Reserve address space only (as the shard's slot table does): pages
+        // are touched as ids come into use, and the table never reallocates,
+        // which at C1M would leave a freed copy behind at each doubling.
+        let mut links = Vec::new();
+        links.reserve_exact(capacity);
         Self {
             tick_ms,
             heads: vec![NIL; buckets],
-            links: Vec::new(),
+            links,
             capacity,
             epoch: now_ms / tick_ms,
             tick: now_ms / tick_ms,

@@ -74,7 +74,6 @@ pub(super) enum Phase {
 #[derive(Debug)]
 pub(super) struct ConnState {
     pub(super) id: u64,
-    pub(super) gen: u32,
     pub(super) phase: Phase,
     pub(super) reason: CloseReason,
     pub(super) out: OutQueue,
@@ -83,8 +82,6 @@ pub(super) struct ConnState {
     /// When the incomplete frame the decoder holds began to arrive;
     /// [`NO_FRAME`] when it holds none.
     pub(super) frame_started_ms: u64,
-    /// While the socket refuses: when it last took bytes.
-    pub(super) stalled_since_ms: u64,
     pub(super) heartbeat_ms: u32,
     pub(super) idle_timeout_ms: u32,
     pub(super) seen_frame: bool,
@@ -160,8 +157,8 @@ impl ConnState {
     /// When a socket that refuses has refused for the slow-consumer limit.
     pub(super) fn stall_due(&self, limits: &Limits) -> Option<u64> {
         self.out
-            .is_refused()
-            .then(|| passed(self.stalled_since_ms, limits.slow_consumer_ms))
+            .refused_since()
+            .map(|since| passed(since, limits.slow_consumer_ms))
     }
 }
 

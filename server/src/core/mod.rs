@@ -306,13 +306,11 @@ impl ShardCore {
             decoder: Decoder::new(self.limits.max_payload),
             st: ConnState {
                 id,
-                gen: entry.gen,
                 phase: Phase::Open,
                 reason: CloseReason::Peer,
                 out: OutQueue::default(),
                 last_rx_ms: now,
                 frame_started_ms: NO_FRAME,
-                stalled_since_ms: now,
                 heartbeat_ms,
                 idle_timeout_ms: self.limits.idle_timeout_for(heartbeat_ms),
                 seen_frame: false,
@@ -723,8 +721,7 @@ impl ShardCore {
                 let st = &mut conn.st;
                 if st.out.is_sending() && !st.out.is_refused() {
                     self.metrics.socket_refusals.inc();
-                    st.out.refused_by_socket();
-                    st.stalled_since_ms = now;
+                    st.out.refused_by_socket(now);
                     let mut cx = ctx!(self, slot, now);
                     reschedule(st, &mut cx);
                 }
@@ -778,8 +775,7 @@ impl ShardCore {
                 self.metrics.partial_sends.inc();
                 // The socket took some and refused the rest, which goes
                 // first, before anything queued since.
-                st.out.partial_send(&mut buf, n);
-                st.stalled_since_ms = now;
+                st.out.partial_send(&mut buf, n, now);
                 let mut cx = ctx!(self, slot, now);
                 reschedule(st, &mut cx);
                 self.resend.push((slot, gen, buf));
@@ -856,12 +852,14 @@ impl ShardCore {
     /// Advances one connection as far as it can go now.
     fn progress(&mut self, slot: u32, actions: &mut Vec<Action>) {
         let idx = slot as usize;
-        let Some(conn) = self.slots[idx].conn.as_mut() else {
+        let entry = &mut self.slots[idx];
+        let gen = entry.gen;
+        let Some(conn) = entry.conn.as_mut() else {
             return;
         };
         let st = &mut conn.st;
         st.dirty = false;
-        let (gen, reading) = (st.gen, st.phase != Phase::Closing);
+        let reading = st.phase != Phase::Closing;
         if matches!(st.phase, Phase::Open | Phase::Draining) {
             if let Some(buf) = st.out.start_send(&mut self.pool) {
                 self.fresh_sends.push((slot, gen));
