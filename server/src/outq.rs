@@ -153,6 +153,12 @@ impl OutQueue {
         self.lanes.as_ref()?.refused_since
     }
 
+    /// Whether the lanes are on the heap (from the first frame queued until
+    /// `release_idle` finds them empty).
+    pub fn holds_lanes(&self) -> bool {
+        self.lanes.is_some()
+    }
+
     /// Bytes of stream fragments queued (not in flight).
     pub fn stream_bytes(&self) -> usize {
         self.lanes.as_ref().map_or(0, |l| l.stream_bytes())

@@ -883,7 +883,10 @@ impl ShardCore {
             st.recv = Recv::Armed;
             actions.push(Action::ArmRecv { slot, gen });
         }
-        if st.phase == Phase::Open && !st.out.is_sending() {
+        // In every phase: a connection lingering after its last frame (its
+        // write side shut, up to --drain-ms) holds no lanes either. A mass
+        // idle timeout puts a whole shard's connections there at once.
+        if !st.out.is_sending() {
             st.out.release_idle(&mut self.pool);
         }
         if st.phase != Phase::Closing {

@@ -761,6 +761,33 @@ fn idle_connections_hold_no_buffers() {
 }
 
 #[test]
+fn connections_lingering_after_a_timeout_hold_no_lanes() {
+    // A mass idle timeout (a million clients whose process hung) puts every
+    // connection of a shard into Lingering at once, for up to --drain-ms:
+    // once its ERROR is sent, a connection holds no out-queue lanes.
+    let mut h = Harness::new(10);
+    for slot in 0..4 {
+        h.accept(slot);
+        h.send_frames(slot, &[hello(100), Frame::Ping(b"x")]); // idle timeout 300 ms
+    }
+    h.settle();
+    h.tick_to(400);
+    for slot in 0..4 {
+        assert_eq!(h.last_error_code(slot), Some(ErrorCode::HEARTBEAT_TIMEOUT));
+        let conn = h.core.slots[slot as usize].conn.as_ref().unwrap();
+        assert_eq!(
+            conn.st.phase,
+            Phase::Lingering,
+            "waiting for the peer's FIN"
+        );
+        assert!(
+            !conn.st.out.holds_lanes(),
+            "slot {slot} still holds its lanes"
+        );
+    }
+}
+
+#[test]
 fn a_send_is_judged_only_once_every_completion_before_it_is_read() {
     let mut h = Harness::new(10);
     h.accept(0);
