@@ -141,6 +141,9 @@ pub struct ShardMetrics {
     /// Loop turns that stopped reading completions or the inbox at their
     /// byte budget, to write before reading more.
     pub input_budget_hits: Counter,
+    /// Loop turns that left due deadlines for the next turn (more than
+    /// EXPIRY_BUDGET came due at once).
+    pub expiry_budget_hits: Counter,
     /// Completion batches processed (one `io_uring_enter` each).
     pub batches: Counter,
     /// Completions processed.
@@ -191,7 +194,7 @@ impl ShardMetrics {
 pub fn render_prometheus(shards: &[std::sync::Arc<ShardMetrics>]) -> String {
     let mut out = String::with_capacity(4096);
     type Getter = fn(&ShardMetrics) -> &Counter;
-    let simple: [(&str, &str, &str, Getter); 31] = [
+    let simple: [(&str, &str, &str, Getter); 32] = [
         (
             "ringroom_stream_bound_cuts_total",
             "counter",
@@ -362,6 +365,12 @@ pub fn render_prometheus(shards: &[std::sync::Arc<ShardMetrics>]) -> String {
             "counter",
             "Loop turns that stopped reading input at the turn's byte budget, to write first.",
             |m| &m.input_budget_hits,
+        ),
+        (
+            "ringroom_expiry_budget_hits_total",
+            "counter",
+            "Loop turns that left due deadlines for the next turn: more came due at once than a turn acts on.",
+            |m| &m.expiry_budget_hits,
         ),
         (
             "ringroom_batches_total",

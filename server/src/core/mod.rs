@@ -282,7 +282,11 @@ impl ShardCore {
 
     /// When the core next needs [`ShardCore::tick`].
     pub fn next_tick_at_ms(&self) -> u64 {
-        self.wheel.next_tick_at_ms()
+        if self.due.is_empty() {
+            self.wheel.next_tick_at_ms()
+        } else {
+            0 // expiries left by the last turn's budget
+        }
     }
 
     /// The kernel accepted a connection into `slot`.
@@ -796,9 +800,23 @@ impl ShardCore {
 
     /// Processes the timing wheel up to `now`: heartbeat expiry and drain limits.
     pub fn tick(&mut self, now: u64) {
+        self.wheel.advance(now, &mut self.due);
+        // A mass timeout (a client host stopped, a partition) brings a whole
+        // shard due at once; acting on all of it in one turn would make every
+        // connection hold its ERROR frame and out-queue at the same moment.
+        // A slice per turn keeps that to EXPIRY_BUDGET; the rest waits, and
+        // next_tick_at_ms says come back at once.
+        let take = self.due.len().min(EXPIRY_BUDGET);
+        if take < self.due.len() {
+            self.metrics.expiry_budget_hits.inc();
+        }
         let mut due = std::mem::take(&mut self.due);
-        self.wheel.advance(now, &mut due);
-        for &slot in &due {
+        for slot in due.drain(..take) {
+            // Filed again since it came due (a later deadline, a close begun,
+            // or a new connection in the slot): its entry here is stale.
+            if self.wheel.is_scheduled(slot) {
+                continue;
+            }
             let Some(conn) = self.slots[slot as usize].conn.as_mut() else {
                 continue;
             };
@@ -814,7 +832,6 @@ impl ShardCore {
             }
             mark_dirty(st, &mut self.dirty, slot);
         }
-        due.clear();
         self.due = due;
     }
 
@@ -959,3 +976,8 @@ fn conn_mut(slots: &mut [Slot], slot: u32, gen: u32) -> Option<&mut Conn> {
 
 #[cfg(test)]
 mod tests;
+
+/// Deadlines one [`ShardCore::tick`] acts on; more due at once wait for the
+/// next turn (which comes at once). 512 ERROR frames and closes a turn is a
+/// few milliseconds of work, and what a mass timeout holds at one moment.
+pub const EXPIRY_BUDGET: usize = 512;

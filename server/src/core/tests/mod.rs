@@ -49,6 +49,7 @@ impl Harness {
     }
 
     fn with_registry(limits: Limits, max_conns: usize, registry: Arc<Registry>) -> Self {
+        let slots = limits.slots as usize;
         let metrics = Arc::new(ShardMetrics::default());
         let core = ShardCore::new(
             limits,
@@ -61,8 +62,8 @@ impl Harness {
             core,
             metrics,
             now: 0,
-            wire: vec![Vec::new(); 16],
-            gens: vec![0; 16],
+            wire: vec![Vec::new(); slots],
+            gens: vec![0; slots],
             held: Vec::new(),
         }
     }
@@ -810,3 +811,4 @@ fn a_send_is_judged_only_once_every_completion_before_it_is_read() {
 
 mod cluster;
 mod rooms;
+mod timers;
