@@ -190,14 +190,20 @@ impl Poller {
         self.listener_ready = true;
     }
 
-    /// Stops accepting (shutdown); no completion follows, as with a cancelled
-    /// io_uring accept whose owner no longer listens.
-    pub fn cancel_accept(&mut self) {
+    /// Stops accepting for good (shutdown), as the io_uring backend does: the
+    /// accept ends as cancelled and the listener stops listening
+    /// ([`crate::sys::stop_listening`]).
+    pub fn stop_accepting(&mut self) {
         if self.accepting {
             self.accepting = false;
             self.done.push_back(Event::AcceptEnded {
                 errno: libc::ECANCELED,
             });
+        }
+        if let Some(listener) = &self.listener {
+            if let Err(e) = crate::sys::stop_listening(listener) {
+                eprintln!("shutdown(listener) failed: {e}; it listens until the process ends");
+            }
         }
     }
 

@@ -272,9 +272,13 @@ impl Engine {
         each_backend!(self, e => e.arm_accept())
     }
 
-    /// Stops accepting (shutdown).
-    pub fn cancel_accept(&mut self) {
-        each_backend!(self, e => e.cancel_accept())
+    /// Stops accepting for good (shutdown): the accept ends (as
+    /// `AcceptEnded { errno: ECANCELED }`) and the listener stops listening,
+    /// so connections waiting in its backlog are reset, new ones refused at
+    /// once, and another server may listen on the address while this one
+    /// drains its connections.
+    pub fn stop_accepting(&mut self) {
+        each_backend!(self, e => e.stop_accepting())
     }
 
     /// Arms the wake-up: one [`Event::Woken`] once another thread writes to

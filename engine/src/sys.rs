@@ -1,7 +1,8 @@
 //! Small system helpers that need a raw syscall.
 
+use nix::sys::socket::Shutdown;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 
 /// A non-blocking, close-on-exec eventfd, used to wake a shard's ring.
 pub fn eventfd() -> io::Result<OwnedFd> {
@@ -12,6 +13,21 @@ pub fn eventfd() -> io::Result<OwnedFd> {
     }
     // SAFETY: `fd` is a fresh descriptor that nothing else owns.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Stops a listening socket listening, while its descriptor stays open (an
+/// io_uring accept or the ring itself may still hold it): `shutdown(SHUT_RD)`
+/// on a listener makes the kernel reset the connections waiting in its
+/// backlog, refuse new SYNs at once, and take it out of the port's listeners,
+/// so clients reconnect elsewhere (or to a new server on the same address)
+/// instead of completing handshakes with a queue nobody accepts from. The
+/// socket stays bound, which `SO_REUSEPORT` lets a new server share.
+/// ENOTCONN (not listening any more) is no error.
+pub fn stop_listening(listener: &impl AsFd) -> io::Result<()> {
+    match nix::sys::socket::shutdown(listener.as_fd().as_raw_fd(), Shutdown::Read) {
+        Ok(()) | Err(nix::errno::Errno::ENOTCONN) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Sets `IP_BIND_ADDRESS_NO_PORT` on a socket about to be bound to a source

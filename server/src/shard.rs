@@ -149,7 +149,7 @@ pub fn run(spec: ShardSpec, ready: impl FnOnce(Result<(), StartError>)) {
         }
         if woken {
             if spec.stop.load(Ordering::Acquire) && stop_deadline.is_none() {
-                engine.cancel_accept();
+                engine.stop_accepting();
                 core.shutdown(now);
                 stop_deadline = Some(now + drain_ms + 1000);
             } else if stop_deadline.is_none() {

@@ -1,11 +1,15 @@
 //! One server per address: a second `ringroom-server` on a TCP, discovery or
 //! metrics address that another process holds exits non-zero with a message
-//! naming it, and the first keeps every connection, old and new.
+//! naming it, and the first keeps every connection, old and new. A server
+//! that is stopping gives its address up at once.
 
 mod common;
 
 use common::Server;
-use proto::{Frame, FrameType, Hello};
+use proto::{ErrorCode, Frame, FrameType, Hello};
+use std::io::ErrorKind;
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
 
 /// Runs a second server with `args`; it must exit on its own without saying
 /// ready. Its status and stderr.
@@ -54,6 +58,66 @@ fn a_second_server_on_the_same_address_is_refused_and_the_first_keeps_every_conn
     }
     assert_eq!(first.metric("ringroom_accepted_total", None), 250);
     assert_eq!(first.metric("ringroom_connections_open", None), 250);
+}
+
+/// Whether process `pid` is running (not exited: a zombie counts as gone).
+fn running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit(')')
+            .next()
+            .is_some_and(|s| !s.trim_start().starts_with('Z'))
+    })
+}
+
+/// A restart after SIGTERM (a deploy, or the storm's `term@`): while the old
+/// server drains, its listeners stop listening, so a client reconnecting is
+/// refused at once (and backs off) instead of completing a handshake with a
+/// queue nobody accepts from, and the new server may take the address.
+#[test]
+fn a_draining_server_refuses_new_connections_at_once_and_a_new_one_takes_its_address() {
+    let mut old = Server::start(&["--shards", "2", "--drain-ms", "6000"]);
+    // Never closes its side after GOAWAY: the old server drains for 6 s.
+    let mut stays = greeted(&old);
+    stays.ping_pong(b"up");
+    old.signal("TERM");
+    assert_eq!(
+        stays.expect(FrameType::GoAway).code(),
+        ErrorCode::SHUTTING_DOWN
+    );
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let refused = loop {
+        match TcpStream::connect_timeout(&old.addr, Duration::from_secs(1)) {
+            Err(e) if e.kind() == ErrorKind::ConnectionRefused => break true,
+            // A shard that has not seen the stop yet; the stream is dropped.
+            _ if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+            _ => break false,
+        }
+    };
+    assert!(
+        refused,
+        "connects to a draining server were not refused within 3 s"
+    );
+    assert!(running(old.pid()), "the old server must still be draining");
+    // Discovery answers on UDP at the same port until the old one exits.
+    let listen = old.addr.to_string();
+    let new = Server::start(&[
+        "--listen",
+        &listen,
+        "--shards",
+        "2",
+        "--discovery",
+        "127.0.0.1:0",
+    ]);
+    assert!(
+        running(old.pid()),
+        "the new server started beside the draining one"
+    );
+    for _ in 0..20 {
+        greeted(&new).ping_pong(b"the new server");
+    }
+    assert_eq!(new.metric("ringroom_accepted_total", None), 20);
+    let status = old.wait();
+    assert!(status.success(), "{status:?}: {}", old.stderr);
 }
 
 #[test]

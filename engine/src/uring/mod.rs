@@ -119,6 +119,8 @@ pub struct Ring {
     cqes: Vec<(u64, i32, u32)>,
     /// Whether a multishot accept is armed.
     accepting: bool,
+    /// Whether [`Ring::stop_accepting`] ran: the listener listens no more.
+    stopped: bool,
     batch_wait_us: u32,
 }
 
@@ -213,6 +215,7 @@ impl Ring {
             wake_buf: Box::new([0; 8]),
             cqes: Vec::with_capacity(cfg.sq_entries as usize * 4),
             accepting: false,
+            stopped: false,
             batch_wait_us: cfg.batch_wait_us,
         })
     }
@@ -279,6 +282,7 @@ impl Ring {
             !self.installs,
             "a ring either accepts or installs sockets, not both"
         );
+        assert!(!self.stopped, "arm_accept after stop_accepting");
         let entry = opcode::AcceptMulti::new(Fd(listener.as_raw_fd()))
             // No SOCK_CLOEXEC: direct descriptors are not process fds, and the
             // kernel refuses the flag with them (EINVAL).
@@ -289,8 +293,10 @@ impl Ring {
         self.accepting = true;
     }
 
-    /// Cancels the multishot accept (shutdown).
-    pub fn cancel_accept(&mut self) {
+    /// Stops accepting for good (shutdown): cancels the multishot accept and
+    /// stops the listener listening ([`crate::sys::stop_listening`]). Whichever
+    /// ends the accept first, it ends as cancelled.
+    pub fn stop_accepting(&mut self) {
         if self.accepting {
             let entry =
                 opcode::AsyncCancel2::new(CancelBuilder::user_data(user_data(Kind::Accept, 0, 0)))
@@ -298,6 +304,12 @@ impl Ring {
                     .user_data(user_data(Kind::Cancel, 0, 0));
             self.push(entry);
         }
+        if let Some(listener) = &self.listener {
+            if let Err(e) = crate::sys::stop_listening(listener) {
+                eprintln!("shutdown(listener) failed: {e}; it listens until the process ends");
+            }
+        }
+        self.stopped = true;
     }
 
     /// Arms a read of the wake-up eventfd: it completes when another thread
@@ -488,6 +500,12 @@ impl Ring {
                     Event::Accepted {
                         slot: res as u32,
                         more,
+                    }
+                } else if self.stopped {
+                    // The listener shut down before the cancel reached it
+                    // (EINVAL): the same end, asked for.
+                    Event::AcceptEnded {
+                        errno: libc::ECANCELED,
                     }
                 } else {
                     Event::AcceptEnded { errno: -res }

@@ -50,8 +50,9 @@ pub struct Server {
 }
 
 impl Server {
-    /// Starts the server on 127.0.0.1 with a free port and `args`, on the
-    /// engine [`engine`] names unless `args` name one.
+    /// Starts the server on 127.0.0.1 with a free port (unless `args` name a
+    /// `--listen`) and `args`, on the engine [`engine`] names unless `args`
+    /// name one.
     pub fn start(args: &[&str]) -> Server {
         Self::start_under(&[], args)
     }
@@ -60,15 +61,10 @@ impl Server {
     /// --nofile=1000 --`, or the seccomp launcher) when it is not empty.
     pub fn start_under(wrapper: &[&str], args: &[&str]) -> Server {
         let chosen = (!args.contains(&"--engine")).then(engine);
+        let listen = (!args.contains(&"--listen")).then_some(["--listen", "127.0.0.1:0"]);
         let mut child = server_command(wrapper)
-            .args([
-                "--listen",
-                "127.0.0.1:0",
-                "--metrics",
-                "127.0.0.1:0",
-                "--stats-interval",
-                "0",
-            ])
+            .args(listen.iter().flatten())
+            .args(["--metrics", "127.0.0.1:0", "--stats-interval", "0"])
             .args(chosen.iter().flat_map(|e| ["--engine", e]))
             .args(args)
             .stdout(Stdio::piped())
