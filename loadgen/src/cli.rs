@@ -113,7 +113,8 @@ pub struct Args {
 
     /// source addresses: addresses, ranges (127.0.0.2-127.0.0.40) and CIDRs,
     /// comma-separated (default 127.0.0.1; c10k 127.0.0.2-127.0.0.9; c100k
-    /// 127.0.1.0/26; c1m 127.1.0.0/26)
+    /// 127.0.1.0/26; c1m 127.1.0.0/26; a loopback run the default does not
+    /// fit takes enough addresses from 127.2.0.0 up)
     #[argh(option)]
     pub source: Option<String>,
 

@@ -120,14 +120,21 @@ impl Capacity {
         conns.div_ceil(self.sources as u64 * self.targets as u64)
     }
 
+    /// Source addresses that `conns` connections need with these targets
+    /// and ports, at the least.
+    pub fn sources_needed(&self, conns: u64) -> u64 {
+        conns
+            .div_ceil(u64::from(self.ports))
+            .div_ceil(self.targets as u64)
+    }
+
     /// Refuses a run that cannot fit, saying what would make it fit.
     pub fn check(&self, conns: u64) -> Result<(), String> {
         let per_pair = self.busiest_pair(conns);
         if per_pair <= u64::from(self.ports) {
             return Ok(());
         }
-        let pairs_needed = conns.div_ceil(u64::from(self.ports));
-        let sources_needed = pairs_needed.div_ceil(self.targets as u64);
+        let sources_needed = self.sources_needed(conns);
         Err(format!(
             "{conns} connections do not fit: {} source address(es) x {} target(s) x {} ports \
              (net.ipv4.ip_local_port_range) allow {}. Use at least {sources_needed} source \
@@ -140,6 +147,30 @@ impl Capacity {
             (1 + sources_needed).min(254),
         ))
     }
+}
+
+/// Where sources chosen for a run start: apart from the presets' ranges
+/// (127.0.0.2-9, 127.0.1.0/26, 127.1.0.0/26), so that a chosen range does not
+/// share ports with a preset's connections still in TIME_WAIT.
+const CHOSEN_BASE: Ipv4Addr = Ipv4Addr::new(127, 2, 0, 0);
+
+/// Sources for a loopback run that named none and does not fit its default:
+/// as many addresses from 127.2.0.0 up as `conns` need with `capacity`'s
+/// targets and ports, and an eighth more (a port still in TIME_WAIT from an
+/// earlier run to the same target is not free). Every 127/8 address is a
+/// source on loopback without set-up. Returns the `--source` that names them.
+pub fn choose_loopback_sources(capacity: &Capacity, conns: u64) -> Result<String, String> {
+    let needed = capacity.sources_needed(conns + conns / 8).max(1);
+    if needed > MAX_SOURCES as u64 {
+        return Err(format!(
+            "{conns} connections need {needed} source addresses with {} target(s) and {} ports: \
+             more than loadgen spreads over ({MAX_SOURCES}); widen the port range or add targets",
+            capacity.targets, capacity.ports
+        ));
+    }
+    let first = u32::from(CHOSEN_BASE);
+    let last = Ipv4Addr::from(first + needed as u32 - 1);
+    Ok(format!("{CHOSEN_BASE}-{last}"))
 }
 
 /// The source and target of connection `i`: sources round-robin, and targets
@@ -282,6 +313,35 @@ mod tests {
         assert!(parse_port_range("60999 32768").is_err());
         assert!(parse_port_range("").is_err());
         assert!(local_port_range().is_ok());
+    }
+
+    #[test]
+    fn chosen_sources_fit_the_run_with_a_margin() {
+        let c = Capacity::new(1, 1, (32768, 60999)); // 28,232 ports
+        let spec = choose_loopback_sources(&c, 300_000).unwrap();
+        assert_eq!(
+            spec, "127.2.0.0-127.2.0.11",
+            "300,000 x 9/8 / 28,232 = 11.95"
+        );
+        let chosen = parse_sources(&spec).unwrap();
+        let fits = Capacity::new(chosen.len(), 1, (32768, 60999));
+        assert!(fits.check(300_000).is_ok());
+        assert!(
+            fits.busiest_pair(300_000) * 9 / 8 <= u64::from(fits.ports),
+            "an eighth of the ports to spare"
+        );
+        // At least one address; a range may cross an octet.
+        let two = Capacity::new(1, 2, (1024, 65535));
+        assert_eq!(
+            choose_loopback_sources(&two, 1).unwrap(),
+            "127.2.0.0-127.2.0.0"
+        );
+        let one_port = Capacity::new(1, 1, (1024, 1024));
+        let many = choose_loopback_sources(&one_port, 300).unwrap();
+        assert_eq!(many, "127.2.0.0-127.2.1.80");
+        assert_eq!(parse_sources(&many).unwrap().len(), 337);
+        let e = choose_loopback_sources(&one_port, 300_000).unwrap_err();
+        assert!(e.contains("need 337500 source addresses"), "{e}");
     }
 
     #[test]

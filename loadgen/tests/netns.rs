@@ -1,7 +1,8 @@
 //! In a network namespace of its own, with `net.ipv4.ip_local_port_range`
 //! narrowed to 1,000 ports (net.* sysctls are per namespace, so the machine is
 //! untouched): 4,500 connections to one server do not fit from one source
-//! address and are refused before the run; from five, all 4,500 come up.
+//! address and are refused before the run; from five, all 4,500 come up; with
+//! no `--source` at all, loadgen takes enough loopback addresses itself.
 
 mod common;
 
@@ -48,17 +49,22 @@ fn a_narrow_port_range_needs_more_source_addresses() {
         String::from_utf8_lossy(&range.stderr)
     );
 
-    let loadgen = env!("CARGO_BIN_EXE_loadgen");
+    let loadgen_bin = env!("CARGO_BIN_EXE_loadgen");
     let (mut server, addr) =
         common::spawn_server(common::server_command(ip_netns_exec(&ns.0), &[]));
     let addr = addr.to_string();
-    let run = |sources: &str| {
-        let out =
-            std::env::temp_dir().join(format!("rr-netns-{}-{}", std::process::id(), sources.len()));
-        let result = ip_netns_exec(&ns.0)
-            .args([
-                loadgen, "--target", &addr, "--conns", "4500", "--source", sources,
-            ])
+    let run = |sources: Option<&str>| {
+        let out = std::env::temp_dir().join(format!(
+            "rr-netns-{}-{}",
+            std::process::id(),
+            sources.map_or(0, str::len)
+        ));
+        let mut loadgen = ip_netns_exec(&ns.0);
+        loadgen.args([loadgen_bin, "--target", &addr, "--conns", "4500"]);
+        if let Some(sources) = sources {
+            loadgen.args(["--source", sources]);
+        }
+        let result = loadgen
             .args([
                 "--scenario",
                 "idle",
@@ -75,24 +81,38 @@ fn a_narrow_port_range_needs_more_source_addresses() {
         result
     };
 
-    let one = run("127.0.0.2");
+    let one = run(Some("127.0.0.2"));
     assert!(!one.status.success());
     let stderr = String::from_utf8_lossy(&one.stderr);
     assert!(stderr.contains("4500 connections do not fit"), "{stderr}");
     assert!(stderr.contains("1000 ports"), "{stderr}");
 
-    let five = run("127.0.0.2-127.0.0.6");
-    let stdout = String::from_utf8_lossy(&five.stdout);
+    let all_up = |result: &std::process::Output| {
+        let stdout = String::from_utf8_lossy(&result.stdout).into_owned();
+        assert!(
+            result.status.success(),
+            "{stdout}{}",
+            String::from_utf8_lossy(&result.stderr)
+        );
+        assert!(
+            stdout.contains("| connections up / asked | 4500 / 4500 |"),
+            "{stdout}"
+        );
+        stdout
+    };
+    let five = all_up(&run(Some("127.0.0.2-127.0.0.6")));
     assert!(
-        five.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&five.stderr)
+        five.contains("5 source(s) x 1 target(s) x 1000 ports"),
+        "{five}"
     );
-    assert!(stdout.contains("x 1000 ports"), "{stdout}");
+
+    // 4,500 and an eighth to spare over 1,000 ports: 6 addresses, chosen.
+    let chosen = all_up(&run(None));
     assert!(
-        stdout.contains("| connections up / asked | 4500 / 4500 |"),
-        "{stdout}"
+        chosen.contains("using 127.2.0.0-127.2.0.5 (--source chooses others)"),
+        "{chosen}"
     );
+    assert!(chosen.contains("6 source(s) x 1 target(s)"), "{chosen}");
 
     let _ = server.kill();
     let _ = server.wait();

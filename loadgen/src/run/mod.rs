@@ -14,7 +14,7 @@ use crate::cli::{plan, run_name, Args, Plan, Scenario};
 use crate::client::{Pinging, RoomPlan};
 use crate::own_server::OwnServer;
 use crate::processes::{self, Part};
-use crate::sources::{local_port_range, parse_sources, Capacity};
+use crate::sources::{choose_loopback_sources, local_port_range, parse_sources, Capacity};
 use crate::worker::{self, share, HoldGate, Progress, WorkerSpec};
 use crate::{churn, procstat, storm};
 
@@ -57,14 +57,33 @@ pub fn run(args: Args) -> Result<(), String> {
     } else {
         Pinging::Rate(plan.ping_rate)
     };
-    let sources: Vec<IpAddr> = if args.source.is_none() && is_v6_run(&args.target) {
+    let mut sources: Vec<IpAddr> = if args.source.is_none() && is_v6_run(&args.target) {
         vec![IpAddr::V6(std::net::Ipv6Addr::LOCALHOST)] // the default follows the target
     } else {
         parse_sources(&plan.source)?
     };
     check_families(&sources, &args.target)?;
     let ports = local_port_range()?;
-    let capacity = Capacity::new(sources.len(), args.target.len().max(1), ports);
+    let targets = args.target.len().max(1);
+    let mut capacity = Capacity::new(sources.len(), targets, ports);
+    let loopback_v4 = args
+        .target
+        .iter()
+        .all(|t| matches!(t.ip(), IpAddr::V4(ip) if ip.is_loopback()));
+    if args.source.is_none() && loopback_v4 && capacity.check(plan.conns as u64).is_err() {
+        // On loopback every 127/8 address is a source: take as many as the
+        // run needs rather than refuse it (each part of a split run makes
+        // the same choice from the same numbers).
+        let chosen = choose_loopback_sources(&capacity, plan.conns as u64)?;
+        println!(
+            "sources: {} connections do not fit the default --source {}; using {chosen} \
+             (--source chooses others)",
+            plan.conns, plan.source
+        );
+        plan.source = chosen;
+        sources = parse_sources(&plan.source)?;
+        capacity = Capacity::new(sources.len(), targets, ports);
+    }
     println!(
         "capacity: {} source(s) x {} target(s) x {} ports (ip_local_port_range {}-{}) = {} connections",
         capacity.sources,
