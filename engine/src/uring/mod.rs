@@ -14,7 +14,7 @@ use crate::{sys, EngineConfig, RingMode, StartError};
 
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use io_uring::types::{CancelBuilder, Fd, Fixed, SubmitArgs, Timespec};
 use io_uring::{cqueue, opcode, squeue, IoUring, Probe};
@@ -96,6 +96,13 @@ const REQUIRED_OPCODES: [(u8, &str, &str); 7] = [
     (opcode::Read::CODE, "IORING_OP_READ", "5.6"),
 ];
 
+/// The bit of [`Ring::in_flight`] that says a receive is armed (generations
+/// use the low 24 bits).
+const RECV_ARMED: u32 = 1 << 31;
+
+/// How long dropping a ring waits for its requests to end once cancelled.
+const DROP_CANCEL_LIMIT: Duration = Duration::from_secs(5);
+
 /// One shard's ring and everything the kernel may touch on its behalf.
 ///
 /// Field order matters: the ring is dropped (closed) before the memory it
@@ -105,6 +112,14 @@ pub struct Ring {
     bufs: BufRing,
     /// Buffers of sends in flight, by slot (one send per connection at a time).
     sends: Vec<Option<Vec<u8>>>,
+    /// By slot: the generation of its connection's last receive or send
+    /// (both of one connection share it), and [`RECV_ARMED`] while a
+    /// multishot receive is armed: what [`Ring::cancel_in_flight`] names
+    /// each request by when the ring is dropped.
+    in_flight: Vec<u32>,
+    /// Multishot receives armed, and sends in flight.
+    recvs_armed: u32,
+    sends_in_flight: u32,
     /// The listening socket of a server ring (`None` for a client ring).
     listener: Option<OwnedFd>,
     wake: OwnedFd,
@@ -119,6 +134,8 @@ pub struct Ring {
     cqes: Vec<(u64, i32, u32)>,
     /// Whether a multishot accept is armed.
     accepting: bool,
+    /// Whether a read of the wake-up eventfd is armed.
+    wake_armed: bool,
     /// Whether [`Ring::stop_accepting`] ran: the listener listens no more.
     stopped: bool,
     batch_wait_us: u32,
@@ -207,6 +224,9 @@ impl Ring {
             ring,
             bufs,
             sends,
+            in_flight: vec![0; cfg.slots as usize],
+            recvs_armed: 0,
+            sends_in_flight: 0,
             listener,
             wake,
             free_slots: Vec::new(),
@@ -215,6 +235,7 @@ impl Ring {
             wake_buf: Box::new([0; 8]),
             cqes: Vec::with_capacity(cfg.sq_entries as usize * 4),
             accepting: false,
+            wake_armed: false,
             stopped: false,
             batch_wait_us: cfg.batch_wait_us,
         })
@@ -320,50 +341,62 @@ impl Ring {
             .build()
             .user_data(user_data(Kind::Wake, 0, 0));
         self.push(entry);
+        self.wake_armed = true;
     }
 
     /// Turns a core action into a submission.
     pub fn execute(&mut self, action: Action) {
-        let entry = match action {
-            Action::ArmRecv { slot, gen } => opcode::RecvMulti::new(Fixed(slot), self.bufs.bgid())
-                .build()
-                .user_data(user_data(Kind::Recv, slot, gen)),
-            Action::Send { slot, gen, buf } => {
-                let cell = &mut self.sends[slot as usize];
-                assert!(cell.is_none(), "second send in flight on slot {slot}");
-                let (ptr, len) = (buf.as_ptr(), buf.len() as u32);
-                // The Vec's heap block stays put while the Vec sits in `sends`.
-                *cell = Some(buf);
-                opcode::Send::new(Fixed(slot), ptr, len)
-                    .flags(libc::MSG_NOSIGNAL)
-                    .build()
-                    .user_data(user_data(Kind::Send, slot, gen))
-            }
-            Action::ShutdownWrite { slot } => opcode::Shutdown::new(Fixed(slot), libc::SHUT_WR)
-                .build()
-                .user_data(user_data(Kind::Shutdown, slot, 0)),
-            Action::Cancel {
-                slot,
-                gen,
-                recv,
-                send,
-            } => {
-                // By user data, a hash lookup: cancelling by file scans every
-                // armed request, which made a 7,000-connection shutdown quadratic.
-                if recv && send {
-                    self.cancel(user_data(Kind::Recv, slot, gen));
+        let entry =
+            match action {
+                Action::ArmRecv { slot, gen } => {
+                    let word = &mut self.in_flight[slot as usize];
+                    assert!(
+                        *word & RECV_ARMED == 0,
+                        "second receive armed on slot {slot}"
+                    );
+                    *word = (gen & GEN_MASK) | RECV_ARMED;
+                    self.recvs_armed += 1;
+                    opcode::RecvMulti::new(Fixed(slot), self.bufs.bgid())
+                        .build()
+                        .user_data(user_data(Kind::Recv, slot, gen))
                 }
-                let target = if send { Kind::Send } else { Kind::Recv };
-                opcode::AsyncCancel::new(user_data(target, slot, gen))
+                Action::Send { slot, gen, buf } => {
+                    let cell = &mut self.sends[slot as usize];
+                    assert!(cell.is_none(), "second send in flight on slot {slot}");
+                    let (ptr, len) = (buf.as_ptr(), buf.len() as u32);
+                    // The Vec's heap block stays put while the Vec sits in `sends`.
+                    *cell = Some(buf);
+                    self.sends_in_flight += 1;
+                    let word = &mut self.in_flight[slot as usize];
+                    *word = (*word & RECV_ARMED) | (gen & GEN_MASK);
+                    opcode::Send::new(Fixed(slot), ptr, len)
+                        .flags(libc::MSG_NOSIGNAL)
+                        .build()
+                        .user_data(user_data(Kind::Send, slot, gen))
+                }
+                Action::ShutdownWrite { slot } => opcode::Shutdown::new(Fixed(slot), libc::SHUT_WR)
                     .build()
-                    .user_data(user_data(Kind::Cancel, slot, 0))
-            }
-            Action::Close { slot } => {
-                opcode::Close::new(Fixed(slot))
+                    .user_data(user_data(Kind::Shutdown, slot, 0)),
+                Action::Cancel {
+                    slot,
+                    gen,
+                    recv,
+                    send,
+                } => {
+                    // By user data, a hash lookup: cancelling by file scans every
+                    // armed request, which made a 7,000-connection shutdown quadratic.
+                    if recv && send {
+                        self.cancel(user_data(Kind::Recv, slot, gen));
+                    }
+                    let target = if send { Kind::Send } else { Kind::Recv };
+                    opcode::AsyncCancel::new(user_data(target, slot, gen))
+                        .build()
+                        .user_data(user_data(Kind::Cancel, slot, 0))
+                }
+                Action::Close { slot } => opcode::Close::new(Fixed(slot))
                     .build()
-                    .user_data(user_data(Kind::Close, slot, 0))
-            }
-        };
+                    .user_data(user_data(Kind::Close, slot, 0)),
+            };
         self.push(entry);
     }
 
@@ -512,6 +545,9 @@ impl Ring {
                 })
             }
             Some(Kind::Recv) => {
+                if !more {
+                    self.recv_ended(slot, gen);
+                }
                 if res > 0 {
                     let bid = cqueue::buffer_select(flags)
                         .expect("a multishot receive with data names its buffer");
@@ -540,6 +576,7 @@ impl Ring {
                 let buf = self.sends[slot as usize]
                     .take()
                     .expect("a send completion has its buffer");
+                self.sends_in_flight -= 1;
                 Completion::Event(Event::Sent {
                     slot,
                     gen,
@@ -547,7 +584,10 @@ impl Ring {
                     result: res,
                 })
             }
-            Some(Kind::Wake) => Completion::Event(Event::Woken),
+            Some(Kind::Wake) => {
+                self.wake_armed = false;
+                Completion::Event(Event::Woken)
+            }
             Some(Kind::Close) => {
                 // A slot this engine handed out is free again once closed.
                 if self.installs {
@@ -560,19 +600,83 @@ impl Ring {
     }
 }
 
+impl Ring {
+    /// A multishot receive on `slot` ended (its last completion came).
+    fn recv_ended(&mut self, slot: u32, gen: u32) {
+        let word = &mut self.in_flight[slot as usize];
+        if *word == (gen & GEN_MASK) | RECV_ARMED {
+            *word &= !RECV_ARMED;
+            self.recvs_armed -= 1;
+        }
+    }
+
+    /// Requests that may still touch memory this ring owns: receives (the
+    /// buffer ring), sends (their buffers), the eventfd read, the accept.
+    fn requests_in_flight(&self) -> u32 {
+        self.recvs_armed
+            + self.sends_in_flight
+            + u32::from(self.wake_armed)
+            + u32::from(self.accepting)
+    }
+
+    /// Cancels every request still in flight, each by its user data, and
+    /// reaps until all have ended or `limit` has passed; returns whether all
+    /// ended. Not `IORING_ASYNC_CANCEL_ANY | ALL`: the kernel serves that by
+    /// finding one request at a time from the start of its cancel table, and
+    /// a cancelled receive stays in the table until its completion runs, so
+    /// it is quadratic in the receives armed: 20,000 of them made each of
+    /// loadgen's 51 rings take minutes to drop at the end of a C1M run.
+    fn cancel_in_flight(&mut self, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        let mut targets: Vec<u64> = Vec::new();
+        for (slot, &word) in self.in_flight.iter().enumerate() {
+            let gen = word & GEN_MASK;
+            if word & RECV_ARMED != 0 {
+                targets.push(user_data(Kind::Recv, slot as u32, gen));
+            }
+            if self.sends[slot].is_some() {
+                targets.push(user_data(Kind::Send, slot as u32, gen));
+            }
+        }
+        if self.accepting {
+            targets.push(user_data(Kind::Accept, 0, 0));
+        }
+        if self.wake_armed {
+            targets.push(user_data(Kind::Wake, 0, 0));
+        }
+        let mut next = 0;
+        while self.requests_in_flight() > 0 && Instant::now() < deadline {
+            // As many cancels as the queue takes, then their completions out
+            // (the completion queue must not overflow with them).
+            while next < targets.len() && !self.ring.submission().is_full() {
+                self.cancel(targets[next]);
+                next += 1;
+            }
+            let _ = self.submit_and_wait(Duration::from_millis(10));
+            let (n, _) = self.reap(usize::MAX);
+            for i in 0..n {
+                if let Completion::Received { buf, .. } = self.completion(i) {
+                    self.bufs.recycle(buf);
+                }
+            }
+        }
+        self.requests_in_flight() == 0
+    }
+}
+
 impl Drop for Ring {
     fn drop(&mut self) {
-        // Cancel whatever is still in flight, synchronously, and unregister the
-        // buffer ring, so the kernel holds no reference to memory freed next.
-        let _ = self
-            .ring
-            .submitter()
-            .register_sync_cancel(Some(Timespec::new().sec(1)), CancelBuilder::any().all());
+        // Cancel whatever is still in flight, and unregister the buffer ring,
+        // so the kernel holds no reference to memory freed next.
+        let ended = self.cancel_in_flight(DROP_CANCEL_LIMIT);
         self.bufs.unregister(&self.ring);
-        // Send buffers still in flight (only if the cancel timed out) are leaked
-        // rather than freed under the kernel.
+        // What did not end in time is leaked rather than freed under the
+        // kernel: send buffers, and the eventfd's read buffer.
         for buf in self.sends.iter_mut().filter_map(Option::take) {
             std::mem::forget(buf);
+        }
+        if !ended && self.wake_armed {
+            Box::leak(std::mem::replace(&mut self.wake_buf, Box::new([0; 8])));
         }
     }
 }
@@ -622,6 +726,82 @@ mod tests {
         assert!(err(libc::EPERM, RingMode::Defer)
             .message
             .contains("seccomp"));
+    }
+
+    /// Drives `ring` for `wait`, handing each event's send result to `sent`.
+    fn turn(ring: &mut Ring, wait: Duration, mut sent: impl FnMut(i32)) {
+        ring.submit_and_wait(wait).unwrap();
+        ring.drain_completions_up_to(usize::MAX, |e| {
+            if let Event::Sent { result, .. } = e {
+                sent(result);
+            }
+        });
+    }
+
+    #[test]
+    fn dropping_cancels_every_request_by_its_user_data() {
+        use std::io::Read;
+        use std::net::{TcpListener, TcpStream};
+        const CONNS: u32 = 300;
+        let cfg = EngineConfig {
+            // Fewer queue entries than cancels: they go in batches.
+            sq_entries: 64,
+            slots: CONNS,
+            buffers: 16,
+            buffer_size: 1024,
+            mode: RingMode::Defer,
+            batch_wait_us: 0,
+        };
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut ring = Ring::new(&cfg, None, sys::eventfd().unwrap()).unwrap();
+        let mut peers = Vec::new();
+        let mut conns = Vec::new();
+        for gen in 0..CONNS {
+            let socket = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+            let slot = ring.install(OwnedFd::from(socket)).unwrap().unwrap();
+            peers.push(listener.accept().unwrap().0);
+            ring.execute(Action::ArmRecv { slot, gen });
+            conns.push((slot, gen));
+        }
+        ring.arm_wake();
+        // Sends to a peer that does not read, until one waits on the full
+        // socket (a send names its connection's generation, as the receive).
+        let (slot, gen) = conns[CONNS as usize / 2];
+        let mut waiting = false;
+        for _ in 0..64 {
+            ring.execute(Action::Send {
+                slot,
+                gen,
+                buf: vec![7; 16 << 20],
+            });
+            waiting = true;
+            let deadline = Instant::now() + Duration::from_millis(300);
+            while waiting && Instant::now() < deadline {
+                turn(&mut ring, Duration::from_millis(20), |_| waiting = false);
+            }
+            if waiting {
+                break;
+            }
+        }
+        assert!(waiting, "a send waits on the full socket");
+        assert_eq!(
+            ring.requests_in_flight(),
+            CONNS + 2,
+            "receives, the send, the wake"
+        );
+
+        assert!(ring.cancel_in_flight(Duration::from_secs(5)));
+        assert_eq!(ring.requests_in_flight(), 0);
+        assert!(
+            ring.sends.iter().all(Option::is_none),
+            "the send's buffer came back"
+        );
+        drop(ring);
+        // Dropped, the ring's table closes every socket: each peer reads EOF.
+        for mut peer in peers {
+            peer.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            peer.read_to_end(&mut Vec::new()).unwrap();
+        }
     }
 
     #[test]
