@@ -192,6 +192,54 @@ pub const PING_GRACE: Duration = Duration::from_millis(300);
 /// the completions.
 const CONNECTS_PER_TURN: usize = 256;
 
+/// The end of a worker's run: its connections are closing, and it waits
+/// while they do, so that they are closed by its own thread and seen as
+/// closes by the server, rather than left to the kernel's teardown of the
+/// ring (which at C1M finished after the server had timed them out).
+#[derive(Debug)]
+struct Closing {
+    since: Duration,
+    /// When the connections still open last went down, and to how many.
+    progress_at: Duration,
+    open: usize,
+    checked_at: Duration,
+}
+
+impl Closing {
+    /// Longest wait with no connection closing.
+    const STALL: Duration = Duration::from_secs(3);
+    /// Longest wait in all (a C1M worker closes its 20,000 in a few seconds).
+    const LIMIT: Duration = Duration::from_secs(60);
+    /// How often the open connections are counted (a scan of the table).
+    const CHECK: Duration = Duration::from_millis(100);
+
+    fn new(now: Duration) -> Self {
+        Self {
+            since: now,
+            progress_at: now,
+            open: usize::MAX,
+            checked_at: now,
+        }
+    }
+
+    /// Whether to stop waiting: every connection closed, none closed for
+    /// [`Closing::STALL`], or [`Closing::LIMIT`] passed. `open` counts the
+    /// connections not closed yet; it is called at most every
+    /// [`Closing::CHECK`].
+    fn over(&mut self, now: Duration, open: impl FnOnce() -> usize) -> bool {
+        if now < self.checked_at + Self::CHECK && now > self.since {
+            return false;
+        }
+        self.checked_at = now;
+        let open = open();
+        if open < self.open {
+            self.open = open;
+            self.progress_at = now;
+        }
+        open == 0 || now >= self.progress_at + Self::STALL || now >= self.since + Self::LIMIT
+    }
+}
+
 /// Runs the worker to the end: ramp, hold, close.
 pub fn run(spec: &WorkerSpec) -> Result<WorkerResult, String> {
     let cfg = EngineConfig {
@@ -228,13 +276,13 @@ pub fn run(spec: &WorkerSpec) -> Result<WorkerResult, String> {
     let mut peak_open = 0;
     let mut ramp_done: Option<Duration> = None;
     let mut last_up = Duration::ZERO;
-    let mut closing_since: Option<Instant> = None;
+    let mut closing: Option<Closing> = None;
     let mut intervals = Vec::new();
     let mut up_per_interval = Vec::new();
     let mut next_interval = INTERVAL;
     loop {
         let now = start.elapsed();
-        if closing_since.is_none() {
+        if closing.is_none() {
             let mut allowed = if made < spec.conns {
                 ramp.allowed(now).min(spec.conns - made)
             } else {
@@ -294,7 +342,7 @@ pub fn run(spec: &WorkerSpec) -> Result<WorkerResult, String> {
             }
             if now >= end + grace {
                 core.close_all();
-                closing_since = Some(Instant::now());
+                closing = Some(Closing::new(now));
             }
         }
         let wait = if made < spec.conns || core.reconnects_waiting() > 0 {
@@ -356,8 +404,8 @@ pub fn run(spec: &WorkerSpec) -> Result<WorkerResult, String> {
             attempts_per_interval.push(std::mem::take(&mut attempts));
             core.interval_rtt.reset();
         }
-        if let Some(since) = closing_since {
-            if core.open() == 0 || since.elapsed() > Duration::from_secs(3) {
+        if let Some(closing) = &mut closing {
+            if closing.over(now, || core.open()) {
                 break;
             }
         }
@@ -448,6 +496,29 @@ mod tests {
             Some(Duration::from_secs(13)),
             "up after the deadline: the deadline it was"
         );
+    }
+
+    #[test]
+    fn closing_waits_while_connections_close() {
+        let s = Duration::from_secs;
+        let ms = Duration::from_millis;
+        let mut c = Closing::new(s(100));
+        assert!(!c.over(s(100), || 20_000), "the first check counts");
+        assert!(!c.over(ms(100_050), || panic!("counted again within CHECK")));
+        // Slow progress keeps it waiting well past the stall time...
+        for t in 1..=20 {
+            assert!(!c.over(s(100 + 2 * t), || 20_000 - 900 * t as usize));
+        }
+        // ...until nothing closes for STALL.
+        assert!(!c.over(ms(142_900), || 2_000));
+        assert!(c.over(s(143), || 2_000), "3 s without a close");
+        let mut all = Closing::new(s(0));
+        assert!(all.over(s(0), || 0), "nothing left open");
+        let mut long = Closing::new(s(0));
+        for t in 1..60 {
+            assert!(!long.over(s(t), || 60 - t as usize));
+        }
+        assert!(long.over(s(60), || 1), "LIMIT in all");
     }
 
     #[test]
