@@ -253,6 +253,7 @@ pub fn run(spec: &WorkerSpec) -> Result<WorkerResult, String> {
     let wake = sys::eventfd().map_err(|e| format!("eventfd: {e}"))?;
     let mut engine = Engine::new(spec.kind, &cfg, None, wake).map_err(|e| e.to_string())?;
     let mut core = ClientCore::new(spec.pinging, spec.heartbeat_ms, spec.seed);
+    core.reserve(spec.slots as usize);
     core.set_reconnect(spec.reconnect);
     core.set_protocol(spec.protocol);
     if let Some(plan) = &spec.rooms {

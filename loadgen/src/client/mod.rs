@@ -398,6 +398,18 @@ impl ClientCore {
         self.installed_as(slot, started, retry, 0);
     }
 
+    /// Makes room for connections in slots `0..slots` (the engine's table)
+    /// and their timers up front: a table grown by doubling as the ramp fills
+    /// it copies itself each time and frees the old copy, 8 MB a worker in
+    /// all at 20,000 slots, which the allocator may hold for a while; at C1M,
+    /// with 51 workers doubling at about the same time, that was a peak of
+    /// some hundreds of MB that the connections themselves never needed.
+    pub fn reserve(&mut self, slots: usize) {
+        self.conns
+            .reserve_exact(slots.saturating_sub(self.conns.len()));
+        self.timers.reserve(slots.saturating_sub(self.timers.len()));
+    }
+
     /// Like [`ClientCore::installed`], for connection `retry.index` of the
     /// whole run (its room and whether it publishes follow from it), connected
     /// to target `target`.

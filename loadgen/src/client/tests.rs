@@ -279,3 +279,17 @@ fn server_pings_are_answered_and_errors_counted() {
     assert_eq!(c.counts.errors_by_code.get(&5), Some(&1));
     assert_eq!(c.open(), 1, "LIMIT is not fatal");
 }
+
+#[test]
+fn a_reserved_table_is_never_copied_as_it_fills() {
+    let mut c = ClientCore::new(Pinging::Heartbeat, 0, 1);
+    c.reserve(1000);
+    let table = c.conns.as_ptr();
+    // Slots filled in any order, up to the last one reserved.
+    for slot in (0..1000).rev() {
+        c.installed(slot, Duration::ZERO, 0);
+    }
+    assert_eq!(c.open(), 1000);
+    assert_eq!(c.conns.as_ptr(), table, "the table stayed where it was");
+    assert_eq!(c.conns.capacity(), 1000, "and took no more than reserved");
+}
