@@ -8,6 +8,7 @@
 //! arrives, which is what makes that API sound.
 
 mod bufring;
+mod inflight;
 
 use crate::contract::{Action, Event, RecvEnd, GEN_MASK};
 use crate::{sys, EngineConfig, RingMode, StartError};
@@ -21,6 +22,7 @@ use io_uring::{cqueue, opcode, squeue, IoUring, Probe};
 
 use bufring::BufRing;
 use bufring::RecvBuf;
+use inflight::{InFlight, Op};
 
 /// What a completion meant, before a receive buffer is lent as bytes.
 #[derive(Debug)]
@@ -96,10 +98,6 @@ const REQUIRED_OPCODES: [(u8, &str, &str); 7] = [
     (opcode::Read::CODE, "IORING_OP_READ", "5.6"),
 ];
 
-/// The bit of [`Ring::in_flight`] that says a receive is armed (generations
-/// use the low 24 bits).
-const RECV_ARMED: u32 = 1 << 31;
-
 /// How long dropping a ring waits for its requests to end once cancelled.
 const DROP_CANCEL_LIMIT: Duration = Duration::from_secs(5);
 
@@ -112,14 +110,8 @@ pub struct Ring {
     bufs: BufRing,
     /// Buffers of sends in flight, by slot (one send per connection at a time).
     sends: Vec<Option<Vec<u8>>>,
-    /// By slot: the generation of its connection's last receive or send
-    /// (both of one connection share it), and [`RECV_ARMED`] while a
-    /// multishot receive is armed: what [`Ring::cancel_in_flight`] names
-    /// each request by when the ring is dropped.
-    in_flight: Vec<u32>,
-    /// Multishot receives armed, and sends in flight.
-    recvs_armed: u32,
-    sends_in_flight: u32,
+    /// Receives armed and sends in flight, by slot and generation.
+    in_flight: InFlight,
     /// The listening socket of a server ring (`None` for a client ring).
     listener: Option<OwnedFd>,
     wake: OwnedFd,
@@ -224,9 +216,7 @@ impl Ring {
             ring,
             bufs,
             sends,
-            in_flight: vec![0; cfg.slots as usize],
-            recvs_armed: 0,
-            sends_in_flight: 0,
+            in_flight: InFlight::new(cfg.slots),
             listener,
             wake,
             free_slots: Vec::new(),
@@ -346,57 +336,52 @@ impl Ring {
 
     /// Turns a core action into a submission.
     pub fn execute(&mut self, action: Action) {
-        let entry =
-            match action {
-                Action::ArmRecv { slot, gen } => {
-                    let word = &mut self.in_flight[slot as usize];
-                    assert!(
-                        *word & RECV_ARMED == 0,
-                        "second receive armed on slot {slot}"
-                    );
-                    *word = (gen & GEN_MASK) | RECV_ARMED;
-                    self.recvs_armed += 1;
-                    opcode::RecvMulti::new(Fixed(slot), self.bufs.bgid())
-                        .build()
-                        .user_data(user_data(Kind::Recv, slot, gen))
-                }
-                Action::Send { slot, gen, buf } => {
-                    let cell = &mut self.sends[slot as usize];
-                    assert!(cell.is_none(), "second send in flight on slot {slot}");
-                    let (ptr, len) = (buf.as_ptr(), buf.len() as u32);
-                    // The Vec's heap block stays put while the Vec sits in `sends`.
-                    *cell = Some(buf);
-                    self.sends_in_flight += 1;
-                    let word = &mut self.in_flight[slot as usize];
-                    *word = (*word & RECV_ARMED) | (gen & GEN_MASK);
-                    opcode::Send::new(Fixed(slot), ptr, len)
-                        .flags(libc::MSG_NOSIGNAL)
-                        .build()
-                        .user_data(user_data(Kind::Send, slot, gen))
-                }
-                Action::ShutdownWrite { slot } => opcode::Shutdown::new(Fixed(slot), libc::SHUT_WR)
+        // Noted by slot and generation: what a drop of the ring must cancel.
+        match action {
+            Action::ArmRecv { slot, gen } => self.in_flight.recv_armed(slot, gen),
+            Action::Send { slot, gen, .. } => self.in_flight.send_started(slot, gen),
+            _ => {}
+        }
+        let entry = match action {
+            Action::ArmRecv { slot, gen } => opcode::RecvMulti::new(Fixed(slot), self.bufs.bgid())
+                .build()
+                .user_data(user_data(Kind::Recv, slot, gen)),
+            Action::Send { slot, gen, buf } => {
+                let cell = &mut self.sends[slot as usize];
+                assert!(cell.is_none(), "second send in flight on slot {slot}");
+                let (ptr, len) = (buf.as_ptr(), buf.len() as u32);
+                // The Vec's heap block stays put while the Vec sits in `sends`.
+                *cell = Some(buf);
+                opcode::Send::new(Fixed(slot), ptr, len)
+                    .flags(libc::MSG_NOSIGNAL)
                     .build()
-                    .user_data(user_data(Kind::Shutdown, slot, 0)),
-                Action::Cancel {
-                    slot,
-                    gen,
-                    recv,
-                    send,
-                } => {
-                    // By user data, a hash lookup: cancelling by file scans every
-                    // armed request, which made a 7,000-connection shutdown quadratic.
-                    if recv && send {
-                        self.cancel(user_data(Kind::Recv, slot, gen));
-                    }
-                    let target = if send { Kind::Send } else { Kind::Recv };
-                    opcode::AsyncCancel::new(user_data(target, slot, gen))
-                        .build()
-                        .user_data(user_data(Kind::Cancel, slot, 0))
+                    .user_data(user_data(Kind::Send, slot, gen))
+            }
+            Action::ShutdownWrite { slot } => opcode::Shutdown::new(Fixed(slot), libc::SHUT_WR)
+                .build()
+                .user_data(user_data(Kind::Shutdown, slot, 0)),
+            Action::Cancel {
+                slot,
+                gen,
+                recv,
+                send,
+            } => {
+                // By user data, a hash lookup: cancelling by file scans every
+                // armed request, which made a 7,000-connection shutdown quadratic.
+                if recv && send {
+                    self.cancel(user_data(Kind::Recv, slot, gen));
                 }
-                Action::Close { slot } => opcode::Close::new(Fixed(slot))
+                let target = if send { Kind::Send } else { Kind::Recv };
+                opcode::AsyncCancel::new(user_data(target, slot, gen))
                     .build()
-                    .user_data(user_data(Kind::Close, slot, 0)),
-            };
+                    .user_data(user_data(Kind::Cancel, slot, 0))
+            }
+            Action::Close { slot } => {
+                opcode::Close::new(Fixed(slot))
+                    .build()
+                    .user_data(user_data(Kind::Close, slot, 0))
+            }
+        };
         self.push(entry);
     }
 
@@ -546,7 +531,7 @@ impl Ring {
             }
             Some(Kind::Recv) => {
                 if !more {
-                    self.recv_ended(slot, gen);
+                    self.in_flight.recv_ended(slot, gen);
                 }
                 if res > 0 {
                     let bid = cqueue::buffer_select(flags)
@@ -576,7 +561,7 @@ impl Ring {
                 let buf = self.sends[slot as usize]
                     .take()
                     .expect("a send completion has its buffer");
-                self.sends_in_flight -= 1;
+                self.in_flight.send_ended();
                 Completion::Event(Event::Sent {
                     slot,
                     gen,
@@ -601,22 +586,10 @@ impl Ring {
 }
 
 impl Ring {
-    /// A multishot receive on `slot` ended (its last completion came).
-    fn recv_ended(&mut self, slot: u32, gen: u32) {
-        let word = &mut self.in_flight[slot as usize];
-        if *word == (gen & GEN_MASK) | RECV_ARMED {
-            *word &= !RECV_ARMED;
-            self.recvs_armed -= 1;
-        }
-    }
-
     /// Requests that may still touch memory this ring owns: receives (the
     /// buffer ring), sends (their buffers), the eventfd read, the accept.
     fn requests_in_flight(&self) -> u32 {
-        self.recvs_armed
-            + self.sends_in_flight
-            + u32::from(self.wake_armed)
-            + u32::from(self.accepting)
+        self.in_flight.count() + u32::from(self.wake_armed) + u32::from(self.accepting)
     }
 
     /// Cancels every request still in flight, each by its user data, and
@@ -628,16 +601,14 @@ impl Ring {
     /// loadgen's 51 rings take minutes to drop at the end of a C1M run.
     fn cancel_in_flight(&mut self, limit: Duration) -> bool {
         let deadline = Instant::now() + limit;
-        let mut targets: Vec<u64> = Vec::new();
-        for (slot, &word) in self.in_flight.iter().enumerate() {
-            let gen = word & GEN_MASK;
-            if word & RECV_ARMED != 0 {
-                targets.push(user_data(Kind::Recv, slot as u32, gen));
-            }
-            if self.sends[slot].is_some() {
-                targets.push(user_data(Kind::Send, slot as u32, gen));
-            }
-        }
+        let sends = &self.sends;
+        let mut targets: Vec<u64> = (self.in_flight.each(|slot| sends[slot].is_some()))
+            .into_iter()
+            .map(|(op, slot, gen)| match op {
+                Op::Recv => user_data(Kind::Recv, slot, gen),
+                Op::Send => user_data(Kind::Send, slot, gen),
+            })
+            .collect();
         if self.accepting {
             targets.push(user_data(Kind::Accept, 0, 0));
         }
