@@ -287,15 +287,15 @@ if [ "$low" = 1 ]; then
 fi
 
 # The plan for N connections with both ends on this machine (a loopback run),
-# from what one costs as measured here at C100K (issue 16: 100,000 idle loopback
-# connections grew the slab by 946 MB, ringroom-server's RSS by 222 B and
-# loadgen's by 1.4 KB a connection). Refused when it does not fit in what the
-# kernel says is available, with a tenth kept back.
+# from what one cost as measured here at C1M (bench-results/c1m, the most of
+# runs 2-13: the slab grew 9,727 B a connection, ringroom-server's RSS at most
+# 122 B, loadgen's 515 B since 5602b19). Refused when it does not fit in what
+# the kernel says is available, with a tenth kept back.
 fits=1
 if [ -n "$connections" ]; then
-    kernel_each=9460
-    server_each=222
-    loadgen_each=1440
+    kernel_each=9727
+    server_each=122
+    loadgen_each=515
     mib() { echo $(( ($1 + 1048575) / 1048576 )); }
     kernel=$(( connections * kernel_each ))
     server=$(( connections * server_each ))

@@ -310,7 +310,7 @@ impl Fake {
 fn the_memory_plan_for_n_connections_fits_or_is_refused() {
     let fake = Fake::new("plan");
     fake.set("net/ipv4/ip_local_port_range", "1024\t65535");
-    // 24 GB available: a million loopback connections fit (about 10.4 GiB).
+    // 24 GB available: a million loopback connections fit (about 9.7 GiB).
     let out = fake.check_plan("c10k", "1000000", 24_000_000);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{stdout}");
@@ -319,11 +319,11 @@ fn the_memory_plan_for_n_connections_fits_or_is_refused() {
         "{stdout}"
     );
     assert!(
-        row_in_plan(&stdout, "kernel: 2 sockets a connection").ends_with(" 9022 MiB"),
+        row_in_plan(&stdout, "kernel: 2 sockets a connection").ends_with(" 9277 MiB"),
         "{stdout}"
     );
     assert!(
-        row_in_plan(&stdout, "total").ends_with(" 10607 MiB"),
+        row_in_plan(&stdout, "total").ends_with(" 9884 MiB"),
         "{stdout}"
     );
     assert!(stdout.contains("  fits, with "), "{stdout}");
@@ -345,7 +345,7 @@ fn the_memory_plan_for_n_connections_fits_or_is_refused() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(3), "{stdout}");
     assert!(
-        stdout.contains("DOES NOT FIT: 10607 MiB wanted, 7032 MiB usable"),
+        stdout.contains("DOES NOT FIT: 9884 MiB wanted, 7032 MiB usable"),
         "{stdout}"
     );
     // A plan that fits does not hide a LOW setting (exit 1).
