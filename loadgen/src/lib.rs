@@ -33,6 +33,7 @@ pub mod compare;
 pub mod errnos;
 pub mod hlog;
 pub mod index;
+pub mod netstat;
 pub mod own_server;
 pub mod plot;
 pub mod processes;

@@ -372,6 +372,10 @@ pub struct Summary {
     pub storm: Option<crate::storm::Report>,
     /// The churn's figures, in `--scenario churn`.
     pub churn: Option<crate::churn::Report>,
+    /// Machine limits the kernel counted as hit during the run (none in
+    /// results older than it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel: Option<crate::netstat::Limits>,
 }
 
 fn one() -> u32 {
@@ -720,6 +724,13 @@ pub fn merge(runs: &[RunRecord], names: &[String]) -> Result<RunRecord, String> 
         s.ramp_lowest_rate_per_s = match (s.ramp_lowest_rate_per_s, o.ramp_lowest_rate_per_s) {
             (Some(a), Some(b)) => Some(a + b),
             (a, b) => a.or(b),
+        };
+        s.kernel = match (s.kernel.take(), &o.kernel) {
+            (Some(mut a), Some(b)) => {
+                a.widest(b);
+                Some(a)
+            }
+            (a, b) => a.or_else(|| b.clone()),
         };
         // Separate processes: their memory adds up.
         s.loadgen_rss_bytes += o.loadgen_rss_bytes;

@@ -199,15 +199,6 @@ pub fn report(
     }
 }
 
-/// The kernel's TcpExt ListenDrops (SYNs and accepts dropped by listeners).
-pub fn listen_drops() -> Option<u64> {
-    let text = std::fs::read_to_string("/proc/net/netstat").ok()?;
-    let mut lines = text.lines().filter(|l| l.starts_with("TcpExt:"));
-    let (names, values) = (lines.next()?, lines.next()?);
-    let i = names.split_whitespace().position(|n| n == "ListenDrops")?;
-    values.split_whitespace().nth(i)?.parse().ok()
-}
-
 /// The summary table's rows for it.
 pub fn describe(r: &Report) -> String {
     let back = match r.all_back_after_s {

@@ -8,8 +8,29 @@ mod common;
 
 use std::process::Command;
 
-/// Deletes the namespace (and so everything in it) when the test ends.
+/// A network namespace of the test's own, loopback up; deleted (and so
+/// everything in it) when the test ends.
 struct Netns(String);
+
+impl Netns {
+    fn new(name: &str) -> Self {
+        let ns = Netns(format!("{name}-{}", std::process::id()));
+        let made = Command::new("ip")
+            .args(["netns", "add", &ns.0])
+            .status()
+            .unwrap();
+        assert!(
+            made.success(),
+            "this test needs root and iproute2 to make a network namespace"
+        );
+        assert!(ip_netns_exec(&ns.0)
+            .args(["ip", "link", "set", "lo", "up"])
+            .status()
+            .unwrap()
+            .success());
+        ns
+    }
+}
 
 impl Drop for Netns {
     fn drop(&mut self) {
@@ -25,20 +46,7 @@ fn ip_netns_exec(ns: &str) -> Command {
 
 #[test]
 fn a_narrow_port_range_needs_more_source_addresses() {
-    let ns = Netns(format!("rr-ports-{}", std::process::id()));
-    let made = Command::new("ip")
-        .args(["netns", "add", &ns.0])
-        .status()
-        .unwrap();
-    assert!(
-        made.success(),
-        "this test needs root and iproute2 to make a network namespace"
-    );
-    assert!(ip_netns_exec(&ns.0)
-        .args(["ip", "link", "set", "lo", "up"])
-        .status()
-        .unwrap()
-        .success());
+    let ns = Netns::new("rr-ports");
     let range = ip_netns_exec(&ns.0)
         .args(["sysctl", "-w", "net.ipv4.ip_local_port_range=40000 40999"])
         .output()
@@ -116,4 +124,56 @@ fn a_narrow_port_range_needs_more_source_addresses() {
 
     let _ = server.kill();
     let _ = server.wait();
+}
+
+/// A server that accepts nothing (stopped) behind listen backlogs of 1, in a
+/// namespace whose kernel counters are the test's alone: the run fails, and
+/// says that full listen backlogs dropped SYNs, as /proc/net/netstat counted.
+#[test]
+fn a_failed_run_names_the_limit_the_kernel_counted() {
+    let ns = Netns::new("rr-drops");
+    let (mut server, addr) = common::spawn_server(common::server_command(
+        ip_netns_exec(&ns.0),
+        &["--backlog", "1"],
+    ));
+    let signal = |sig: &str| {
+        Command::new("kill")
+            .args([sig, &server.id().to_string()])
+            .status()
+            .unwrap()
+    };
+    assert!(signal("-STOP").success());
+    let out = std::env::temp_dir().join(format!("rr-drops-{}", std::process::id()));
+    let run = ip_netns_exec(&ns.0)
+        .args([env!("CARGO_BIN_EXE_loadgen"), "--engine", common::engine()])
+        .args(["--target", &addr.to_string(), "--scenario", "idle"])
+        .args(["--conns", "40", "--connect-rate", "1000", "--duration", "1"])
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    signal("-CONT");
+    let _ = server.kill();
+    let _ = server.wait();
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(!run.status.success(), "{stdout}");
+    assert!(stderr.contains("connections came up"), "{stderr}");
+    assert!(
+        stderr.contains("the kernel counted: ")
+            && stderr.contains("SYNs or connections dropped by full listen backlogs"),
+        "{stderr}"
+    );
+    assert!(
+        stdout.contains("| kernel (machine-wide): listen drops /"),
+        "{stdout}"
+    );
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("summary.json")).unwrap()).unwrap();
+    assert!(
+        summary["kernel"]["listen_drops"].as_u64().unwrap() > 0,
+        "{}",
+        summary["kernel"]
+    );
+    let _ = std::fs::remove_dir_all(&out);
 }

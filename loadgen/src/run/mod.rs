@@ -16,7 +16,7 @@ use crate::own_server::OwnServer;
 use crate::processes::{self, Part};
 use crate::sources::{choose_loopback_sources, local_port_range, parse_sources, Capacity};
 use crate::worker::{self, share, HoldGate, Progress, WorkerSpec};
-use crate::{churn, procstat, storm};
+use crate::{churn, netstat, procstat, storm};
 
 mod summary;
 mod totals;
@@ -94,6 +94,15 @@ pub fn run(args: Args) -> Result<(), String> {
         capacity.total()
     );
     capacity.check(plan.conns as u64)?;
+    // Both ends of a loopback run are this machine's sockets.
+    let on_loopback = args.target.iter().all(|t| t.ip().is_loopback());
+    let sockets = plan.conns as u64 * if on_loopback { 2 } else { 1 };
+    if let Some(warning) = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_mem")
+        .ok()
+        .and_then(|t| netstat::tcp_mem_warning(&t, sockets))
+    {
+        println!("{warning}");
+    }
     if args.scenario == Scenario::Churn && (parts > 1 || part.is_part()) {
         return Err("--scenario churn runs in one process (its figures are not merged)".into());
     }
@@ -304,7 +313,7 @@ fn drive(
             })
         })
         .collect();
-    let drops_before = storm::listen_drops();
+    let netstat_before = netstat::Sample::read();
     let storm_thread = whole.storm.as_ref().map(|s| {
         storm::spawn(
             s.spec,
@@ -344,19 +353,19 @@ fn drive(
         }
         None => (None, None),
     };
+    let kernel = netstat::Sample::read()
+        .zip(netstat_before)
+        .map(|(after, before)| after.since(&before));
     let storm_report = match (storm_thread, &whole.storm) {
         (Some(thread), Some(s)) => {
             let events = thread.join().map_err(|_| "the storm thread panicked")?;
-            let drops = storm::listen_drops()
-                .zip(drops_before)
-                .map(|(a, b)| a.saturating_sub(b));
             Some(storm::report(
                 s.spec,
                 &events,
                 &up_per_second,
                 &connects_per_second,
                 plan.conns as u64,
-                drops,
+                kernel.as_ref().map(|k| k.listen_drops),
             ))
         }
         _ => None,
@@ -392,6 +401,9 @@ fn drive(
         own_memory.0 / 1024,
         own_memory.1 / counts.connected.max(1)
     );
+    if let Some(k) = &kernel {
+        println!("{}", k.describe());
+    }
     let dir = args
         .out
         .clone()
@@ -440,6 +452,7 @@ fn drive(
         ramp_lowest: (counts.ramp_slowdowns > 0).then_some(ramp_lowest),
         storm: storm_report.clone(),
         churn: churn_report.clone(),
+        kernel: kernel.clone(),
     };
     let result = record(
         args, plan, &targets, workers, &counts, &connect, own_cpu, server_cpu, run,
@@ -485,12 +498,10 @@ fn drive(
         .write(&dir)
         .map_err(|e| format!("cannot write results to {}: {e}", dir.display()))?;
     println!("results in {}", dir.display());
-    match (&storm_report, &churn_report, &churn_window) {
+    let judged = match (&storm_report, &churn_report, &churn_window) {
         (Some(r), _, _) => storm_verdict(r, order),
-        (None, Some(r), Some(w)) => {
-            churn::verdict(r, w, counts.abandoned)?;
-            verdict(plan, &counts, order, Delivery::PresentMembers)
-        }
+        (None, Some(r), Some(w)) => churn::verdict(r, w, counts.abandoned)
+            .and_then(|()| verdict(plan, &counts, order, Delivery::PresentMembers)),
         _ => {
             let delivery = match rooms {
                 Some(_) => Delivery::EveryMember,
@@ -498,7 +509,12 @@ fn drive(
             };
             verdict(plan, &counts, order, delivery)
         }
-    }
+    };
+    // A failed run says which machine limits the kernel counted as hit.
+    judged.map_err(|e| match kernel.map(|k| k.hints()).unwrap_or_default() {
+        hints if hints.is_empty() => e,
+        hints => format!("{e}\n  the kernel counted: {}", hints.join("\n  ")),
+    })
 }
 
 /// How many workers and how many slots each may have. io_uring: the cores,

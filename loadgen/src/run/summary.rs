@@ -14,7 +14,7 @@ use crate::cli::{Args, Plan, Scenario};
 use crate::client::Counts;
 use crate::results::RunRecord;
 use crate::worker::{Progress, INTERVAL};
-use crate::{churn, errnos, procstat, storm};
+use crate::{churn, errnos, netstat, procstat, storm};
 
 pub(super) fn ms(h: &Histogram<u64>, q: f64) -> f64 {
     h.value_at_quantile(q) as f64 / 1000.0
@@ -196,6 +196,7 @@ pub(super) fn record(
         sources: 1,
         storm: run.storm.clone(),
         churn: run.churn.clone(),
+        kernel: run.kernel.clone(),
         ..Default::default()
     };
     let mut record = RunRecord { summary, metrics };
@@ -230,6 +231,8 @@ pub(super) struct Run {
     pub(super) storm: Option<storm::Report>,
     /// The churn's figures.
     pub(super) churn: Option<churn::Report>,
+    /// Machine limits hit, as the kernel counted them.
+    pub(super) kernel: Option<netstat::Limits>,
 }
 
 /// A live line while the workers run: connections, PONGs a second, the last
