@@ -94,6 +94,17 @@ fn two_hundred_megabytes_to_three_receivers_and_one_is_killed_midway() {
     // The killed one never renamed its partial file to the real name.
     assert_eq!(receivers[0].exit_code(TIMEOUT), None, "killed by a signal");
     assert!(!dirs[0].join("f200.bin").exists());
+    // It could not delete its part either: the next receiver there does.
+    assert!(partial_bytes(&dirs[0]) >= killed_at, "the part is left");
+    let mut next = recv(&server, &dirs[0], logs, "r0-next", &[]);
+    assert!(
+        output(logs, "r0-next").contains("-- removed 1 partial file(s) left in"),
+        "{}",
+        output(logs, "r0-next")
+    );
+    assert!(names_in(&dirs[0]).is_empty(), "{:?}", names_in(&dirs[0]));
+    signal(next.0.id(), "INT");
+    assert_eq!(next.exit_code(TIMEOUT), Some(130));
     let out = output(logs, "send");
     assert!(
         out.contains("-- sending #1 f200.bin") && out.contains("-- sent #1"),

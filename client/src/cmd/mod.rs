@@ -97,10 +97,23 @@ impl Connect {
     }
 }
 
-/// Checks that `dir` is a folder; says why not (as `ringroom <cmd>`).
+/// Checks that `dir` is a folder, and deletes the partial files that
+/// receivers now gone left in it (saying which); says why not (as
+/// `ringroom <cmd>`).
 pub fn check_dir(cmd: &str, dir: &Path) -> Result<(), u8> {
     let why = match std::fs::metadata(dir) {
-        Ok(m) if m.is_dir() => return Ok(()),
+        Ok(m) if m.is_dir() => {
+            let removed = crate::files::parts::remove_orphans(dir);
+            if !removed.is_empty() {
+                println!(
+                    "-- removed {} partial file(s) left in {} by receivers that are gone: {}",
+                    removed.len(),
+                    dir.display(),
+                    removed.join(", ")
+                );
+            }
+            return Ok(());
+        }
         Ok(_) => "not a folder".to_string(),
         Err(e) => e.to_string(),
     };

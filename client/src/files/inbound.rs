@@ -10,7 +10,6 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, Ordering};
 
 use proto::Fragment;
 use sha2::{Digest, Sha256};
@@ -205,9 +204,6 @@ pub struct Inbound {
     transfers: HashMap<Key, Transfer>,
 }
 
-/// Temporary files get names no sender can choose: a dot, our pid, a counter.
-static TMP_SEQ: AtomicU32 = AtomicU32::new(0);
-
 impl Inbound {
     /// Writes files into `dir`, or takes none when `dir` is `None`.
     pub fn new(dir: Option<PathBuf>, limits: Limits) -> Inbound {
@@ -354,11 +350,7 @@ impl Inbound {
         if !fragment.more {
             return refuse(self, Discard::NoTrailer);
         }
-        let tmp = dir.join(format!(
-            ".ringroom-{}-{}.part",
-            std::process::id(),
-            TMP_SEQ.fetch_add(1, Ordering::Relaxed)
-        ));
+        let tmp = super::parts::new_path(&dir);
         let file = match File::options().write(true).create_new(true).open(&tmp) {
             Ok(file) => file,
             Err(e) => return refuse(self, Discard::Io(e.to_string())),

@@ -4,6 +4,7 @@
 pub mod inbound;
 pub mod names;
 pub mod outgoing;
+pub mod parts;
 
 /// A SHA-256 as the lowercase hex people compare with `sha256sum`.
 pub fn hex(digest: &[u8; 32]) -> String {
