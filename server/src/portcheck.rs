@@ -9,6 +9,7 @@
 //! namespace) and refuses to run beside a listening socket that is not its
 //! own on an overlapping address. Its own sockets are told apart by inode.
 
+use std::io::BufRead;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::{AsRawFd, OwnedFd};
 
@@ -23,6 +24,8 @@ pub struct Listener {
 
 /// TCP state LISTEN, as `/proc/net/tcp` writes it.
 const LISTEN: &str = "0A";
+/// TCP state CLOSE: a listener being shut down, still in the listening hash.
+const CLOSE: &str = "07";
 
 /// Parses the lines of `/proc/net/tcp` or `/proc/net/tcp6`: the sockets in
 /// LISTEN state. Lines that do not parse are skipped.
@@ -91,11 +94,31 @@ pub fn inode_of(fd: &OwnedFd) -> Option<u64> {
         .ok()
 }
 
+/// The head of a `/proc/net/tcp(6)` table up to its listening sockets' end.
+/// The kernel writes the table from its listening hash first, then from the
+/// established one (connections, TIME_WAIT): the first line in any state but
+/// LISTEN or CLOSE starts the second part, which is not read. At C1M the
+/// whole table is two million lines, seconds to write out, and a server
+/// restarting beside it read it twice before it could listen.
+fn listening_section(table: impl BufRead) -> String {
+    let mut head = String::new();
+    for (i, line) in table.lines().map_while(Result::ok).enumerate() {
+        let state = line.split_whitespace().nth(3);
+        if i > 0 && state.is_some_and(|s| s != LISTEN && s != CLOSE) {
+            break;
+        }
+        head.push_str(&line);
+        head.push('\n');
+    }
+    head
+}
+
 /// Listening sockets of others (not among `ours`) whose address overlaps `addr`.
 pub fn foreign_listeners(addr: SocketAddr, ours: &[u64]) -> Vec<Listener> {
     ["/proc/net/tcp", "/proc/net/tcp6"]
         .iter()
-        .filter_map(|path| std::fs::read_to_string(path).ok())
+        .filter_map(|path| std::fs::File::open(path).ok())
+        .map(|file| listening_section(std::io::BufReader::new(file)))
         .flat_map(|table| parse_listeners(&table))
         .filter(|l| overlaps(addr, l.addr) && !ours.contains(&l.inode))
         .collect()
@@ -178,6 +201,42 @@ mod tests {
         );
         let six = parse_listeners(TCP6);
         assert_eq!(six[0].addr, "[::1]:7700".parse().unwrap());
+    }
+
+    #[test]
+    fn the_table_is_read_only_up_to_its_first_connection() {
+        // A listener after a connection is beyond where the kernel's
+        // listening hash ends: not read (the kernel never writes one there).
+        let late = format!(
+            "{TCP}   3: 0100007F:1E16 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 5001 1 0 100 0 0 10 0\n"
+        );
+        let head = listening_section(std::io::Cursor::new(late));
+        assert_eq!(
+            head.lines().count(),
+            3,
+            "the header and two listeners:\n{head}"
+        );
+        assert_eq!(parse_listeners(&head), parse_listeners(TCP));
+        let closing = TCP.replacen(" 0A ", " 07 ", 1);
+        let head = listening_section(std::io::Cursor::new(closing));
+        assert_eq!(
+            head.lines().count(),
+            3,
+            "a closing listener does not end it"
+        );
+        assert_eq!(listening_section(std::io::Cursor::new(TCP6)), TCP6);
+    }
+
+    #[test]
+    fn the_real_table_s_listeners_are_all_found() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        // A connection too, so the table has an established part.
+        let _conn = std::net::TcpStream::connect(addr).unwrap();
+        let fd = OwnedFd::from(listener);
+        let found = foreign_listeners(addr, &[]);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(Some(found[0].inode), inode_of(&fd));
     }
 
     #[test]
