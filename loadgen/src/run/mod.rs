@@ -66,10 +66,10 @@ pub fn run(args: Args) -> Result<(), String> {
     let ports = local_port_range()?;
     let targets = args.target.len().max(1);
     let mut capacity = Capacity::new(sources.len(), targets, ports);
-    let loopback_v4 = args
-        .target
-        .iter()
-        .all(|t| matches!(t.ip(), IpAddr::V4(ip) if ip.is_loopback()));
+    // No target: loadgen's own server, on IPv4 loopback. (The families
+    // were checked: all targets are of one.)
+    let on_loopback = args.target.iter().all(|t| t.ip().is_loopback());
+    let loopback_v4 = on_loopback && !is_v6_run(&args.target);
     if args.source.is_none() && loopback_v4 && capacity.check(plan.conns as u64).is_err() {
         // On loopback every 127/8 address is a source: take as many as the
         // run needs rather than refuse it (each part of a split run makes
@@ -95,7 +95,6 @@ pub fn run(args: Args) -> Result<(), String> {
     );
     capacity.check(plan.conns as u64)?;
     // Both ends of a loopback run are this machine's sockets.
-    let on_loopback = args.target.iter().all(|t| t.ip().is_loopback());
     let sockets = plan.conns as u64 * if on_loopback { 2 } else { 1 };
     if let Some(warning) = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_mem")
         .ok()
